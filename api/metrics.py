@@ -1,0 +1,60 @@
+"""Prometheus metrics of the API process, including the city's counts from the read models."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from fastapi import Request, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from api.views import ReadModels
+
+
+class ReadModelCollector:
+    """City-wide counters summed over every worker's published progress, so one scrape of
+    any API replica shows the whole consumer group."""
+
+    def __init__(self, views: ReadModels) -> None:
+        self.views = views
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily("citybrain_events", "Events processed by the stream workers",
+                                     labels=["domain", "outcome"])
+        records = CounterMetricFamily("citybrain_records", "Kafka records consumed", labels=["domain"])
+        for domain, t in self.views.vitals.totals().items():
+            events.add_metric([domain, "valid"], t["events"])
+            events.add_metric([domain, "rejected"], t["rejected"])
+            records.add_metric([domain], t["records"])
+        yield events
+        yield records
+        ready = GaugeMetricFamily("citybrain_view_caught_up", "1 when a read model has caught up "
+                                  "with its topic", labels=["topic"])
+        for topic, ok in self.views.ready.items():
+            ready.add_metric([topic], 1.0 if ok else 0.0)
+        yield ready
+
+
+class HttpMetrics(BaseHTTPMiddleware):
+    def __init__(self, app, registry: CollectorRegistry) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(app)
+        self.requests = Counter("citybrain_http_requests", "HTTP requests",
+                                ["route", "method", "status"], registry=registry)
+        self.latency = Histogram("citybrain_http_request_seconds", "HTTP request latency",
+                                 ["route"], registry=registry)
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        # The route template, not the path, so ids in paths don't explode label cardinality.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        self.requests.labels(route, request.method, str(response.status_code)).inc()
+        self.latency.labels(route).observe(time.perf_counter() - start)
+        return response
+
+
+def exposition(registry: CollectorRegistry) -> Response:
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

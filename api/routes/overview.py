@@ -1,0 +1,22 @@
+"""City vital signs (城市运行体征): what the wall screen shows first."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from api.auth import require
+
+router = APIRouter(prefix="/api/v1", tags=["overview"])
+
+
+@router.get("/overview", dependencies=[Depends(require("viewer"))])
+async def overview(request: Request) -> dict[str, Any]:
+    vitals = request.app.state.views.vitals
+    totals = vitals.totals()
+    rates = vitals.rates(totals)
+    domains = {d: {**t, "events_per_s": rates[d]} for d, t in totals.items()}
+    return {"generated_at": int(time.time() * 1000), "domains": domains,
+            "entities": len(request.app.state.views.registry)}

@@ -1,0 +1,180 @@
+"""`citybrain`: one command per part of the service, and `up` for all of them at once.
+
+Every flag has a `CITYBRAIN_<NAME>` variable (services.config); flags win. Anything a
+person can get wrong (a busy port, an unreachable broker, a bad value) ends in one line
+on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from services import config
+from services.broker import BrokerError, EmbeddedBroker
+from services.config import ConfigError, Settings
+from streams.events import Invalid
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def _flags(p: argparse.ArgumentParser, *names: str) -> None:
+    """Declare flags by setting name; each maps onto the Settings field of that name."""
+    spec: dict[str, tuple[type, str]] = {
+        "broker": (str, "HOST:PORT of an existing Kafka cluster (default: run the embedded broker)"),
+        "broker_port": (int, "port of the embedded broker (default 9092)"),
+        "api_host": (str, "address the HTTP API binds (default 127.0.0.1)"),
+        "api_port": (int, "port of the HTTP API (default 8000)"),
+        "data_dir": (Path, "where durable local state lives (default ./var)"),
+        "topic_prefix": (str, "prefix of every topic (default 'citybrain.')"),
+        "partitions": (int, "partitions of the event topics (default 8)"),
+        "workers": (int, "stream worker processes (default 1)"),
+        "simulate": (float, "run the city simulator at this many events per second"),
+        "simulate_batch": (int, "events per record the simulator produces (default 1)"),
+        "registry_file": (Path, "JSON array or JSON Lines of registry entities"),
+        "store": (str, "worker table store: memory or rocksdb (default memory)"),
+        "log_level": (str, "debug, info, warning or error (default info)"),
+    }
+    for name in names:
+        kind, help_ = spec[name]
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=help_)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    # Flags that are not settings (--seed, --worker-id, ...) are ignored here.
+    return config.load().with_overrides(**vars(args))
+
+
+def _wait_for_signal() -> None:
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    with EmbeddedBroker(s.broker_port, s.data_dir / "broker") as broker:
+        print(f"embedded broker listening on {broker.address} (memory only; log {broker.log_path})",
+              flush=True)
+        _wait_for_signal()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from services.provision import ensure_topics, publish_registry
+
+    s = _settings(args)
+    created = asyncio.run(ensure_topics(s))
+    print(f"{len(created)} topics created, {len(s.topics.specs(_tables())) - len(created)} already present "
+          f"on {s.bootstrap}")
+    if s.registry_file is not None:
+        n = asyncio.run(publish_registry(s))
+        print(f"{n} registry entities published to {s.topics.registry}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from services.worker import run_worker
+
+    return run_worker(_settings(args), args.worker_id)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from services.apiserver import run_api
+
+    return run_api(_settings(args))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from services.simulate import run_simulate
+
+    s = _settings(args)
+    return run_simulate(s, seed=args.seed, truth=args.truth, duration_s=args.duration, fast=args.fast)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.stack import Stack
+
+    return Stack(_settings(args)).run()
+
+
+def _tables() -> tuple[str, ...]:
+    from streams.agents import TABLES
+
+    return TABLES
+
+
+# ---------------------------------------------------------------- parser
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="citybrain", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = ("broker", "topic_prefix", "partitions", "data_dir", "log_level")
+
+    p = sub.add_parser("up", help="run broker, topics, workers, API (and simulator) on this machine")
+    _flags(p, *common, "broker_port", "api_host", "api_port", "workers", "simulate",
+           "simulate_batch", "registry_file", "store")
+    p.set_defaults(run=cmd_up)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker alone")
+    _flags(p, "broker_port", "data_dir", "log_level")
+    p.set_defaults(run=cmd_broker)
+
+    p = sub.add_parser("topics", help="create every topic (idempotent); publish a registry file")
+    _flags(p, *common, "broker_port", "registry_file")
+    p.set_defaults(run=cmd_topics)
+
+    p = sub.add_parser("worker", help="run one stream worker of the consumer group")
+    _flags(p, *common, "broker_port", "store", "registry_file")
+    p.add_argument("--worker-id", default="0", help="names this worker's local state directory")
+    p.set_defaults(run=cmd_worker)
+
+    p = sub.add_parser("api", help="run one HTTP API replica")
+    _flags(p, *common, "broker_port", "api_host", "api_port", "registry_file")
+    p.set_defaults(run=cmd_api)
+
+    p = sub.add_parser("simulate", help="produce a synthetic city's events")
+    _flags(p, *common, "broker_port", "simulate_batch")
+    p.add_argument("--rate", dest="simulate", type=float, default=None,
+                   help="events per second (default 1000)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--truth", type=Path, default=None,
+                   help="write the injected anomalies' ground truth to this JSONL file")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--fast", action="store_true",
+                   help="produce simulated time as fast as possible instead of in real time")
+    p.set_defaults(run=cmd_simulate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    logging.basicConfig(level=(getattr(args, "log_level", None) or "info").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"citybrain: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (BrokerError, Invalid, OSError) as exc:
+        print(f"citybrain: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Settings: one dataclass, filled from `CITYBRAIN_<NAME>` variables, then CLI flags.
+
+Every field is a setting with an environment variable of its upper-cased name (contract
+§1), so a deployment configures the service without flags and a person overrides one
+thing on the command line. Bad values fail here, at start, with one line naming the
+setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from streams.topics import Topics
+
+
+class ConfigError(ValueError):
+    """A setting that can't be used; its message is shown to a person as it is."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str | None = None  # HOST:PORT of an existing Kafka cluster; None runs the embedded one
+    broker_port: int = 9092  # the embedded broker's port
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    data_dir: Path = Path("var")
+    topic_prefix: str = "citybrain."
+    partitions: int = 8
+    workers: int = 1
+    simulate: float | None = None  # events per second of the city simulator
+    simulate_batch: int = 1  # events per record the simulator produces
+    api_tokens: str | None = None  # "token=role,token=role"
+    token_file: Path | None = None
+    registry_file: Path | None = None
+    store: str = "memory"  # Faust table store: memory or rocksdb
+    session_timeout_s: float = 6.0  # group joins wait half of this on the embedded broker
+    max_batch: int = 10_000  # events in one batch record
+    webhook_urls: str | None = None
+    alertmanager_url: str | None = None
+    log_level: str = "info"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker is None
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix, self.partitions)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    def with_overrides(self, **values: Any) -> "Settings":
+        """Apply CLI flags; `None` means the flag was not given."""
+        given = {k: v for k, v in values.items() if v is not None and k in _NAMES}
+        return _validated(replace(self, **given))
+
+    def environ(self) -> dict[str, str]:
+        """These settings as `CITYBRAIN_*` variables, to hand to child processes."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                out[env_name(f.name)] = str(v)
+        return out
+
+
+_NAMES = {f.name for f in fields(Settings)}
+
+
+def env_name(name: str) -> str:
+    return f"CITYBRAIN_{name.upper()}"
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment (`os.environ` by default)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get(env_name(f.name))
+        if raw is None or raw == "":
+            continue
+        values[f.name] = _convert(f.name, str(f.type), raw)
+    return _validated(Settings(**values))
+
+
+def _convert(name: str, type_name: str, raw: str) -> Any:
+    try:
+        if "int" in type_name:
+            return int(raw)
+        if "float" in type_name:
+            return float(raw)
+    except ValueError:
+        kind = "an integer" if "int" in type_name else "a number"
+        raise ConfigError(f"{env_name(name)}={raw!r} is not {kind}") from None
+    if "Path" in type_name:
+        return Path(raw)
+    return raw
+
+
+_HOSTPORT = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}(,[A-Za-z0-9._\-\[\]:]+:\d{1,5})*$")
+_PREFIX = re.compile(r"^[A-Za-z0-9._\-]*$")
+
+
+def _validated(s: Settings) -> Settings:
+    def bad(name: str, why: str) -> ConfigError:
+        return ConfigError(f"{name} ({env_name(name)}): {why}")
+
+    for name in ("broker_port", "api_port"):
+        if not 1 <= getattr(s, name) <= 65535:
+            raise bad(name, f"{getattr(s, name)} is not a TCP port (1-65535)")
+    if s.broker is not None and not _HOSTPORT.match(s.broker):
+        raise bad("broker", f"{s.broker!r} is not HOST:PORT[,HOST:PORT...]")
+    if not _PREFIX.match(s.topic_prefix):
+        raise bad("topic_prefix", f"{s.topic_prefix!r} may only hold letters, digits, '.', '_' and '-'")
+    if not 1 <= s.partitions <= 1024:
+        raise bad("partitions", f"{s.partitions} is not in 1..1024")
+    if not 1 <= s.workers <= 64:
+        raise bad("workers", f"{s.workers} is not in 1..64")
+    if s.simulate is not None and not 0 < s.simulate <= 5_000_000:
+        raise bad("simulate", f"{s.simulate:g} events/s is not in (0, 5000000]")
+    if not 1 <= s.simulate_batch <= s.max_batch:
+        raise bad("simulate_batch", f"{s.simulate_batch} is not in 1..{s.max_batch}")
+    if s.store not in ("memory", "rocksdb"):
+        raise bad("store", f"{s.store!r} is not one of memory, rocksdb")
+    if not 0.5 <= s.session_timeout_s <= 300:
+        raise bad("session_timeout_s", f"{s.session_timeout_s:g} s is not in 0.5..300")
+    if s.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise bad("log_level", f"{s.log_level!r} is not one of debug, info, warning, error")
+    if s.registry_file is not None and not s.registry_file.is_file():
+        raise bad("registry_file", f"{s.registry_file} is not a readable file")
+    return s

@@ -1,0 +1,88 @@
+"""Topic provisioning: create every topic the service uses before any client touches it.
+
+Idempotent: existing topics are left alone, but one with fewer partitions than the
+service expects is an error, because Faust's co-partitioning of a source topic with its
+tables' changelogs would silently break.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from services.broker import BrokerError
+from services.config import Settings
+from streams.registry import Registry
+from streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+async def connect_admin(bootstrap: str, timeout_s: float = 15.0) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    # aiokafka logs each failed connection attempt; the person gets our one line instead.
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (KafkaConnectionError, KafkaError, asyncio.TimeoutError, OSError):
+        await admin.close()
+        raise BrokerError(f"cannot reach Kafka at {bootstrap}") from None
+    finally:
+        quiet.setLevel(level)
+    return admin
+
+
+async def provision(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+    """Create the missing topics; returns the names created."""
+    admin = await connect_admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            resp = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing])
+            for name, code, message in ((t[0], t[1], t[2]) for t in resp.topic_errors):
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    raise BrokerError(f"cannot create topic {name}: {message or f'error {code}'}")
+        present = [s for s in specs if s.name in existing]
+        if present:
+            described = await admin.describe_topics([s.name for s in present])
+            counts = {d["topic"]: len(d["partitions"]) for d in described}
+            for s in present:
+                if counts.get(s.name, 0) != s.partitions:
+                    raise BrokerError(
+                        f"topic {s.name} has {counts.get(s.name, 0)} partitions, expected "
+                        f"{s.partitions}: grow it or set CITYBRAIN_PARTITIONS to match")
+        return [s.name for s in missing]
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    from streams.agents import TABLES
+
+    return await provision(settings.bootstrap, settings.topics.specs(TABLES))
+
+
+async def publish_registry(settings: Settings) -> int:
+    """Publish a registry file to the compacted registry topic, keyed by entity id."""
+    assert settings.registry_file is not None
+    registry = Registry.from_file(settings.registry_file)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for entity in registry:
+            await producer.send(settings.topics.registry, orjson.dumps(entity), key=entity["id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return len(registry)

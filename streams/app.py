@@ -1,0 +1,32 @@
+"""The Faust application: one consumer group of stream workers over the city's topics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from services.config import Settings
+
+
+def create_app(settings: Settings, datadir: Path | None = None) -> faust.App:
+    session = settings.session_timeout_s
+    return faust.App(
+        settings.topics.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(datadir or settings.data_dir / "worker"),
+        topic_partitions=settings.partitions,
+        # Every topic is provisioned before workers start (services.provision); a worker
+        # that created topics itself would get the embedded broker's 4-partition default.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        # The embedded broker makes a joining member wait half the session timeout.
+        broker_session_timeout=session,
+        broker_heartbeat_interval=max(0.2, session / 6),
+        broker_request_timeout=max(30.0, session * 2),
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        web_enabled=False,
+        producer_acks=1,
+    )

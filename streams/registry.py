@@ -1,0 +1,90 @@
+"""Where every gate, detector and feeder is, and its ratings (contract §3, registry entity).
+
+Entities come from a file given at start and from the compacted registry topic, the
+topic winning, so a city edits its registry by producing to the topic. An entity the
+registry doesn't know is still processed, under the area `unassigned`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+
+from streams.events import Invalid
+from streams.topics import DOMAINS
+
+LEVELS: tuple[str, ...] = ("district", "street", "community", "grid_cell")
+UNASSIGNED = "unassigned"
+RATINGS = ("rated_kw", "nominal_kv", "free_flow_kmh")
+
+Entity = dict[str, Any]
+
+
+def parse_entity(doc: Any) -> Entity:
+    if not isinstance(doc, dict):
+        raise Invalid("registry entity must be a JSON object")
+    eid = doc.get("id")
+    if not isinstance(eid, str) or not 0 < len(eid) <= 128:
+        raise Invalid("registry entity needs a string id of 1..128 characters")
+    if doc.get("domain") not in DOMAINS:
+        raise Invalid(f"registry entity {eid}: domain must be one of {', '.join(DOMAINS)}")
+    for level in LEVELS:
+        v = doc.get(level)
+        if v is not None and not isinstance(v, str):
+            raise Invalid(f"registry entity {eid}: {level} must be a string")
+    for name in RATINGS + ("lat", "lon"):
+        v = doc.get(name)
+        if v is not None and (type(v) is bool or not isinstance(v, (int, float))):
+            raise Invalid(f"registry entity {eid}: {name} must be a number")
+    return doc
+
+
+class Registry:
+    def __init__(self, entities: Iterable[Entity] = ()) -> None:
+        self._entities: dict[str, Entity] = {}
+        for e in entities:
+            self.put(e)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "Registry":
+        """A JSON array of entities, or JSON Lines with one entity per line."""
+        text = path.read_bytes()
+        try:
+            docs = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            docs = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+        if not isinstance(docs, list):
+            raise Invalid(f"{path}: expected a JSON array or JSON Lines of entities")
+        return cls(parse_entity(d) for d in docs)
+
+    def put(self, entity: Entity) -> None:
+        self._entities[entity["id"]] = entity
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """One registry-topic record: an entity, or a tombstone (null value) removing one.
+        A bad record is skipped: the registry describes the city, it must not stop it."""
+        if value is None:
+            if key is not None:
+                self._entities.pop(key.decode(errors="replace"), None)
+            return
+        try:
+            self.put(parse_entity(orjson.loads(value)))
+        except (orjson.JSONDecodeError, Invalid):
+            pass
+
+    def get(self, entity_id: str) -> Entity | None:
+        return self._entities.get(entity_id)
+
+    def area(self, entity_id: str) -> dict[str, str]:
+        e = self._entities.get(entity_id)
+        if e is None:
+            return {level: UNASSIGNED for level in LEVELS}
+        return {level: e.get(level) or UNASSIGNED for level in LEVELS}
+
+    def __len__(self) -> int:
+        return len(self._entities)
+
+    def __iter__(self):
+        return iter(self._entities.values())

@@ -1,0 +1,79 @@
+"""The topics of the city brain: names, keys and how each is provisioned.
+
+Every topic is created explicitly before any client touches it (see
+`services.provision`): the embedded broker auto-creates unknown topics with
+4 partitions and no compaction, which would silently break co-partitioning
+and the compacted state topics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DOMAINS: tuple[str, ...] = ("gate", "traffic", "grid")
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under one prefix (contract §2), plus the project's own additions."""
+
+    prefix: str = "citybrain."
+    partitions: int = 8
+
+    def events(self, domain: str) -> str:
+        if domain not in DOMAINS:
+            raise ValueError(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}")
+        return f"{self.prefix}{domain}.events"
+
+    @property
+    def registry(self) -> str:
+        return f"{self.prefix}registry"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}alerts"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}deadletter"
+
+    @property
+    def vitals(self) -> str:
+        """Live per-partition progress and figures, keyed `<domain>/<partition>` (compacted)."""
+        return f"{self.prefix}vitals"
+
+    @property
+    def app_id(self) -> str:
+        """The Faust application id: consumer group and prefix of its internal topics."""
+        return f"{self.prefix}worker"
+
+    def changelog(self, table: str) -> str:
+        return f"{self.app_id}-{table}-changelog"
+
+    def specs(self, tables: tuple[str, ...] = ()) -> list[TopicSpec]:
+        """Everything the service reads or writes, including Faust's own topics.
+
+        Event topics and table changelogs share one partition count: Faust assigns
+        partition p of a source topic and of its tables' changelogs to the same
+        worker, which is what keeps a key's state with its partition.
+        """
+        n = self.partitions
+        specs = [TopicSpec(self.events(d), n) for d in DOMAINS]
+        specs += [
+            TopicSpec(self.registry, 1, COMPACTED),
+            TopicSpec(self.alerts, n, COMPACTED),
+            TopicSpec(self.deadletter, 1),
+            TopicSpec(self.vitals, 1, COMPACTED),
+            TopicSpec(f"{self.app_id}-__assignor-__leader", 1),
+        ]
+        specs += [TopicSpec(self.changelog(t), n, COMPACTED) for t in tables]
+        return specs

@@ -1,0 +1,83 @@
+"""Tail a topic from its beginning into memory: the read side of the compacted topics.
+
+Every reader sees every partition (no consumer group), so any number of API replicas or
+workers build the same view. `caught_up` says whether the view has read everything that
+was in the topic when it last looked, which is what readiness means for a read model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+Apply = Callable[[bytes | None, bytes | None], None]
+
+
+class TopicView:
+    def __init__(self, bootstrap: str, topic: str, apply: Apply, *, refresh_s: float = 2.0) -> None:
+        self.bootstrap, self.topic, self._apply = bootstrap, topic, apply
+        self.refresh_s = refresh_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task | None = None
+        self._targets: dict[TopicPartition, int] = {}
+        self._targets_at = 0.0
+        self.caught_up = False
+        self.reachable = False
+        self.records = 0
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            auto_offset_reset="earliest", group_id=None)
+        await self._consumer.start()
+        parts = self._consumer.partitions_for_topic(self.topic) or set()
+        if not parts:
+            # Metadata for this topic may not be cached yet; ask once explicitly.
+            await self._consumer._client.force_metadata_update()
+            parts = self._consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run(), name=f"view:{self.topic}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _refresh_targets(self) -> None:
+        assert self._consumer is not None
+        try:
+            self._targets = await self._consumer.end_offsets(list(self._consumer.assignment()))
+            self.reachable = True
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            self.reachable = False
+            log.warning("view %s: broker unreachable: %s", self.topic, exc)
+        self._targets_at = time.monotonic()
+
+    async def _check_caught_up(self) -> None:
+        assert self._consumer is not None
+        positions = [await self._consumer.position(tp) >= end for tp, end in self._targets.items()]
+        self.caught_up = self.reachable and all(positions)
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        await self._refresh_targets()
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
+            for records in batches.values():
+                for r in records:
+                    self._apply(r.key, r.value)
+                self.records += len(records)
+            if time.monotonic() - self._targets_at > self.refresh_s:
+                await self._refresh_targets()
+            await self._check_caught_up()
