@@ -18,9 +18,10 @@ ROLES = ("viewer", "operator", "admin", "ingest")
 
 def parse(spec: str, source: str = "CITYBRAIN_API_TOKENS") -> dict[str, str]:
     tokens: dict[str, str] = {}
-    for part in spec.replace("\n", ",").split(","):
+    lines = (line for line in spec.splitlines() if not line.lstrip().startswith("#"))
+    for part in ",".join(lines).split(","):
         part = part.strip()
-        if not part or part.startswith("#"):
+        if not part:
             continue
         token, sep, role = part.rpartition("=")
         if not sep or not token or role not in ROLES:

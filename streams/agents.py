@@ -56,7 +56,7 @@ class DomainIngest:
         self.deadletters = app.topic(topics.deadletter, key_serializer="raw", value_serializer="raw")
         self.vitals = app.topic(topics.vitals, key_serializer="raw", value_serializer="raw")
         self.progress = app.Table(f"{domain}-progress", partitions=settings.partitions,
-                                  key_type=str, value_type=dict)
+                                  key_type=str)
         app.agent(self.source, name=f"citybrain.ingest.{domain}")(self.run)
 
     async def run(self, stream: faust.StreamT) -> None:

@@ -41,6 +41,13 @@ def parse_entity(doc: Any) -> Entity:
     return doc
 
 
+def _line(path: Path, number: int, line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"{path}:{number}: not JSON ({exc})") from None
+
+
 class Registry:
     def __init__(self, entities: Iterable[Entity] = ()) -> None:
         self._entities: dict[str, Entity] = {}
@@ -54,7 +61,9 @@ class Registry:
         try:
             docs = orjson.loads(text)
         except orjson.JSONDecodeError:
-            docs = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+            docs = [_line(path, n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if isinstance(docs, dict):  # JSON Lines holding a single entity
+            docs = [docs]
         if not isinstance(docs, list):
             raise Invalid(f"{path}: expected a JSON array or JSON Lines of entities")
         return cls(parse_entity(d) for d in docs)

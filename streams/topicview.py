@@ -37,11 +37,8 @@ class TopicView:
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
             auto_offset_reset="earliest", group_id=None)
         await self._consumer.start()
+        await self._consumer.topics()  # fills the metadata cache partitions_for_topic reads
         parts = self._consumer.partitions_for_topic(self.topic) or set()
-        if not parts:
-            # Metadata for this topic may not be cached yet; ask once explicitly.
-            await self._consumer._client.force_metadata_update()
-            parts = self._consumer.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)

@@ -1,0 +1,5 @@
+"""Streaming anomaly detectors."""
+
+from streams.detectors.statistical import SeasonalDetector
+
+__all__ = ["SeasonalDetector"]

@@ -1,0 +1,199 @@
+"""Test fixtures: a real embedded broker per session, real worker and API processes.
+
+Tests share one broker and isolate themselves by topic prefix, because a broker start
+is cheap but a consumer-group join is not; every part runs as the same command a user
+runs (`python -m services.cli ...`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.broker import EmbeddedBroker
+from services.config import Settings
+from services.processes import spawn, stop
+from services.provision import ensure_topics
+from streams.topicview import TopicView
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENS = {"tv": "viewer", "to": "operator", "ta": "admin", "ti": "ingest"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: last result {result!r}")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    """Settings for one test: its own topics on the shared broker, provisioned. A small
+    batch limit keeps an oversized batch record under Kafka's 1 MB message default."""
+    s = Settings(broker=broker.address, topic_prefix=f"t{uuid.uuid4().hex[:8]}.", partitions=4,
+                 data_dir=tmp_path, session_timeout_s=2.0, max_batch=1000)
+    asyncio.run(ensure_topics(s))
+    return s
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env.update(settings.environ())
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A `citybrain` subcommand running as its own process, its output in a log file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = spawn([sys.executable, "-m", "services.cli", *argv], env=env, cwd=ROOT,
+                              output=out)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        return stop(self.proc)
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    procs: list[Proc] = []
+
+    def start(worker_id: str = "0") -> Proc:
+        p = Proc(["worker", "--worker-id", worker_id], child_env(settings),
+                 tmp_path / f"worker-{worker_id}-{len(procs)}.log")
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture
+def worker(start_worker: Callable[..., Proc]) -> Proc:
+    return start_worker()
+
+
+class Api:
+    def __init__(self, proc: Proc, url: str) -> None:
+        self.proc, self.url = proc, url
+
+    def get(self, path: str, token: str | None = "tv", **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(self.url + path, headers=headers, timeout=10, **kw)
+
+
+@pytest.fixture
+def api(settings: Settings, tmp_path: Path) -> Iterator[Api]:
+    port = free_port()
+    spec = ",".join(f"{t}={r}" for t, r in TOKENS.items())
+    proc = Proc(["api", "--api-port", str(port)],
+                child_env(settings, CITYBRAIN_API_TOKENS=spec), tmp_path / "api.log")
+    a = Api(proc, f"http://127.0.0.1:{port}")
+    wait_for(lambda: _responds(a), timeout=30)
+    yield a
+    proc.stop()
+
+
+def _responds(a: Api) -> bool:
+    if a.proc.proc.poll() is not None:
+        raise AssertionError(f"api exited: {a.proc.output()[-2000:]}")
+    try:
+        return a.get("/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# ---------------------------------------------------------------- Kafka helpers
+
+
+def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    async def run() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=5)
+        await p.start()
+        try:
+            for key, value in records:
+                await p.send(topic, value, key=key)
+            await p.flush()
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+
+
+def event_records(events: list[dict[str, Any]], key_field: str) -> list[tuple[bytes | None, bytes]]:
+    return [(e[key_field].encode(), orjson.dumps(e)) for e in events]
+
+
+def read_all(settings: Settings, topic: str, timeout: float = 10.0) -> list[tuple[bytes | None, Any]]:
+    """Everything currently in `topic`, values JSON-decoded, read the way the API reads."""
+    out: list[tuple[bytes | None, Any]] = []
+
+    async def run() -> None:
+        view = TopicView(settings.bootstrap, topic,
+                         lambda k, v: out.append((k, orjson.loads(v) if v else None)))
+        await view.start()
+        try:
+            await asyncio.wait_for(_caught_up(view), timeout)
+        finally:
+            await view.stop()
+
+    asyncio.run(run())
+    return out
+
+
+async def _caught_up(view: TopicView) -> None:
+    while not view.caught_up:
+        await asyncio.sleep(0.05)
+
+
+def vitals_totals(settings: Settings) -> dict[str, dict[str, int]]:
+    latest: dict[bytes | None, Any] = {}
+    for key, value in read_all(settings, settings.topics.vitals):
+        latest[key] = value
+    totals: dict[str, dict[str, int]] = {}
+    for doc in latest.values():
+        t = totals.setdefault(doc["domain"], {"events": 0, "rejected": 0, "records": 0})
+        for k in t:
+            t[k] += doc[k]
+    return totals

@@ -1,0 +1,58 @@
+"""Where entities are (registry) and who may call the API (tokens)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import orjson
+import pytest
+
+from api.auth import TokenBook
+from services import tokens
+from services.config import ConfigError, Settings
+from streams.registry import Registry
+
+FEEDER = {"id": "F-0001", "domain": "grid", "name": "湛山线", "district": "市南区",
+          "street": "湛山街道", "community": "湛山社区", "grid_cell": "湛山社区第1网格",
+          "lat": 36.06, "lon": 120.38, "rated_kw": 5000, "nominal_kv": 10.0}
+
+
+def test_registry_from_json_array_and_json_lines(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_bytes(orjson.dumps([FEEDER]))
+    (tmp_path / "b.jsonl").write_bytes(orjson.dumps(FEEDER) + b"\n")
+    for name in ("a.json", "b.jsonl"):
+        assert Registry.from_file(tmp_path / name).area("F-0001")["street"] == "湛山街道"
+
+
+def test_unknown_entities_are_unassigned_and_topic_records_update_the_registry() -> None:
+    r = Registry()
+    assert set(r.area("F-0001").values()) == {"unassigned"}
+    r.apply(b"F-0001", orjson.dumps(FEEDER))
+    assert r.area("F-0001")["district"] == "市南区"
+    r.apply(b"F-0002", b"not json")  # skipped, not fatal
+    r.apply(b"F-0001", None)  # tombstone
+    assert r.get("F-0001") is None and len(r) == 0
+
+
+def test_token_spec_parsing_and_errors() -> None:
+    assert tokens.parse("a=viewer, b=operator") == {"a": "viewer", "b": "operator"}
+    with pytest.raises(ConfigError):
+        tokens.parse("a=superuser")
+    with pytest.raises(ConfigError):
+        tokens.parse("just-a-token")
+
+
+def test_generated_tokens_one_per_role_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    book = tokens.generate(path)
+    assert sorted(book.values()) == sorted(tokens.ROLES)
+    assert all(len(t) >= 43 for t in book)  # 32 random bytes, url-safe base64
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert tokens.configured(Settings(token_file=path)) == book
+
+
+def test_token_book_finds_roles_and_nothing_for_prefixes() -> None:
+    book = TokenBook({"secret-viewer": "viewer", "secret-admin": "admin"})
+    assert book.role_of("secret-admin") == "admin"
+    assert book.role_of("secret") is None and book.role_of("") is None

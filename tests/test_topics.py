@@ -1,0 +1,31 @@
+"""Topic names and provisioning specs (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiokafka.partitioner import DefaultPartitioner
+from streams.partitioning import partition_for
+from streams.topics import Topics
+
+
+def test_contract_topic_names_under_the_default_prefix() -> None:
+    t = Topics()
+    assert [t.events(d) for d in ("gate", "traffic", "grid")] == [
+        "citybrain.gate.events", "citybrain.traffic.events", "citybrain.grid.events"]
+    assert (t.registry, t.alerts, t.deadletter) == (
+        "citybrain.registry", "citybrain.alerts", "citybrain.deadletter")
+    with pytest.raises(ValueError):
+        t.events("water")
+
+
+def test_state_topics_are_compacted_and_changelogs_copartitioned() -> None:
+    specs = {s.name: s for s in Topics("x.", 6).specs(("gate-progress",))}
+    for name in ("x.registry", "x.alerts", "x.vitals", "x.worker-gate-progress-changelog"):
+        assert specs[name].config == {"cleanup.policy": "compact"}
+    assert specs["x.gate.events"].partitions == specs["x.worker-gate-progress-changelog"].partitions == 6
+
+
+def test_entity_partition_matches_the_kafka_default_partitioner() -> None:
+    for eid in ("G-0001", "T-0420", "F-0999", "湛山社区-7"):
+        assert partition_for(eid, 8) == DefaultPartitioner()(eid.encode(), list(range(8)), [])
