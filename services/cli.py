@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Coroutine
 
 from services import config
 from services.broker import BrokerError, EmbeddedBroker
@@ -97,10 +97,38 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from services.simulate import run_simulate
+    from aiokafka.errors import KafkaConnectionError
+
+    from services.provision import ensure_topics
+    from services.simulator import run_simulator
 
     s = _settings(args)
-    return run_simulate(s, seed=args.seed, truth=args.truth, duration_s=args.duration, fast=args.fast)
+    if args.fast and args.duration is None:
+        raise ConfigError("--fast needs --duration (simulated seconds to produce)")
+
+    async def simulate() -> None:
+        await ensure_topics(s)
+        await run_simulator(s.bootstrap, s.topics, rate=s.simulate or 1000.0,
+                            batch=s.simulate_batch, seed=args.seed, truth_path=args.truth,
+                            duration_s=args.duration, fast=args.fast)
+
+    try:
+        asyncio.run(_until_signalled(simulate()))
+    except KafkaConnectionError:
+        raise BrokerError(f"cannot reach Kafka at {s.bootstrap}") from None
+    return 0
+
+
+async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work`, cancelling it on SIGINT/SIGTERM so it can flush what it produced."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ production code paths. Children die with the supervisor, even on `kill -9`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -102,6 +103,7 @@ class Stack:
             self.children.append(Child(name, spawn(argv, env=env, output=out), log))
 
     def _wait_ready(self) -> bool:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
         deadline = time.monotonic() + READY_TIMEOUT_S
         url = f"{self.settings.api_url}/readyz"
         while time.monotonic() < deadline and not self.stopping.is_set():

@@ -1,0 +1,88 @@
+"""`citybrain up`: the quick start a new user runs, end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from services.processes import port_in_use
+from tests.conftest import ROOT, free_port, wait_for
+
+
+def start_up(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, int, int]:
+    broker_port, api_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+    env["CITYBRAIN_SESSION_TIMEOUT_S"] = "2"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--broker-port", str(broker_port),
+         "--api-port", str(api_port), "--data-dir", str(tmp_path), *flags],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, broker_port, api_port
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def viewer_token(data_dir: Path) -> str:
+    lines = (data_dir / "tokens").read_text().splitlines()
+    return next(line.split("=")[0] for line in lines if line.endswith("=viewer"))
+
+
+def test_up_simulates_a_living_city_then_stops_cleanly(tmp_path: Path) -> None:
+    proc, broker_port, api_port = start_up(tmp_path, "--simulate", "500")
+    url = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_for(lambda: _status(url + "/readyz") == 200, timeout=60)
+        headers = {"Authorization": f"Bearer {viewer_token(tmp_path)}"}
+
+        def counts() -> dict[str, int]:
+            doc = httpx.get(url + "/api/v1/overview", headers=headers).json()
+            return {d: v["events"] for d, v in doc["domains"].items()}
+
+        first = wait_for(lambda: (c := counts()) and all(c.values()) and c, timeout=60)
+        wait_for(lambda: all(counts()[d] > first[d] for d in first), timeout=30)
+        pids = children_of(proc.pid)
+        assert len(pids) >= 4  # broker, worker, api, simulator
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert f"127.0.0.1:{broker_port}" in out and url in out and str(tmp_path / "tokens") in out
+    assert not any(alive(p) for p in pids)
+    assert not port_in_use("127.0.0.1", broker_port) and not port_in_use("127.0.0.1", api_port)
+
+
+def test_killing_up_with_sigkill_leaves_no_orphans(tmp_path: Path) -> None:
+    proc, broker_port, api_port = start_up(tmp_path)
+    try:
+        wait_for(lambda: _status(f"http://127.0.0.1:{api_port}/readyz") == 200, timeout=60)
+        pids = children_of(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not any(alive(p) for p in pids), timeout=30)
+    wait_for(lambda: not port_in_use("127.0.0.1", broker_port)
+             and not port_in_use("127.0.0.1", api_port), timeout=10)
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
