@@ -99,3 +99,16 @@ def test_memory_does_not_grow_with_the_number_of_points(days: int) -> None:
     after_one_point.score(np.array([0]), ts[:1], values[:1])
     assert detector.state.nbytes == after_one_point.state.nbytes
     assert detector.seasonal.nbytes == after_one_point.seasonal.nbytes
+    assert detector.contexts.nbytes == after_one_point.contexts.nbytes
+    assert detector.hist.nbytes == after_one_point.hist.nbytes
+
+
+def test_a_new_pattern_inside_the_range_scores_high() -> None:
+    # A square wave alternating between two levels; then values sit at a level in between, never seen
+    # before but inside the seen range, so only the contextual novelty can flag them.
+    t = np.arange(3000)
+    values = np.where((t // 50) % 2 == 0, 0.0, 10.0)
+    values[2500:2600] = 5.0
+    scores = run(t * FIVE_MIN_MS, values)
+    assert scores[2500:2510].max() > FIRE
+    assert scores[1000:2500].max() < FIRE
