@@ -39,6 +39,8 @@ class Settings:
     store: str = "memory"  # Faust table store: memory or rocksdb
     session_timeout_s: float = 6.0  # group joins wait half of this on the embedded broker
     max_batch: int = 10_000  # events in one batch record
+    window_s: int = 60  # tumbling window length, event time
+    lateness_s: int = 120  # how long after its end a window still accepts events
     webhook_urls: str | None = None
     alertmanager_url: str | None = None
     log_level: str = "info"
@@ -134,6 +136,10 @@ def _validated(s: Settings) -> Settings:
         raise bad("store", f"{s.store!r} is not one of memory, rocksdb")
     if not 0.5 <= s.session_timeout_s <= 300:
         raise bad("session_timeout_s", f"{s.session_timeout_s:g} s is not in 0.5..300")
+    if not 1 <= s.window_s <= 86_400:
+        raise bad("window_s", f"{s.window_s} s is not in 1..86400")
+    if not 0 <= s.lateness_s <= 86_400:
+        raise bad("lateness_s", f"{s.lateness_s} s is not in 0..86400")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise bad("log_level", f"{s.log_level!r} is not one of debug, info, warning, error")
     if s.registry_file is not None and not s.registry_file.is_file():

@@ -13,7 +13,8 @@ def create_app(settings: Settings, datadir: Path | None = None) -> faust.App:
     session = settings.session_timeout_s
     return faust.App(
         settings.topics.app_id,
-        broker=f"kafka://{settings.bootstrap}",
+        # aiokafka with end offsets that are right on the embedded broker (streams/transport.py)
+        broker=[f"citybrain://{hp}" for hp in settings.bootstrap.split(",")],
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(datadir or settings.data_dir / "worker"),
         topic_partitions=settings.partitions,

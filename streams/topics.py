@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 DOMAINS: tuple[str, ...] = ("gate", "traffic", "grid")
 
 COMPACTED = {"cleanup.policy": "compact"}
+# Window figures are keyed per window, so compaction alone would keep every window
+# forever; time retention drops them after two days.
+WINDOWED = {"cleanup.policy": "compact,delete", "retention.ms": str(2 * 86_400_000)}
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,17 @@ class Topics:
         return f"{self.prefix}vitals"
 
     @property
+    def aggregates(self) -> str:
+        """Window figures per entity, keyed `<domain>/<entity>|<window start>`: live, then closed."""
+        return f"{self.prefix}aggregates"
+
+    @property
+    def rollups(self) -> str:
+        """Each partition's share of an area's window, keyed
+        `<domain>/<level>:<area>|<window start>|<partition>`; readers add the shares."""
+        return f"{self.prefix}rollups"
+
+    @property
     def app_id(self) -> str:
         """The Faust application id: consumer group and prefix of its internal topics."""
         return f"{self.prefix}worker"
@@ -73,6 +87,8 @@ class Topics:
             TopicSpec(self.alerts, n, COMPACTED),
             TopicSpec(self.deadletter, 1),
             TopicSpec(self.vitals, 1, COMPACTED),
+            TopicSpec(self.aggregates, n, WINDOWED),
+            TopicSpec(self.rollups, n, WINDOWED),
             TopicSpec(f"{self.app_id}-__assignor-__leader", 1),
         ]
         specs += [TopicSpec(self.changelog(t), n, COMPACTED) for t in tables]

@@ -26,8 +26,7 @@ class TopicView:
         self.refresh_s = refresh_s
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
-        self._targets: dict[TopicPartition, int] = {}
-        self._targets_at = 0.0
+        self._probed_at = 0.0
         self.caught_up = False
         self.reachable = False
         self.records = 0
@@ -51,30 +50,36 @@ class TopicView:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    async def _refresh_targets(self) -> None:
+    async def _probe(self) -> None:
+        """Is the broker answering? (Not its end offsets: see streams/watermarks.py.)"""
         assert self._consumer is not None
         try:
-            self._targets = await self._consumer.end_offsets(list(self._consumer.assignment()))
+            await asyncio.wait_for(self._consumer.end_offsets(list(self._consumer.assignment())),
+                                   self.refresh_s * 2)
             self.reachable = True
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             self.reachable = False
             log.warning("view %s: broker unreachable: %s", self.topic, exc)
-        self._targets_at = time.monotonic()
+        self._probed_at = time.monotonic()
 
-    async def _check_caught_up(self) -> None:
+    async def _behind(self) -> bool:
+        """Behind the high watermark of the latest fetch response of any partition."""
         assert self._consumer is not None
-        positions = [await self._consumer.position(tp) >= end for tp, end in self._targets.items()]
-        self.caught_up = self.reachable and all(positions)
+        for tp in self._consumer.assignment():
+            hw = self._consumer.highwater(tp)
+            if hw is None or await self._consumer.position(tp) < hw:
+                return True
+        return False
 
     async def _run(self) -> None:
         assert self._consumer is not None
-        await self._refresh_targets()
+        await self._probe()
         while True:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
             for records in batches.values():
                 for r in records:
                     self._apply(r.key, r.value)
                 self.records += len(records)
-            if time.monotonic() - self._targets_at > self.refresh_s:
-                await self._refresh_targets()
-            await self._check_caught_up()
+            if time.monotonic() - self._probed_at > self.refresh_s:
+                await self._probe()
+            self.caught_up = self.reachable and not await self._behind()

@@ -20,10 +20,10 @@ def test_contract_topic_names_under_the_default_prefix() -> None:
 
 
 def test_state_topics_are_compacted_and_changelogs_copartitioned() -> None:
-    specs = {s.name: s for s in Topics("x.", 6).specs(("gate-progress",))}
-    for name in ("x.registry", "x.alerts", "x.vitals", "x.worker-gate-progress-changelog"):
+    specs = {s.name: s for s in Topics("x.", 6).specs(("gate-state",))}
+    for name in ("x.registry", "x.alerts", "x.vitals", "x.worker-gate-state-changelog"):
         assert specs[name].config == {"cleanup.policy": "compact"}
-    assert specs["x.gate.events"].partitions == specs["x.worker-gate-progress-changelog"].partitions == 6
+    assert specs["x.gate.events"].partitions == specs["x.worker-gate-state-changelog"].partitions == 6
 
 
 def test_entity_partition_matches_the_kafka_default_partitioner() -> None:

@@ -1,0 +1,56 @@
+"""True end offsets (high watermarks) of partitions, on any Kafka-protocol broker.
+
+The embedded broker (Tansu) answers ListOffsets(latest) with the base offset of a
+partition's last record batch plus one, not its high watermark: after a 10-record batch
+at offsets 20..29 it says 21, while fetch responses say 30. Faust decides that a table's
+recovery is complete, and a read model that it has caught up, by comparing positions
+with end offsets, so a wrong answer silently loses restored state. The high watermark
+in a fetch response is right on every broker, so that is what these functions use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Iterable, Mapping, Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+class _Partition(Protocol):
+    topic: str
+    partition: int
+
+
+TP = TypeVar("TP", bound=_Partition)
+
+
+async def end_offsets(bootstrap: str, partitions: Iterable[TP],
+                      timeout_s: float = 10.0) -> dict[TP, int]:
+    """End offset per partition; keys as given (aiokafka's or Faust's partition tuples)."""
+    asked = {TopicPartition(p.topic, p.partition): p for p in partitions}
+    tps = list(asked)
+    if not tps:
+        return {}
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await probe.start()
+    try:
+        reported: Mapping[TopicPartition, int] = await probe.end_offsets(tps)
+        probe.assign(tps)
+        for tp in tps:
+            # The last batch starts at or before reported - 1; fetching there returns it
+            # and, with it, the partition's real high watermark.
+            probe.seek(tp, max(reported[tp] - 1, 0))
+        deadline = time.monotonic() + timeout_s
+        found: dict[TopicPartition, int] = {}
+        while len(found) < len(tps) and time.monotonic() < deadline:
+            await probe.getmany(*[tp for tp in tps if tp not in found], timeout_ms=200)
+            for tp in tps:
+                hw = probe.highwater(tp)
+                if hw is not None:
+                    found[tp] = hw
+        if len(found) < len(tps):
+            raise asyncio.TimeoutError(f"no fetch answer for {len(tps) - len(found)} partitions")
+        return {asked[tp]: max(found[tp], reported[tp]) for tp in tps}
+    finally:
+        await probe.stop()
