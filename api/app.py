@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from api.auth import TokenBook
 from api.metrics import HttpMetrics, ReadModelCollector
-from api.routes import health, overview
+from api.routes import entities, health, overview
 from api.views import ReadModels
 from services.config import Settings
 
@@ -36,4 +36,5 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
     app.add_middleware(HttpMetrics, registry=registry)
     app.include_router(health.router)
     app.include_router(overview.router)
+    app.include_router(entities.router)
     return app

@@ -16,6 +16,7 @@ from services.config import Settings
 from streams.registry import Registry
 from streams.topics import DOMAINS
 from streams.topicview import TopicView
+from streams.windows import SHAPES, merge_all
 
 
 class Vitals:
@@ -60,15 +61,72 @@ class Vitals:
         return {d: round((current[d] - base[d]) / dt, 1) if dt > 0 else 0.0 for d in DOMAINS}
 
 
+class Windows:
+    """Window figures per entity, and per area summed over the partitions' shares, from the
+    aggregates and rollups topics. Keeps `retention_ms` of event time per entity or area,
+    counted back from its newest window, so memory stays bounded on a long run."""
+
+    def __init__(self, retention_ms: int = 6 * 3_600_000) -> None:
+        self.retention_ms = retention_ms
+        self.entities: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        self.areas: dict[tuple[str, str, str], dict[int, dict[int, dict[str, Any]]]] = {}
+
+    def apply_aggregate(self, key: bytes | None, value: bytes | None) -> None:
+        doc = _json(value)
+        if doc is not None:
+            windows = self.entities.setdefault((doc["domain"], doc["entity"]), {})
+            windows[doc["window_start"]] = doc
+            self._prune(windows)
+
+    def apply_rollup(self, key: bytes | None, value: bytes | None) -> None:
+        doc = _json(value)
+        if doc is not None:
+            windows = self.areas.setdefault((doc["domain"], doc["level"], doc["area"]), {})
+            windows.setdefault(doc["window_start"], {})[doc["partition"]] = doc
+            self._prune(windows)
+
+    def _prune(self, windows: dict[int, Any]) -> None:
+        if len(windows) > 1:
+            horizon = max(windows) - self.retention_ms
+            for ws in [ws for ws in windows if ws < horizon]:
+                del windows[ws]
+
+    def entity(self, domain: str, entity: str) -> dict[int, dict[str, Any]]:
+        return self.entities.get((domain, entity), {})
+
+    def area(self, domain: str, level: str, area: str) -> dict[int, dict[str, Any]]:
+        """Per window start: the area's aggregate, its partitions' shares merged."""
+        shape = SHAPES[domain]
+        out = {}
+        for ws, shares in self.areas.get((domain, level, area), {}).items():
+            out[ws] = {"window_start": ws, "window_end": next(iter(shares.values()))["window_end"],
+                       "closed": all(d["closed"] for d in shares.values()),
+                       "agg": merge_all(shape, (d["agg"] for d in shares.values()))}
+        return out
+
+
+def _json(value: bytes | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+
+
 class ReadModels:
     def __init__(self, settings: Settings) -> None:
         topics = settings.topics
         self.vitals = Vitals()
         self.registry = (Registry.from_file(settings.registry_file)
                          if settings.registry_file else Registry())
+        self.windows = Windows()
+        self.window_ms = settings.window_s * 1000
         self._views = [
             TopicView(settings.bootstrap, topics.vitals, self.vitals.apply),
             TopicView(settings.bootstrap, topics.registry, self.registry.apply),
+            TopicView(settings.bootstrap, topics.aggregates, self.windows.apply_aggregate),
+            TopicView(settings.bootstrap, topics.rollups, self.windows.apply_rollup),
         ]
 
     async def start(self) -> None:

@@ -1,21 +1,23 @@
 """Per-domain Faust agents: the thin async shell around streams.processor.
 
-Each agent takes its topic in batches (`take_events`), hands each partition's records
-to the processor, and applies what comes back: state writes to a Faust table whose
-changelog is co-partitioned with the source topic, dead letters, forwards, closed
-windows. Live window figures are published by a timer at most once a second per key,
-not once per event.
+Each message an agent receives is one partition's share of a fetch (streams/transport.py,
+`deliver_in_batches`). The agent hands those records to the processor and applies what
+comes back: state writes to a Faust table whose changelog is co-partitioned with the
+source topic, then dead letters, forwards and closed windows straight to the producer
+(Faust's per-message send path costs more than the record it carries). Live window
+figures are published by a timer at most once a second per key, not once per event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import weakref
-from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import faust
 import orjson
@@ -23,19 +25,20 @@ from faust.streams import _current_event
 from faust.types import EventT
 
 from services.config import Settings
+from streams.codecs import ORJSON, UTF8
 from streams.processor import ORIGIN_HEADER, PartitionProcessor, Record
 from streams.registry import Registry
 from streams.topics import DOMAINS
 from streams.topicview import TopicView
+from streams.transport import deliver_in_batches
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 20_000
-BATCH_WITHIN_S = 0.2
 LIVE_EVERY_S = 1.0
 REGISTRY_WAIT_S = 30.0
 
 TABLES = tuple(f"{d}-state" for d in DOMAINS)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who owns a partition, in its vitals
 
 
 @contextmanager
@@ -63,12 +66,17 @@ class DomainAgent:
         topics = settings.topics
         self.domain = domain
         self.registry_feed = registry_feed
-        raw = {"key_serializer": "raw", "value_serializer": "raw"}
-        self.source = app.topic(topics.events(domain), partitions=settings.partitions, **raw)
-        self.outputs = {name: app.topic(name, **raw) for name in
-                        (topics.deadletter, topics.vitals, topics.aggregates, topics.rollups)}
+        self.app = app
+        self.source = deliver_in_batches(app, topics.events(domain))
         self.topics = topics
-        self.state = app.Table(f"{domain}-state", partitions=settings.partitions, key_type=str)
+        codecs = {"key_serializer": UTF8, "value_serializer": ORJSON}
+        self.state = app.Table(
+            f"{domain}-state", partitions=settings.partitions,
+            changelog_topic=app.topic(topics.changelog(f"{domain}-state"),
+                                      partitions=settings.partitions, **codecs))
+        # Faust picks a table's serializers from its key and value types (JSON unless they
+        # are models); the changelog writes must use the topic's codecs too.
+        self.state.key_serializer, self.state.value_serializer = UTF8, ORJSON
         self.processor = PartitionProcessor(
             domain, topics.events(domain), settings.partitions, settings.window_s * 1000,
             settings.lateness_s * 1000, registry, settings.max_batch)
@@ -85,42 +93,40 @@ class DomainAgent:
         deadline = time.monotonic() + REGISTRY_WAIT_S
         while not self.registry_feed.caught_up and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # areas would be "unassigned" until the registry is read
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await self.process(batch)
+        async for event in stream.events():
+            await self.process(event)
 
-    async def process(self, batch: Sequence[EventT]) -> None:
-        by_partition: dict[int, list[EventT]] = defaultdict(list)
-        for ev in batch:
-            by_partition[ev.message.partition].append(ev)
-        for partition, evs in by_partition.items():
-            records = [Record(partition, e.message.offset, e.message.key, e.message.value,
-                              _origin(e.message.headers)) for e in evs]
-            step = self.processor.step(partition, records, self.state, self.state.keys)
-            for key, doc in step.deadletters:
-                await self.outputs[self.topics.deadletter].send(key=key, value=doc)
-            for home, key, value, (p, o) in step.forwards:
-                await self.source.send(key=key, value=value, partition=home,
-                                       headers=[(ORIGIN_HEADER, f"{p}:{o}".encode())])
-            with acting_for(evs[-1]):
-                for key, value in step.writes:
-                    if value is not None:
-                        self.state[key] = value
-                    elif key in self.state:
-                        del self.state[key]
-            for kind, key, doc in step.published:
-                await self._publish(kind, key, doc)
-            self.dirty |= step.touched
-            progress = dict(step.writes[-1][1])
-            for noisy in ("forwarded", "closing"):
-                progress.pop(noisy)
-            await self.outputs[self.topics.vitals].send(
-                key=f"{self.domain}/{partition}".encode(),
-                value=orjson.dumps({"domain": self.domain, "partition": partition, **progress,
-                                    "updated_at": int(time.time() * 1000)}))
+    async def process(self, event: EventT) -> None:
+        partition = event.message.partition
+        records = [Record(partition, r.offset, r.key, r.value, _origin(r.headers))
+                   for r in event.value]
+        step = self.processor.step(partition, records, self.state, self.state.keys)
+        send = self.app.producer.send
+        for key, doc in step.deadletters:
+            await send(self.topics.deadletter, key, doc, None, None, None)
+        for home, key, value, (p, o) in step.forwards:
+            await send(self.source.get_topic_name(), key, value, home, None,
+                       [(ORIGIN_HEADER, f"{p}:{o}".encode())])
+        with acting_for(event):
+            for key, value in step.writes:
+                if value is not None:
+                    self.state[key] = value
+                elif key in self.state:
+                    del self.state[key]
+        for kind, key, doc in step.published:
+            await self._publish(kind, key, doc)
+        self.dirty |= step.touched
+        progress = dict(step.writes[-1][1])
+        for noisy in ("forwarded", "closing"):
+            progress.pop(noisy)
+        await send(self.topics.vitals, f"{self.domain}/{partition}".encode(),
+                   orjson.dumps({"domain": self.domain, "partition": partition, **progress,
+                                 "worker": WORKER, "updated_at": int(time.time() * 1000)}),
+                   None, None, None)
 
     async def _publish(self, kind: str, key: bytes, doc: bytes | None) -> None:
         topic = self.topics.aggregates if kind == "aggregates" else self.topics.rollups
-        await self.outputs[topic].send(key=key, value=doc)
+        await self.app.producer.send(topic, key, doc, None, None, None)
 
     async def publish_live(self) -> None:
         dirty, self.dirty = self.dirty, set()

@@ -1,0 +1,61 @@
+"""One entity's windows: what a duty officer opens when a gate, detector or feeder alarms."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from api.auth import require
+from streams.events import ENTITY_FIELD, Invalid, parse_ts
+from streams.windows import SHAPES, figures, merge_all
+
+router = APIRouter(prefix="/api/v1", tags=["entities"])
+
+HOUR_MS = 3_600_000
+SLIDING = {"last_5m": 5, "last_15m": 15}
+
+
+def _instant(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_ts(int(value) if value.lstrip("-").isdigit() else value)
+    except Invalid as exc:
+        raise HTTPException(422, f"{name}: {str(exc).removeprefix('bad timestamp: ')}") from None
+
+
+@router.get("/entities/{domain}/{entity_id}", dependencies=[Depends(require("viewer"))])
+async def entity(request: Request, domain: str, entity_id: str,
+                 from_: str | None = Query(None, alias="from", description="RFC 3339 or epoch ms"),
+                 to: str | None = Query(None, description="RFC 3339 or epoch ms")) -> dict[str, Any]:
+    """Windows of one entity whose start lies in [from, to), with their figures, and sliding
+    views over the last 5 and 15 minutes of its data. Without `to`, the range ends at the
+    entity's newest window (event time), so a replayed or simulated past is shown too;
+    without `from`, it starts an hour before `to`."""
+    if domain not in ENTITY_FIELD:
+        raise HTTPException(404, f"unknown domain {domain!r}; one of {', '.join(ENTITY_FIELD)}")
+    views = request.app.state.views
+    windows = views.windows.entity(domain, entity_id)
+    info = views.registry.get(entity_id)
+    if not windows and info is None:
+        raise HTTPException(404, f"no {domain} entity {entity_id!r} in the registry or the windows")
+    newest_end = max(windows) + views.window_ms if windows else int(time.time() * 1000)
+    end = _instant("to", to) or newest_end
+    start = _instant("from", from_) or end - HOUR_MS
+    if start >= end:
+        raise HTTPException(422, "from must be before to")
+    shape = SHAPES[domain]
+    sliding = {}
+    for name, minutes in SLIDING.items():
+        recent = [w["agg"] for ws, w in windows.items() if ws >= newest_end - minutes * 60_000]
+        sliding[name] = figures(domain, merge_all(shape, recent)) if recent else None
+    return {
+        "domain": domain, "entity": entity_id, "area": views.registry.area(entity_id),
+        "registry": info, "from": start, "to": end,
+        "windows": [{"start": ws, "end": w["window_end"], "closed": w["closed"],
+                     "figures": figures(domain, w["agg"])}
+                    for ws, w in sorted(windows.items()) if start <= ws < end],
+        "sliding": sliding,
+    }

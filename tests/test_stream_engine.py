@@ -1,0 +1,227 @@
+"""The stream engine on the real broker: every window equals a plain-Python reference,
+with out-of-order and late events, single and batch records, crashes and rebalances."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+import orjson
+import pytest
+
+from services.config import Settings
+from streams.events import ENTITY_FIELD
+from streams.partitioning import partition_for
+from tests.conftest import Api, Proc, produce, read_all, vitals_totals, wait_for
+from tests.reference import assert_matches, reference_windows
+
+W, LATENESS = 60_000, 120_000
+T0 = 1_795_219_200_000  # 2026-11-21T00:00:00Z
+
+
+def generate(n: int, seed: int, entities: int = 12, delay_s: float = 240.0) -> list[dict[str, Any]]:
+    """Events over ~15 minutes of event time, arriving out of order: a third of them are
+    delayed by up to `delay_s`, which makes a few later than the allowed lateness."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        ts = T0 + i * (15 * W) // n + rnd.randrange(1000)
+        domain = rnd.choice(["gate", "traffic", "grid"])
+        eid = f"{domain[0].upper()}-{rnd.randrange(entities):04d}"
+        if domain == "gate":
+            e = {"type": "gate.pass", "gate_id": eid, "direction": rnd.choice(["in", "out"]),
+                 "method": "face", "result": rnd.choice(["granted"] * 5 + ["denied"]), "subject": f"s{i}",
+                 "temperature_c": round(rnd.uniform(36.0, 38.0), 1), "tailgate": rnd.random() < 0.05}
+        elif domain == "traffic":
+            e = {"type": "traffic.flow", "sensor_id": eid, "interval_s": 60, "volume": rnd.randrange(40),
+                 "speed_kmh": round(rnd.uniform(5, 80), 2), "occupancy": round(rnd.random(), 3)}
+        else:
+            e = {"type": "grid.measurement", "feeder_id": eid, "load_kw": round(rnd.uniform(100, 6000), 1),
+                 "voltage_kv": round(rnd.uniform(9.6, 10.4), 3), "frequency_hz": round(rnd.uniform(49.95, 50.05), 3),
+                 "breaker": rnd.choice(["closed"] * 19 + ["open"])}
+        e["ts"] = ts if i % 2 else _rfc3339(ts)  # both contract forms
+        out.append(e)
+    arrival = [i * (15 * W) // n + (rnd.uniform(0, delay_s * 1000) if rnd.random() < 0.3 else 0)
+               for i in range(n)]
+    return [out[i] for i in sorted(range(n), key=arrival.__getitem__)]
+
+
+def _rfc3339(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone(dt.timedelta(hours=8))).isoformat(timespec="milliseconds")
+
+
+def domain_of(e: dict[str, Any]) -> str:
+    return e["type"].split(".")[0]
+
+
+def entity_of(e: dict[str, Any]) -> str:
+    return e[ENTITY_FIELD[domain_of(e)]]
+
+
+def expected(events: list[dict[str, Any]], partitions: int) -> tuple[dict, int]:
+    """Reference windows, judging lateness per partition in arrival order, as Kafka does."""
+    from streams.events import parse_ts
+
+    streams: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for e in events:
+        d = domain_of(e)
+        streams[(d, partition_for(entity_of(e), partitions))].append(
+            {**e, "ts": parse_ts(e["ts"]), "entity": entity_of(e)})
+    out, on_time = {}, 0
+    for (domain, _), evs in streams.items():
+        for (entity, ws), doc in reference_windows(domain, evs, W, LATENESS).items():
+            out[(domain, entity, ws)] = doc
+            on_time += doc["events"]
+    return out, len(events) - on_time
+
+
+def records(events: list[dict[str, Any]], batch: int, partitions: int) -> dict[str, list]:
+    """Per topic: single records keyed by entity, or batch records of one partition's
+    events in arrival order, keyed by the first event's entity."""
+    per_domain: dict[str, list] = defaultdict(list)
+    if batch == 1:
+        for e in events:
+            per_domain[domain_of(e)].append((entity_of(e).encode(), orjson.dumps(e)))
+        return per_domain
+    groups: dict[tuple[str, int], list] = defaultdict(list)
+    for e in events:
+        key = (domain_of(e), partition_for(entity_of(e), partitions))
+        groups[key].append(e)
+        if len(groups[key]) == batch:
+            per_domain[key[0]].append((entity_of(groups[key][0]).encode(), orjson.dumps({"events": groups.pop(key)})))
+    for (domain, _), evs in groups.items():
+        per_domain[domain].append((entity_of(evs[0]).encode(), orjson.dumps({"events": evs})))
+    return per_domain
+
+
+def produce_all(settings: Settings, per_domain: dict[str, list]) -> None:
+    for domain, recs in per_domain.items():
+        produce(settings, settings.topics.events(domain), recs)
+
+
+def published_windows(settings: Settings) -> dict[tuple[str, str, int], dict]:
+    latest = {}
+    for _, doc in read_all(settings, settings.topics.aggregates):
+        latest[(doc["domain"], doc["entity"], doc["window_start"])] = doc
+    return latest
+
+
+def windows_match(settings: Settings, ref: dict) -> bool:
+    got = published_windows(settings)
+    if got.keys() != ref.keys():
+        return False
+    for key, doc in ref.items():
+        try:
+            assert_matches(key[0], got[key]["agg"], doc)
+        except AssertionError:
+            return False
+    return True
+
+
+def assert_windows_equal(settings: Settings, ref: dict) -> None:
+    got = published_windows(settings)
+    assert got.keys() == ref.keys()
+    for key, doc in ref.items():
+        assert_matches(key[0], got[key]["agg"], doc)
+
+
+@pytest.mark.parametrize("batch", [1, 25])
+def test_every_window_equals_the_reference_with_out_of_order_and_late_events(
+        settings: Settings, worker: Proc, batch: int) -> None:
+    events = generate(3000, seed=batch)
+    ref, late = expected(events, settings.partitions)
+    assert 0 < late < 300  # the generator really makes some events late
+    produce_all(settings, records(events, batch, settings.partitions))
+    try:
+        wait_for(lambda: windows_match(settings, ref), timeout=90, every=1.0)
+    finally:
+        assert_windows_equal(settings, ref)
+    totals = vitals_totals(settings)
+    assert sum(t["events"] for t in totals.values()) == len(events) - late
+    letters = [doc for _, doc in read_all(settings, settings.topics.deadletter)]
+    assert sum(d["reason"].startswith("late: ") for d in letters) == late
+
+
+def test_closed_windows_are_published_as_closed(settings: Settings, worker: Proc) -> None:
+    events = generate(600, seed=5, delay_s=0)
+    produce_all(settings, records(events, 1, settings.partitions))
+    ref, _ = expected(events, settings.partitions)
+    wait_for(lambda: windows_match(settings, ref), timeout=60, every=1.0)
+    from streams.events import parse_ts
+
+    stream_time: dict[tuple[str, int], int] = defaultdict(int)
+    for e in events:
+        key = (domain_of(e), partition_for(entity_of(e), settings.partitions))
+        stream_time[key] = max(stream_time[key], parse_ts(e["ts"]))
+    # A window is closed exactly when its partition's stream time passed its end + lateness.
+    for (domain, entity, ws), doc in published_windows(settings).items():
+        now = stream_time[(domain, partition_for(entity, settings.partitions))]
+        assert doc["closed"] == (ws + W + LATENESS <= now), (domain, entity, ws)
+
+
+def test_sigkill_mid_stream_several_times_loses_and_doubles_nothing(
+        settings: Settings, start_worker: Callable[..., Proc]) -> None:
+    events = generate(12000, seed=11)
+    ref, _ = expected(events, settings.partitions)
+    per_domain = records(events, 1, settings.partitions)
+    chunks = 5
+    rnd = random.Random(3)
+    for c in range(chunks):
+        produce_all(settings, {d: recs[c * len(recs) // chunks:(c + 1) * len(recs) // chunks]
+                               for d, recs in per_domain.items()})
+        w = start_worker(str(c))
+        time.sleep(rnd.uniform(4.0, 7.0))  # join (~1-3 s) then part of the chunk
+        w.kill()
+    start_worker("last")
+    try:
+        wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
+    finally:
+        assert_windows_equal(settings, ref)
+
+
+def test_two_workers_share_partitions_and_stay_exact_when_one_leaves(
+        settings: Settings, start_worker: Callable[..., Proc]) -> None:
+    events = generate(4000, seed=21)
+    ref, late = expected(events, settings.partitions)
+    half = len(events) // 2
+    first, second = start_worker("a"), start_worker("b")
+    produce_all(settings, records(events[:half], 1, settings.partitions))
+
+    def owners() -> set[str]:
+        latest = {k: v for k, v in read_all(settings, settings.topics.vitals)}
+        return {v["worker"] for v in latest.values()}
+
+    wait_for(lambda: len(owners()) == 2, timeout=60)
+    assert first.stop() == 0  # leaves the group gracefully
+    produce_all(settings, records(events[half:], 1, settings.partitions))
+    wait_for(lambda: windows_match(settings, ref), timeout=90, every=1.0)
+    assert sum(t["events"] for t in vitals_totals(settings).values()) == len(events) - late
+
+
+def test_entity_route_returns_the_windows_in_range(settings: Settings, worker: Proc, api: Api) -> None:
+    events = [e for e in generate(1500, seed=8, delay_s=0)]
+    produce_all(settings, records(events, 1, settings.partitions))
+    ref, _ = expected(events, settings.partitions)
+    sensor = next(e for d, e, _ in ref if d == "traffic")
+    mine = sorted(ws for d, e, ws in ref if d == "traffic" and e == sensor)
+
+    def windows(**params: Any) -> list:
+        r = api.get(f"/api/v1/entities/traffic/{sensor}", params=params)
+        return r.json()["windows"] if r.status_code == 200 else []
+
+    wait_for(lambda: len(windows()) == len(mine), timeout=60)
+    got = windows(**{"from": mine[2], "to": mine[5]})
+    assert [w["start"] for w in got] == mine[2:5]
+    for w in got:
+        r = ref[("traffic", sensor, w["start"])]
+        assert w["figures"]["events"] == r["events"]
+        assert w["figures"]["volume"] == r["volume"]["sum"]
+    body = api.get(f"/api/v1/entities/traffic/{sensor}").json()
+    assert body["sliding"]["last_5m"]["events"] == sum(
+        ref[("traffic", sensor, ws)]["events"] for ws in mine if ws >= mine[-1] + W - 5 * W)
+    assert api.get("/api/v1/entities/traffic/nope").status_code == 404
+    assert api.get(f"/api/v1/entities/traffic/{sensor}", params={"from": "yesterday"}).status_code == 422
