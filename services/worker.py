@@ -37,7 +37,9 @@ def run_worker(settings: Settings, worker_id: str = "0") -> int:
     # Fails with one line when the broker is unreachable, and makes sure no topic the
     # worker touches is left for the broker to auto-create with the wrong partitions.
     asyncio.run(ensure_topics(settings))
-    app = create_app(settings, datadir=settings.data_dir / f"worker-{worker_id}")
+    datadir = settings.data_dir / f"worker-{worker_id}"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, datadir=datadir)
     register(app, settings)
     worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True, override_logging=False)
     worker.execute_from_commandline()

@@ -98,8 +98,8 @@ class Proc:
 def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     procs: list[Proc] = []
 
-    def start(worker_id: str = "0") -> Proc:
-        p = Proc(["worker", "--worker-id", worker_id], child_env(settings),
+    def start(worker_id: str = "0", **env: str) -> Proc:
+        p = Proc(["worker", "--worker-id", worker_id], child_env(settings, **env),
                  tmp_path / f"worker-{worker_id}-{len(procs)}.log")
         procs.append(p)
         return p

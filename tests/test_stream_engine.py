@@ -163,24 +163,32 @@ def test_closed_windows_are_published_as_closed(settings: Settings, worker: Proc
         assert doc["closed"] == (ws + W + LATENESS <= now), (domain, entity, ws)
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_sigkill_mid_stream_several_times_loses_and_doubles_nothing(
-        settings: Settings, start_worker: Callable[..., Proc]) -> None:
-    events = generate(12000, seed=11)
-    ref, _ = expected(events, settings.partitions)
-    per_domain = records(events, 1, settings.partitions)
-    chunks = 5
-    rnd = random.Random(3)
-    for c in range(chunks):
-        produce_all(settings, {d: recs[c * len(recs) // chunks:(c + 1) * len(recs) // chunks]
-                               for d, recs in per_domain.items()})
-        w = start_worker(str(c))
-        time.sleep(rnd.uniform(4.0, 7.0))  # join (~1-3 s) then part of the chunk
+        settings: Settings, start_worker: Callable[..., Proc], store: str) -> None:
+    events = generate(60000, seed=11, entities=200)
+    ref, late = expected(events, settings.partitions)
+    produce_all(settings, records(events, 1, settings.partitions))
+
+    def applied() -> int:
+        return sum(t["events"] for t in vitals_totals(settings).values())
+
+    kills, seen = 0, 0
+    while kills < 5:
+        w = start_worker(str(kills), CITYBRAIN_STORE=store)
+        # Kill only once this worker is visibly part-way through the stream.
+        now = wait_for(lambda: (n := applied()) > seen and n, timeout=60, every=0.1)
+        if now >= len(events) - late:
+            break  # it finished before we could kill it: nothing left to interrupt
         w.kill()
-    start_worker("last")
+        kills, seen = kills + 1, now
+    assert kills >= 3
+    start_worker("last", CITYBRAIN_STORE=store)
     try:
         wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
     finally:
         assert_windows_equal(settings, ref)
+    assert applied() == len(events) - late
 
 
 def test_two_workers_share_partitions_and_stay_exact_when_one_leaves(

@@ -1,0 +1,85 @@
+"""`make bench`: the benchmark harness. `python -m benchmarks [--quick]`.
+
+Starts its own embedded broker, pre-loads a simulated city's events as single-event and
+as batch records, measures the ceiling and the pipeline on the same records, prints a
+table with ratios and writes benchmarks/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from benchmarks.throughput import ROOT, ceiling, machine, pipeline, preload
+from services.broker import EmbeddedBroker
+from services.config import Settings
+
+SIZES = {  # simulated seconds of a city sized for 1000 events/s
+    "standard": {"single": 240, "batch": 720},
+    "quick": {"single": 20, "batch": 40},
+}
+BATCH = 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--quick", action="store_true", help="a small run, for smoke tests")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    args = parser.parse_args()
+    size = "quick" if args.quick else "standard"
+    with tempfile.TemporaryDirectory(prefix="citybrain-bench-") as tmp, socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        with EmbeddedBroker(port, Path(tmp) / "broker") as broker:
+            base = Settings(broker=broker.address, data_dir=Path(tmp), session_timeout_s=2.0)
+            results = run(base, size, Path(tmp))
+    results |= {"size": size, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print(table(results))
+    print(f"\nwritten to {args.out}")
+
+
+def run(base: Settings, size: str, workdir: Path) -> dict:
+    single = asyncio.run(preload(base, "single", 1000, SIZES[size]["single"], 1))
+    batch = asyncio.run(preload(base, "batch", 1000, SIZES[size]["batch"], BATCH))
+    out = {"single": {"events": single.events, "records": single.records},
+           "batch": {"events": batch.events, "records": batch.records, "events_per_record": BATCH}}
+    out["single"]["ceiling"] = asyncio.run(ceiling(single))
+    out["batch"]["ceiling"] = asyncio.run(ceiling(batch))
+    out["single"]["pipeline"] = pipeline(single, workdir)
+    out["batch"]["pipeline"] = pipeline(batch, workdir)
+    return {
+        "ceiling_eps": round(out["batch"]["ceiling"]["events_per_s"]),
+        "ceiling_single_eps": round(out["single"]["ceiling"]["events_per_s"]),
+        "pipeline_batch_eps": round(out["batch"]["pipeline"]["events_per_s"]),
+        "pipeline_single_eps": round(out["single"]["pipeline"]["events_per_s"]),
+        "naive_faust_eps": None, "quix_eps": None, "latency_p50_ms": None, "latency_p99_ms": None,
+        "bytes_per_entity": None,
+        "not_measured_yet": ["naive_faust_eps", "quix_eps", "latency_p50_ms", "latency_p99_ms",
+                             "bytes_per_entity"],
+        "runs": out,
+    }
+
+
+def table(r: dict) -> str:
+    rows = [
+        ("records", "ceiling events/s", "pipeline events/s", "pipeline / ceiling"),
+        ("batch (100 events)", f"{r['ceiling_eps']:,}", f"{r['pipeline_batch_eps']:,}",
+         f"{r['pipeline_batch_eps'] / r['ceiling_eps']:.3f}"),
+        ("single event", f"{r['ceiling_single_eps']:,}", f"{r['pipeline_single_eps']:,}",
+         f"{r['pipeline_single_eps'] / r['ceiling_single_eps']:.3f}"),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
+
+
+if __name__ == "__main__":
+    main()
