@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from api.auth import TokenBook
 from api.metrics import HttpMetrics, ReadModelCollector
-from api.routes import entities, health, overview
+from api.routes import areas, entities, health, overview
 from api.views import ReadModels
 from services.config import Settings
 
@@ -37,4 +37,5 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
     app.include_router(health.router)
     app.include_router(overview.router)
     app.include_router(entities.router)
+    app.include_router(areas.router)
     return app

@@ -16,7 +16,7 @@ from services.config import Settings
 from streams.registry import Registry
 from streams.topics import DOMAINS
 from streams.topicview import TopicView
-from streams.windows import SHAPES, merge_all
+from streams.windows import SHAPES, figures, merge_all
 
 
 class Vitals:
@@ -103,6 +103,19 @@ class Windows:
                        "closed": all(d["closed"] for d in shares.values()),
                        "agg": merge_all(shape, (d["agg"] for d in shares.values()))}
         return out
+
+
+    def summary(self, domain: str, level: str, area: str, window_ms: int) -> dict[str, Any] | None:
+        """An area's newest window and the last 15 minutes merged, as operator figures."""
+        windows = self.area(domain, level, area)
+        if not windows:
+            return None
+        newest = max(windows)
+        recent = [w["agg"] for ws, w in windows.items() if ws > newest - 15 * 60_000]
+        w = windows[newest]
+        return {"window": {"start": newest, "end": w["window_end"], "closed": w["closed"]},
+                "figures": figures(domain, w["agg"]),
+                "last_15m": figures(domain, merge_all(SHAPES[domain], recent))}
 
 
 def _json(value: bytes | None) -> Any:

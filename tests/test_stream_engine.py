@@ -19,6 +19,7 @@ from tests.reference import assert_matches, reference_windows
 
 W, LATENESS = 60_000, 120_000
 T0 = 1_795_219_200_000  # 2026-11-21T00:00:00Z
+PREFIX = {"gate": "G", "traffic": "T", "grid": "F"}
 
 
 def generate(n: int, seed: int, entities: int = 12, delay_s: float = 240.0) -> list[dict[str, Any]]:
@@ -29,7 +30,7 @@ def generate(n: int, seed: int, entities: int = 12, delay_s: float = 240.0) -> l
     for i in range(n):
         ts = T0 + i * (15 * W) // n + rnd.randrange(1000)
         domain = rnd.choice(["gate", "traffic", "grid"])
-        eid = f"{domain[0].upper()}-{rnd.randrange(entities):04d}"
+        eid = f"{PREFIX[domain]}-{rnd.randrange(entities):04d}"
         if domain == "gate":
             e = {"type": "gate.pass", "gate_id": eid, "direction": rnd.choice(["in", "out"]),
                  "method": "face", "result": rnd.choice(["granted"] * 5 + ["denied"]), "subject": f"s{i}",
@@ -233,3 +234,33 @@ def test_entity_route_returns_the_windows_in_range(settings: Settings, worker: P
         ref[("traffic", sensor, ws)]["events"] for ws in mine if ws >= mine[-1] + W - 5 * W)
     assert api.get("/api/v1/entities/traffic/nope").status_code == 404
     assert api.get(f"/api/v1/entities/traffic/{sensor}", params={"from": "yesterday"}).status_code == 422
+
+
+def test_area_roll_ups_add_up_their_entities(settings: Settings, start_worker: Callable[..., Proc],
+                                             api: Api) -> None:
+    events = generate(1500, seed=9, delay_s=0)
+    ref, _ = expected(events, settings.partitions)
+    entities = sorted({(d, e) for d, e, _ in ref})
+    district = {e: ("市南区" if i % 2 else "崂山区") for i, (_, e) in enumerate(entities)}
+    registry = [{"id": e, "domain": d, "district": district[e], "street": f"{district[e]}街道{i % 3}",
+                 "community": f"社区{i % 5}", "grid_cell": f"网格{i % 7}"} for i, (d, e) in enumerate(entities)]
+    produce(settings, settings.topics.registry, [(r["id"].encode(), orjson.dumps(r)) for r in registry])
+    start_worker()
+    produce_all(settings, records(events, 1, settings.partitions))
+    wait_for(lambda: windows_match(settings, ref), timeout=60, every=1.0)
+
+    newest = max(ws for d, e, ws in ref if d == "traffic" and district[e] == "市南区")
+    want = sum(doc["events"] for (d, e, ws), doc in ref.items()
+               if d == "traffic" and ws == newest and district[e] == "市南区")
+    body = wait_for(lambda: (r := api.get("/api/v1/areas/district/市南区")).status_code == 200
+                    and (r.json()["domains"]["traffic"] or {}).get("figures", {}).get("events") == want
+                    and r.json(), timeout=30)
+    assert body["domains"]["traffic"]["window"]["start"] == newest
+    assert {c["id"] for c in body["children"]} == {f"市南区街道{i}" for i in range(3)}
+    assert sum(body["entities"].values()) == sum(1 for r in registry if r["district"] == "市南区")
+    city = api.get("/api/v1/overview").json()["domains"]["traffic"]["city"]
+    city_newest = max(ws for d, _, ws in ref if d == "traffic")
+    assert city["figures"]["events"] == sum(doc["events"] for (d, _, ws), doc in ref.items()
+                                            if d == "traffic" and ws == city_newest)
+    assert api.get("/api/v1/areas/district/nowhere").status_code == 404
+    assert api.get("/api/v1/areas/planet/earth").status_code == 404

@@ -17,6 +17,9 @@ async def overview(request: Request) -> dict[str, Any]:
     vitals = request.app.state.views.vitals
     totals = vitals.totals()
     rates = vitals.rates(totals)
-    domains = {d: {**t, "events_per_s": rates[d]} for d, t in totals.items()}
+    views = request.app.state.views
+    domains = {d: {**t, "events_per_s": rates[d],
+                   "city": views.windows.summary(d, "city", "city", views.window_ms)}
+               for d, t in totals.items()}
     return {"generated_at": int(time.time() * 1000), "domains": domains,
-            "entities": len(request.app.state.views.registry)}
+            "entities": len(views.registry)}
