@@ -124,15 +124,27 @@ class Api:
 
 
 @pytest.fixture
-def api(settings: Settings, tmp_path: Path) -> Iterator[Api]:
-    port = free_port()
-    spec = ",".join(f"{t}={r}" for t, r in TOKENS.items())
-    proc = Proc(["api", "--api-port", str(port)],
-                child_env(settings, CITYBRAIN_API_TOKENS=spec), tmp_path / "api.log")
-    a = Api(proc, f"http://127.0.0.1:{port}")
-    wait_for(lambda: _responds(a), timeout=30)
-    yield a
-    proc.stop()
+def start_api(settings: Settings, tmp_path: Path) -> Iterator[Callable[[], Api]]:
+    apis: list[Api] = []
+
+    def start() -> Api:
+        port = free_port()
+        spec = ",".join(f"{t}={r}" for t, r in TOKENS.items())
+        proc = Proc(["api", "--api-port", str(port)], child_env(settings, CITYBRAIN_API_TOKENS=spec),
+                    tmp_path / f"api-{port}.log")
+        a = Api(proc, f"http://127.0.0.1:{port}")
+        apis.append(a)
+        wait_for(lambda: _responds(a), timeout=30)
+        return a
+
+    yield start
+    for a in apis:
+        a.proc.stop()
+
+
+@pytest.fixture
+def api(start_api: Callable[[], Api]) -> Api:
+    return start_api()
 
 
 def _responds(a: Api) -> bool:

@@ -1,0 +1,36 @@
+"""Several workers and several API replicas on one machine serve one consistent city."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from services.config import Settings
+from tests.conftest import Api, Proc, read_all, wait_for
+from tests.test_stream_engine import expected, generate, produce_all, records, windows_match
+
+
+def test_two_workers_and_two_api_replicas_give_the_same_answers(
+        settings: Settings, start_worker: Callable[..., Proc], start_api: Callable[[], Api]) -> None:
+    workers = [start_worker("a"), start_worker("b")]
+    apis = [start_api(), start_api()]
+    events = generate(3000, seed=31, delay_s=0)
+    ref, late = expected(events, settings.partitions)
+    produce_all(settings, records(events, 1, settings.partitions))
+    wait_for(lambda: windows_match(settings, ref), timeout=90, every=1.0)
+
+    def answers(api: Api) -> dict[str, Any]:
+        overview = api.get("/api/v1/overview").json()
+        return {
+            "counts": {d: (v["events"], v["records"]) for d, v in overview["domains"].items()},
+            "city": {d: v["city"]["figures"] for d, v in overview["domains"].items()},
+            "entity": api.get("/api/v1/entities/traffic/T-0001").json()["windows"],
+        }
+
+    want = sum(doc["events"] for doc in ref.values())
+    for api in apis:
+        wait_for(lambda: sum(c[0] for c in answers(api)["counts"].values()) == want, timeout=30)
+    first, second = (answers(a) for a in apis)
+    assert first == second
+    assert len(first["entity"]) > 0
+    latest = {key: doc for key, doc in read_all(settings, settings.topics.vitals)}
+    assert len({doc["worker"] for doc in latest.values()}) == len(workers)  # both own partitions
