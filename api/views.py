@@ -101,7 +101,9 @@ class Windows:
         for ws, shares in self.areas.get((domain, level, area), {}).items():
             out[ws] = {"window_start": ws, "window_end": next(iter(shares.values()))["window_end"],
                        "closed": all(d["closed"] for d in shares.values()),
-                       "agg": merge_all(shape, (d["agg"] for d in shares.values()))}
+                       # Sorted, so every replica adds floats in the same order and agrees
+                       # to the last bit.
+                       "agg": merge_all(shape, (shares[p]["agg"] for p in sorted(shares)))}
         return out
 
 
@@ -111,7 +113,7 @@ class Windows:
         if not windows:
             return None
         newest = max(windows)
-        recent = [w["agg"] for ws, w in windows.items() if ws > newest - 15 * 60_000]
+        recent = [w["agg"] for ws, w in sorted(windows.items()) if ws > newest - 15 * 60_000]
         w = windows[newest]
         return {"window": {"start": newest, "end": w["window_end"], "closed": w["closed"]},
                 "figures": figures(domain, w["agg"]),

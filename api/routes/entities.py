@@ -49,7 +49,7 @@ async def entity(request: Request, domain: str, entity_id: str,
     shape = SHAPES[domain]
     sliding = {}
     for name, minutes in SLIDING.items():
-        recent = [w["agg"] for ws, w in windows.items() if ws >= newest_end - minutes * 60_000]
+        recent = [w["agg"] for ws, w in sorted(windows.items()) if ws >= newest_end - minutes * 60_000]
         sliding[name] = figures(domain, merge_all(shape, recent)) if recent else None
     return {
         "domain": domain, "entity": entity_id, "area": views.registry.area(entity_id),
