@@ -63,7 +63,7 @@ def _choice(ev: Event, name: str, allowed: frozenset[str], required: bool = True
         if required:
             raise Invalid(f"missing field: {name}")
         return
-    if v not in allowed:
+    if not isinstance(v, str) or v not in allowed:
         raise Invalid(f"bad value: {name}={_short(v)} not one of {', '.join(sorted(allowed))}")
 
 
@@ -75,6 +75,10 @@ def _text(ev: Event, name: str) -> str:
         raise Invalid(f"wrong type: {name} must be a string, got {type(v).__name__}")
     if not 0 < len(v) <= MAX_ID_LEN:
         raise Invalid(f"out of range: {name} must be 1..{MAX_ID_LEN} characters")
+    try:
+        v.encode()
+    except UnicodeEncodeError:  # a lone surrogate escape: JSON syntax allows it, UTF-8 doesn't
+        raise Invalid(f"bad value: {name} is not valid Unicode text") from None
     return v
 
 
@@ -152,9 +156,21 @@ SCHEMAS: dict[str, dict[str, Callable[[Event], None]]] = {
     "grid": {"grid.measurement": _grid_measurement},
 }
 
+# The contract's fields of each event type; validated events keep these and no others,
+# so whatever else a producer attached can't break a re-encoding further down the stream.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "gate.pass": ("type", "ts", "gate_id", "direction", "method", "result", "subject",
+                  "temperature_c", "tailgate"),
+    "gate.heartbeat": ("type", "ts", "gate_id"),
+    "traffic.flow": ("type", "ts", "sensor_id", "interval_s", "volume", "speed_kmh", "occupancy"),
+    "grid.measurement": ("type", "ts", "feeder_id", "load_kw", "voltage_kv", "frequency_hz",
+                         "breaker", "power_factor"),
+}
+
 
 def validate(domain: str, ev: Any) -> Event:
-    """Check one event of `domain`; returns it with `ts` in epoch ms and `entity` set."""
+    """Check one event of `domain`; returns its contract fields with `ts` in epoch ms and
+    `entity` set."""
     if not isinstance(ev, dict):
         raise Invalid(f"wrong type: event must be a JSON object, got {type(ev).__name__}")
     kind = ev.get("type")
@@ -165,9 +181,10 @@ def validate(domain: str, ev: Any) -> Event:
     entity = _text(ev, ENTITY_FIELD[domain])
     ts = parse_ts(ev.get("ts"))
     check(ev)
-    ev["ts"] = ts
-    ev["entity"] = entity
-    return ev
+    out = {k: ev[k] for k in FIELDS[kind] if ev.get(k) is not None}
+    out["ts"] = ts
+    out["entity"] = entity
+    return out
 
 
 # ---------------------------------------------------------------- records

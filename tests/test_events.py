@@ -87,6 +87,17 @@ def test_gate_enums_and_optional_fields() -> None:
     assert validate("gate", minimal)["entity"] == "G-0001"
 
 
+def test_unhashable_and_unencodable_values_are_rejected_not_raised() -> None:
+    assert "direction" in reason("gate", {**PASS, "direction": ["in"]})
+    assert "breaker" in reason("grid", {**MEASURE, "breaker": {"state": "open"}})
+    assert "not valid Unicode" in reason("gate", {**PASS, "subject": "\ud800"})
+
+
+def test_validated_events_keep_only_contract_fields() -> None:
+    out = validate("traffic", {**FLOW, "vendor": 2**70, "note": "\ud800"})
+    assert set(out) == set(FLOW) | {"entity"}
+
+
 def test_grid_optional_breaker_and_power_factor() -> None:
     assert validate("grid", {**MEASURE, "breaker": "open", "power_factor": 0.93})
     assert "breaker" in reason("grid", {**MEASURE, "breaker": "ajar"})

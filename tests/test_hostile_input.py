@@ -1,0 +1,142 @@
+"""Hostile input: generated garbage never stops the parser or the worker, every bad record
+gets a reason, and every good event beside it is processed."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from services.config import Settings
+from streams.events import DEFAULT_MAX_BATCH, SCHEMAS, Invalid, decode, validate
+from tests.conftest import Api, Proc, produce, read_all, vitals_totals, wait_for
+
+FIELDS = ["type", "ts", "gate_id", "sensor_id", "feeder_id", "direction", "method", "result", "subject",
+          "temperature_c", "tailgate", "interval_s", "volume", "speed_kmh", "occupancy", "load_kw",
+          "voltage_kv", "frequency_hz", "breaker", "power_factor", "events"]
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
+    st.sampled_from(["gate.pass", "gate.heartbeat", "traffic.flow", "grid.measurement", "in", "out",
+                     "face", "granted", "denied", "open", "closed", "2026-11-21T08:00:00+08:00",
+                     "2026-11-21T08:00:00", "9999-99-99", "\u0000\ufffd\U0001f600"]),
+    st.integers(min_value=946_684_800_000, max_value=4_102_444_800_000))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), inner, max_size=8)),
+    max_leaves=20)
+events = st.dictionaries(st.sampled_from(FIELDS), values, max_size=12)
+
+
+def encode(doc: Any) -> bytes:
+    # The stdlib writes NaN, Infinity and integers beyond 64 bits, as hostile producers do.
+    return json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+@hsettings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(domain=st.sampled_from(sorted(SCHEMAS)), doc=st.one_of(events, values, st.builds(lambda e: {"events": e}, st.lists(events, max_size=6))))
+def test_decode_never_raises_and_accounts_for_every_item(domain: str, doc: Any) -> None:
+    good, bad = decode(domain, encode(doc))
+    items = doc["events"] if isinstance(doc, dict) and isinstance(doc.get("events"), list) and "type" not in doc else [doc]
+    assert len(good) + len(bad) == len(items) or (len(bad) == 1 and not good)
+    for e in good:  # whatever passed is a real, physically possible event
+        assert validate(domain, dict(e)) and math.isfinite(float(e["ts"]))
+        for name, v in e.items():
+            if isinstance(v, float):
+                assert math.isfinite(v), name
+    assert all(b.reason and ":" in b.reason for b in bad)
+
+
+@given(raw=st.binary(max_size=300))
+@hsettings(max_examples=1000, deadline=None)
+def test_arbitrary_bytes_are_rejected_with_a_reason_or_parsed(raw: bytes) -> None:
+    good, bad = decode("traffic", raw)
+    assert good or bad[0].reason
+
+
+def test_deep_nesting_and_huge_batches_are_rejected_not_fatal() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert decode("grid", deep)[1][0].reason.startswith(("invalid json", "wrong type"))
+    huge = orjson.dumps({"events": [{"type": "x"}] * (DEFAULT_MAX_BATCH + 1)})
+    assert decode("grid", huge)[1][0].reason.startswith("oversized batch")
+
+
+def junk(rnd: random.Random, depth: int = 0) -> Any:
+    """A random JSON-ish value: the kinds of garbage the property tests explore, drawn
+    quickly enough for ten thousand records."""
+    kind = rnd.randrange(9 if depth < 4 else 6)
+    if kind == 0:
+        return rnd.choice([None, True, False, "", "\u0000\ufffd\U0001f600", "2026-11-21T08:00:00"])
+    if kind == 1:
+        return rnd.choice([float("nan"), float("inf"), -1e308, 2**70, -(2**64), 0.0])
+    if kind == 2:
+        return rnd.randrange(-10**6, 10**6)
+    if kind == 3:
+        return "".join(chr(rnd.randrange(32, 0x2FFFF)) for _ in range(rnd.randrange(12)))
+    if kind in (4, 5):
+        base = {"type": "traffic.flow", "ts": 1_795_219_200_000, "sensor_id": "T-1", "interval_s": 60,
+                "volume": 3, "speed_kmh": 50.0, "occupancy": 0.2}
+        base[rnd.choice(FIELDS)] = junk(rnd, depth + 1)  # one field wrong, missing or odd
+        if rnd.random() < 0.3:
+            base.pop(rnd.choice(list(base)))
+        return base
+    if kind == 6:
+        return [junk(rnd, depth + 1) for _ in range(rnd.randrange(4))]
+    if kind == 7:
+        return {"events": [junk(rnd, depth + 1) for _ in range(rnd.randrange(5))]}
+    return {rnd.choice(FIELDS): junk(rnd, depth + 1) for _ in range(rnd.randrange(5))}
+
+
+def hostile_records(n: int, seed: int) -> list[tuple[bytes, bytes]]:
+    """n records for the traffic topic: about half valid events, the rest garbage."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        if rnd.random() < 0.5:
+            doc: Any = {"type": "traffic.flow", "ts": 1_795_219_200_000 + i, "sensor_id": f"T-{i % 50}",
+                        "interval_s": 60, "volume": rnd.randrange(50), "speed_kmh": rnd.uniform(0, 120),
+                        "occupancy": rnd.random()}
+        else:
+            doc = junk(rnd)
+        raw = encode(doc) if rnd.random() < 0.95 else bytes(rnd.randrange(256) for _ in range(20))
+        out.append((f"k{i}".encode(), raw))  # keyed by anything: events get forwarded home
+    return out
+
+
+def test_ten_thousand_hostile_records_through_a_real_worker(settings: Settings, worker: Proc) -> None:
+    records = hostile_records(10_000, seed=4)
+    expected_good = expected_bad = 0
+    for _, raw in records:
+        good, bad = decode("traffic", raw)
+        expected_good += len(good)
+        expected_bad += len(bad)
+    assert expected_good > 4000 and expected_bad > 4000
+    produce(settings, settings.topics.events("traffic"), records)
+
+    def accounted() -> bool:
+        latest = [v for _, v in read_all(settings, settings.topics.vitals)]
+        final = {v["partition"]: v for v in latest}
+        return (sum(v["events"] + v["late"] for v in final.values()) == expected_good
+                and sum(v["rejected"] for v in final.values()) == expected_bad)
+
+    wait_for(accounted, timeout=120, every=1.0)
+    late = sum(v["late"] for v in {v["partition"]: v for _, v in read_all(
+        settings, settings.topics.vitals)}.values())
+    letters = [doc for _, doc in read_all(settings, settings.topics.deadletter)]
+    assert len(letters) == expected_bad + late
+    assert all(d["reason"] and d["topic"] == settings.topics.events("traffic") for d in letters)
+    assert worker.proc.poll() is None  # still running
+
+
+def test_hostile_http_input_gets_json_errors_never_500(api: Api) -> None:
+    for path in ["/api/v1/entities/traffic/' OR 1=1 --", "/api/v1/entities/traffic/%00",
+                 "/api/v1/entities/<script>/x", "/api/v1/areas/district/%F0%9F%98%80",
+                 "/api/v1/entities/traffic/T-1?from=1e309", "/api/v1/entities/traffic/T-1?to=-1",
+                 "/api/v1/entities/traffic/T-1?from=" + "9" * 5000]:
+        r = api.get(path)
+        assert r.status_code < 500, (path, r.status_code)
+        assert "detail" in r.json()
+    assert api.get("/api/v1/overview", token="x" * 100_000).status_code in (401, 431)
