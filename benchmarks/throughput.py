@@ -133,6 +133,20 @@ def _rate(docs: list[dict[str, Any]]) -> dict[str, float]:
     return {"events": total, "seconds": seconds, "events_per_s": (total - first) / seconds}
 
 
+def naive_faust(load: Load, workdir: Path, timeout_s: float = 900.0) -> dict[str, float]:
+    """Run benchmarks/naive_faust.py over the load; it prints its measurement as JSON
+    (Faust's worker routes prints into its log, so look in both streams)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.naive_faust", load.settings.bootstrap,
+         load.settings.topic_prefix, str(load.events), str(workdir / "naive")],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+    output = (run.stdout + run.stderr).splitlines()
+    found = [line[line.index('{"events"'):] for line in output if '{"events"' in line]
+    if not found:
+        raise RuntimeError(f"naive Faust printed no result: {run.stderr[-2000:]}")
+    return orjson.loads(found[-1].strip())
+
+
 def machine() -> dict[str, Any]:
     import platform
     from importlib.metadata import version

@@ -24,5 +24,7 @@ def test_quick_benchmark_processes_every_record_it_loaded(tmp_path: Path) -> Non
         assert loaded["ceiling"]["events"] == loaded["events"] > 0
         assert loaded["pipeline"]["events"] == loaded["events"]
     assert r["runs"]["batch"]["records"] < r["runs"]["batch"]["events"]
-    assert all(r[k] > 0 for k in ("ceiling_eps", "pipeline_batch_eps", "pipeline_single_eps"))
+    assert r["runs"]["single"]["naive_faust"]["events"] == r["runs"]["single"]["events"]
+    assert all(r[k] > 0 for k in ("ceiling_eps", "pipeline_batch_eps", "pipeline_single_eps",
+                                  "naive_faust_eps"))
     assert r["machine"]["versions"]["faust-streaming"]
