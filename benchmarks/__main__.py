@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from benchmarks.throughput import ROOT, ceiling, machine, naive_faust, pipeline, preload
+from benchmarks.throughput import ROOT, ceiling, machine, peer, pipeline, preload
 from services.broker import EmbeddedBroker
 from services.config import Settings
 
@@ -56,28 +56,42 @@ def run(base: Settings, size: str, workdir: Path) -> dict:
     out["batch"]["ceiling"] = asyncio.run(ceiling(batch))
     out["single"]["pipeline"] = pipeline(single, workdir)
     out["batch"]["pipeline"] = pipeline(batch, workdir)
-    out["single"]["naive_faust"] = naive_faust(single, workdir)
+    out["single"]["naive_faust"] = peer("benchmarks.naive_faust", single, workdir)
+    out["single"]["quix"] = peer("benchmarks.quix", single, workdir)
     return {
         "ceiling_eps": round(out["batch"]["ceiling"]["events_per_s"]),
         "ceiling_single_eps": round(out["single"]["ceiling"]["events_per_s"]),
         "pipeline_batch_eps": round(out["batch"]["pipeline"]["events_per_s"]),
         "pipeline_single_eps": round(out["single"]["pipeline"]["events_per_s"]),
-        "naive_faust_eps": round(out["single"]["naive_faust"]["events_per_s"]),
-        "quix_eps": None, "latency_p50_ms": None, "latency_p99_ms": None, "bytes_per_entity": None,
-        "not_measured_yet": ["quix_eps", "latency_p50_ms", "latency_p99_ms", "bytes_per_entity"],
+        "naive_faust_eps": _rate(out["single"]["naive_faust"]),
+        "quix_eps": _rate(out["single"]["quix"]),
+        "latency_p50_ms": None, "latency_p99_ms": None, "bytes_per_entity": None,
+        "not_measured_yet": ["latency_p50_ms", "latency_p99_ms", "bytes_per_entity"],
         "runs": out,
     }
 
 
+def _rate(measured: dict) -> int | None:
+    return round(measured["events_per_s"]) if "events_per_s" in measured else None
+
+
+def _shown(rate: int | None) -> str:
+    return f"{rate:,}" if rate is not None else "could not run (see runs)"
+
+
 def table(r: dict) -> str:
-    naive = r["naive_faust_eps"]
+    naive = r["naive_faust_eps"] or float("nan")
+    quix = r["quix_eps"] or float("nan")
     rows = [
-        ("records", "ceiling events/s", "pipeline events/s", "pipeline / ceiling", "pipeline / naive Faust"),
+        ("records", "ceiling events/s", "pipeline events/s", "pipeline / ceiling", "pipeline / naive Faust",
+         "pipeline / Quix"),
         ("batch (100 events)", f"{r['ceiling_eps']:,}", f"{r['pipeline_batch_eps']:,}",
-         f"{r['pipeline_batch_eps'] / r['ceiling_eps']:.3f}", f"{r['pipeline_batch_eps'] / naive:.1f}"),
+         f"{r['pipeline_batch_eps'] / r['ceiling_eps']:.3f}", f"{r['pipeline_batch_eps'] / naive:.1f}", ""),
         ("single event", f"{r['ceiling_single_eps']:,}", f"{r['pipeline_single_eps']:,}",
-         f"{r['pipeline_single_eps'] / r['ceiling_single_eps']:.3f}", f"{r['pipeline_single_eps'] / naive:.1f}"),
-        ("naive Faust (single)", "", f"{naive:,}", "", "1.0"),
+         f"{r['pipeline_single_eps'] / r['ceiling_single_eps']:.3f}", f"{r['pipeline_single_eps'] / naive:.1f}",
+         f"{r['pipeline_single_eps'] / quix:.2f}"),
+        ("naive Faust (single)", "", _shown(r["naive_faust_eps"]), "", "", ""),
+        ("Quix Streams (single)", "", _shown(r["quix_eps"]), "", "", ""),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)

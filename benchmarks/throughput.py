@@ -133,17 +133,18 @@ def _rate(docs: list[dict[str, Any]]) -> dict[str, float]:
     return {"events": total, "seconds": seconds, "events_per_s": (total - first) / seconds}
 
 
-def naive_faust(load: Load, workdir: Path, timeout_s: float = 900.0) -> dict[str, float]:
-    """Run benchmarks/naive_faust.py over the load; it prints its measurement as JSON
-    (Faust's worker routes prints into its log, so look in both streams)."""
+def peer(module: str, load: Load, workdir: Path, timeout_s: float = 900.0) -> dict[str, Any]:
+    """Run a baseline (benchmarks/naive_faust.py, benchmarks/quix.py) over the single-event
+    load; it prints its measurement as one JSON line. Faust's worker routes prints into its
+    log, so both streams are searched. A baseline that can't run says why instead."""
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.naive_faust", load.settings.bootstrap,
-         load.settings.topic_prefix, str(load.events), str(workdir / "naive")],
+        [sys.executable, "-m", module, load.settings.bootstrap, load.settings.topic_prefix,
+         str(load.events), str(workdir / module)],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
     output = (run.stdout + run.stderr).splitlines()
     found = [line[line.index('{"events"'):] for line in output if '{"events"' in line]
     if not found:
-        raise RuntimeError(f"naive Faust printed no result: {run.stderr[-2000:]}")
+        return {"error": (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]}
     return orjson.loads(found[-1].strip())
 
 

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 DOMAINS: tuple[str, ...] = ("gate", "traffic", "grid")
 
 COMPACTED = {"cleanup.policy": "compact"}
+# Raw events are kept a week, for replays after an incident. Stating it also answers the
+# DescribeConfigs of tools that read it (Quix Streams does; the embedded broker reports
+# only what a topic was created with).
+EVENTS = {"retention.ms": str(7 * 86_400_000)}
 # Window figures are keyed per window, so compaction alone would keep every window
 # forever; time retention drops them after two days.
 WINDOWED = {"cleanup.policy": "compact,delete", "retention.ms": str(2 * 86_400_000)}
@@ -81,7 +85,7 @@ class Topics:
         worker, which is what keeps a key's state with its partition.
         """
         n = self.partitions
-        specs = [TopicSpec(self.events(d), n) for d in DOMAINS]
+        specs = [TopicSpec(self.events(d), n, EVENTS) for d in DOMAINS]
         specs += [
             TopicSpec(self.registry, 1, COMPACTED),
             TopicSpec(self.alerts, n, COMPACTED),
