@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from benchmarks import memory
 from benchmarks.throughput import ROOT, ceiling, machine, peer, pipeline, preload
 from services.broker import EmbeddedBroker
 from services.config import Settings
@@ -58,6 +59,7 @@ def run(base: Settings, size: str, workdir: Path) -> dict:
     out["batch"]["pipeline"] = pipeline(batch, workdir)
     out["single"]["naive_faust"] = peer("benchmarks.naive_faust", single, workdir)
     out["single"]["quix"] = peer("benchmarks.quix", single, workdir)
+    out["memory"] = memory.measure(entities=1_000 if size == "quick" else memory.ENTITIES)
     return {
         "ceiling_eps": round(out["batch"]["ceiling"]["events_per_s"]),
         "ceiling_single_eps": round(out["single"]["ceiling"]["events_per_s"]),
@@ -65,8 +67,9 @@ def run(base: Settings, size: str, workdir: Path) -> dict:
         "pipeline_single_eps": round(out["single"]["pipeline"]["events_per_s"]),
         "naive_faust_eps": _rate(out["single"]["naive_faust"]),
         "quix_eps": _rate(out["single"]["quix"]),
-        "latency_p50_ms": None, "latency_p99_ms": None, "bytes_per_entity": None,
-        "not_measured_yet": ["latency_p50_ms", "latency_p99_ms", "bytes_per_entity"],
+        "latency_p50_ms": None, "latency_p99_ms": None,
+        "bytes_per_entity": out["memory"]["bytes_per_entity"],
+        "not_measured_yet": ["latency_p50_ms", "latency_p99_ms"],
         "runs": out,
     }
 
@@ -94,7 +97,11 @@ def table(r: dict) -> str:
         ("Quix Streams (single)", "", _shown(r["quix_eps"]), "", "", ""),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
+    m = r["runs"]["memory"]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows) + (
+        f"\n\nwindow state: {m['bytes_per_entity']:,} bytes of heap per entity with "
+        f"{m['open_windows_per_entity']} open windows ({m['changelog_bytes_per_entity']:,} bytes in the "
+        f"changelog), measured on {m['entities']:,} entities")
 
 
 if __name__ == "__main__":

@@ -27,5 +27,5 @@ def test_quick_benchmark_processes_every_record_it_loaded(tmp_path: Path) -> Non
     for peer in ("naive_faust", "quix"):
         assert r["runs"]["single"][peer]["events"] == r["runs"]["single"]["events"], peer
     assert all(r[k] > 0 for k in ("ceiling_eps", "pipeline_batch_eps", "pipeline_single_eps",
-                                  "naive_faust_eps", "quix_eps"))
+                                  "naive_faust_eps", "quix_eps", "bytes_per_entity"))
     assert r["machine"]["versions"]["faust-streaming"]
