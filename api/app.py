@@ -6,36 +6,48 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
 from api.auth import TokenBook
 from api.metrics import HttpMetrics, ReadModelCollector
-from api.routes import areas, entities, health, overview
+from api.producer import EventProducer
+from api.routes import areas, entities, health, ingest, overview
 from api.views import ReadModels
 from services.config import Settings
 
 
 def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
     views = ReadModels(settings)
+    producer = EventProducer(settings.bootstrap, settings.topics)
     registry = CollectorRegistry()
     registry.register(ReadModelCollector(views))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await views.start()
+        await producer.start()
         try:
             yield
         finally:
+            await producer.stop()
             await views.stop()
 
     app = FastAPI(title="citybrain", version="0.1.0", lifespan=lifespan,
                   description="Live alerts and city vital signs for the command centre.")
     app.state.views = views
+    app.state.producer = producer
+    app.state.settings = settings
     app.state.tokens = TokenBook(tokens)
     app.state.metrics = registry
     app.add_middleware(HttpMetrics, registry=registry)
+    if settings.cors_origins:
+        # Closed unless configured: a browser on another origin gets no CORS headers.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins.split(","),
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.include_router(health.router)
     app.include_router(overview.router)
     app.include_router(entities.router)
     app.include_router(areas.router)
+    app.include_router(ingest.router)
     return app

@@ -44,6 +44,8 @@ class Settings:
     webhook_urls: str | None = None
     alertmanager_url: str | None = None
     log_level: str = "info"
+    max_body_bytes: int = 10 * 1024 * 1024  # largest ingest request the API reads
+    cors_origins: str | None = None  # comma-separated origins allowed to call the API
 
     @property
     def bootstrap(self) -> str:
@@ -140,6 +142,8 @@ def _validated(s: Settings) -> Settings:
         raise bad("window_s", f"{s.window_s} s is not in 1..86400")
     if not 0 <= s.lateness_s <= 86_400:
         raise bad("lateness_s", f"{s.lateness_s} s is not in 0..86400")
+    if not 1024 <= s.max_body_bytes <= 1 << 30:
+        raise bad("max_body_bytes", f"{s.max_body_bytes} is not in 1024..{1 << 30}")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise bad("log_level", f"{s.log_level!r} is not one of debug, info, warning, error")
     if s.registry_file is not None and not s.registry_file.is_file():

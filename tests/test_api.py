@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -48,3 +50,57 @@ def test_registry_topic_feeds_the_api(settings: Settings, api: Api) -> None:
 def test_openapi_describes_the_routes(api: Api) -> None:
     paths = api.get("/openapi.json", token=None).json()["paths"]
     assert {"/healthz", "/readyz", "/metrics", "/api/v1/overview"} <= set(paths)
+
+
+ROUTES = [("GET", "/api/v1/overview", "viewer"),
+          ("GET", "/api/v1/entities/traffic/T-0001", "viewer"),
+          ("GET", "/api/v1/areas/district/市南区", "viewer"),
+          ("POST", "/api/v1/ingest/traffic", "ingest")]
+TOKEN_OF = {"viewer": "tv", "ingest": "ti"}
+WRONG_ROLE = {"viewer": "ti", "ingest": "ta"}  # ingest stands apart: even admin may not ingest
+
+
+@pytest.mark.parametrize("method, path, role", ROUTES)
+def test_auth_matrix(api: Api, method: str, path: str, role: str) -> None:
+    import httpx
+
+    def call(token: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.request(method, api.url + path, headers=headers, json=[], timeout=10)
+
+    assert call(None).status_code == 401
+    assert call("not-a-token").status_code == 401
+    assert call(WRONG_ROLE[role]).status_code == 403
+    right = call(TOKEN_OF[role])
+    assert right.status_code not in (401, 403) and right.status_code < 500
+    assert all(isinstance(call(t).json()["detail"], str) for t in (None, "x", WRONG_ROLE[role]))
+
+
+def post(api: Api, path: str, body: bytes, token: str = "ti") -> Any:
+    import httpx
+
+    return httpx.post(api.url + path, content=body, timeout=10,
+                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+
+
+def test_ingest_produces_valid_events_and_reports_each_rejected_one(
+        settings: Settings, worker: Proc, api: Api) -> None:
+    items = [grid(i) for i in range(5)] + [{**grid(9), "voltage_kv": -1}, {"type": "nope"}]
+    r = post(api, "/api/v1/ingest/grid", orjson.dumps({"events": items}))
+    assert r.status_code == 202
+    body = r.json()
+    assert (body["accepted"], body["rejected"]) == (5, 2)
+    assert [e["index"] for e in body["errors"]] == [5, 6]
+    assert "voltage_kv" in body["errors"][0]["reason"]
+    wait_for(lambda: api.get("/api/v1/overview").json()["domains"]["grid"]["events"] == 5, timeout=60)
+    assert post(api, "/api/v1/ingest/grid", orjson.dumps([grid(1)])).json()["accepted"] == 1  # bare array
+
+
+def test_ingest_refuses_what_it_cannot_read(settings: Settings, api: Api) -> None:
+    assert post(api, "/api/v1/ingest/grid", b"{nope").status_code == 400
+    assert post(api, "/api/v1/ingest/grid", b'{"a": 1}').status_code == 422
+    assert post(api, "/api/v1/ingest/water", b"[]").status_code == 404
+    too_many = orjson.dumps([grid(0)] * (settings.max_batch + 1))
+    assert post(api, "/api/v1/ingest/grid", too_many).status_code == 413
+    huge = b"[" + b" " * settings.max_body_bytes + b"]"
+    assert post(api, "/api/v1/ingest/grid", huge).status_code == 413

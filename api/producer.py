@@ -1,0 +1,41 @@
+"""The API's Kafka producer: ingested events go where a gateway would put them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import HTTPException
+
+from streams.events import Event
+from streams.topics import Topics
+
+
+class EventProducer:
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self.bootstrap, self.topics = bootstrap, topics
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        # aiokafka binds a producer to the running loop, so it is made here, not in __init__.
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks=1)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send_events(self, domain: str, events: list[Event]) -> None:
+        """Produce one record per event keyed by its entity id, and wait for the broker:
+        202 means the events are in Kafka."""
+        assert self._producer is not None, "started in the app's lifespan"
+        try:
+            futures = [await self._producer.send(
+                self.topics.events(domain),
+                orjson.dumps({k: v for k, v in e.items() if k != "entity"}),
+                key=e["entity"].encode()) for e in events]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise HTTPException(503, f"Kafka unavailable: {type(exc).__name__}") from None

@@ -1,0 +1,68 @@
+"""Ingest over HTTP, for gateways that can't speak Kafka (contract §5).
+
+Each valid event is produced to its domain's topic keyed by its entity id, exactly as a
+Kafka-speaking gateway would, and the answer says which items were rejected and why.
+Invalid items are answered, not dead-lettered: the caller is there to read the reason.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from api.auth import require
+from streams import events as contract
+
+router = APIRouter(prefix="/api/v1", tags=["ingest"])
+
+EXAMPLE = [{"type": "traffic.flow", "ts": "2026-11-21T08:00:00+08:00", "sensor_id": "T-0001",
+            "interval_s": 60, "volume": 23, "speed_kmh": 42.5, "occupancy": 0.18}]
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"request body over {limit} bytes")
+    return bytes(body)
+
+
+@router.post(
+    "/ingest/{domain}", status_code=202, dependencies=[Depends(require("ingest"))],
+    # The body is read by hand, within the size limit, so it is described here rather than
+    # declared as a parameter (FastAPI would read all of it first).
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"oneOf": [{"type": "array", "items": {"type": "object"}},
+                             {"type": "object", "properties": {"events": {"type": "array"}}}]},
+        "example": EXAMPLE}}}},
+    responses={202: {"content": {"application/json": {"example": {
+        "accepted": 1, "rejected": 1,
+        "errors": [{"index": 1, "reason": "out of range: occupancy=1.4 not in [0, 1]"}]}}}},
+        413: {"description": "body or batch too large"}, 503: {"description": "Kafka unreachable"}})
+async def ingest(request: Request, domain: str) -> JSONResponse:
+    if domain not in contract.ENTITY_FIELD:
+        raise HTTPException(404, f"unknown domain {domain!r}; one of {', '.join(contract.ENTITY_FIELD)}")
+    raw = await _body(request, request.app.state.settings.max_body_bytes)
+    try:
+        doc = contract.loads(raw)
+    except contract.Invalid as exc:
+        raise HTTPException(400, str(exc)) from None
+    items = doc.get("events") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise HTTPException(422, 'body must be a JSON array of events or {"events": [...]}')
+    if len(items) > request.app.state.settings.max_batch:
+        raise HTTPException(413, f"{len(items)} events in one request; at most "
+                                 f"{request.app.state.settings.max_batch}")
+    accepted, errors = [], []
+    for i, item in enumerate(items):
+        try:
+            accepted.append(contract.validate(domain, item))
+        except contract.Invalid as exc:
+            errors.append({"index": i, "reason": str(exc)})
+    await request.app.state.producer.send_events(domain, accepted)
+    return JSONResponse({"accepted": len(accepted), "rejected": len(errors), "errors": errors},
+                        status_code=202)
