@@ -60,6 +60,9 @@ class Stack:
         (s.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         if s.embedded:
             self.broker = EmbeddedBroker(s.broker_port, s.data_dir / "broker").start()
+            # Supervised like the other parts: with a memory-only broker gone, nothing works.
+            assert self.broker.proc is not None
+            self.children.append(Child("broker", self.broker.proc, self.broker.log_path))
         asyncio.run(ensure_topics(s))
         if s.registry_file is not None:
             asyncio.run(publish_registry(s))
