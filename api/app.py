@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from api.auth import TokenBook
@@ -15,6 +18,9 @@ from api.producer import EventProducer
 from api.routes import areas, entities, health, ingest, overview
 from api.views import ReadModels
 from services.config import Settings
+
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
@@ -50,4 +56,11 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
     app.include_router(entities.router)
     app.include_router(areas.router)
     app.include_router(ingest.router)
+    # The dashboard shell needs no token; every data call it makes carries one.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
     return app

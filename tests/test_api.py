@@ -104,3 +104,12 @@ def test_ingest_refuses_what_it_cannot_read(settings: Settings, api: Api) -> Non
     assert post(api, "/api/v1/ingest/grid", too_many).status_code == 413
     huge = b"[" + b" " * settings.max_body_bytes + b"]"
     assert post(api, "/api/v1/ingest/grid", huge).status_code == 413
+
+
+def test_dashboard_shell_and_its_files_are_served_without_a_token(api: Api) -> None:
+    page = api.get("/", token=None)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "City vital signs" in page.text and "/static/dashboard.js" in page.text
+    for asset in ("/static/dashboard.js", "/static/dashboard.css"):
+        assert api.get(asset, token=None).status_code == 200
+    assert "http://" not in page.text.replace("http://www.w3.org", "")  # no CDN: offline networks
