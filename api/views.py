@@ -6,7 +6,6 @@ number of replicas serve the same answers, and a restarted API loses nothing.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from typing import Any
 
@@ -20,17 +19,24 @@ from streams.windows import SHAPES, figures, merge_all
 
 
 class Vitals:
-    """Latest progress of every (domain, partition), as the workers publish it."""
+    """Progress of every (domain, partition), as the workers publish it, with a short
+    history so rates come from the data itself: replicas that have read the same topic
+    report the same rates, and the first request after a start already has one."""
 
-    def __init__(self) -> None:
-        self.partitions: dict[str, dict[str, Any]] = {}
-        self._samples: deque[tuple[float, dict[str, int]]] = deque(maxlen=64)
+    def __init__(self, span_ms: int = 10_000) -> None:
+        self.span_ms = span_ms
+        self.history: dict[str, deque[dict[str, Any]]] = {}
+
+    @property
+    def partitions(self) -> dict[str, dict[str, Any]]:
+        return {key: docs[-1] for key, docs in self.history.items()}
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None or value is None:
             return
         try:
-            self.partitions[key.decode()] = orjson.loads(value)
+            doc = orjson.loads(value)
+            self.history.setdefault(key.decode(), deque(maxlen=256)).append(doc)
         except (UnicodeDecodeError, orjson.JSONDecodeError):
             pass
 
@@ -48,17 +54,22 @@ class Vitals:
                 t["latest_event_ts"] = max(t["latest_event_ts"] or 0, doc["max_ts"])
         return out
 
-    def rates(self, totals: dict[str, dict[str, Any]], span_s: float = 10.0) -> dict[str, float]:
-        """Events per second per domain over roughly the last `span_s`, from the totals
-        seen at earlier calls; the first call has nothing to compare with and says 0."""
-        now = time.monotonic()
-        current = {d: totals[d]["events"] for d in DOMAINS}
-        if not self._samples or now - self._samples[-1][0] >= 1.0:
-            self._samples.append((now, current))
-        base_t, base = next(((t, s) for t, s in self._samples if now - t <= span_s),
-                            self._samples[0])
-        dt = now - base_t
-        return {d: round((current[d] - base[d]) / dt, 1) if dt > 0 else 0.0 for d in DOMAINS}
+    def rates(self) -> dict[str, float]:
+        """Events per second per domain over the last `span_ms` of the workers' own clock
+        (the newest progress report), from each partition's reports."""
+        docs = [d for h in self.history.values() for d in h]
+        if not docs:
+            return {d: 0.0 for d in DOMAINS}
+        now = max(d["updated_at"] for d in docs)
+        since = now - self.span_ms
+        rates = dict.fromkeys(DOMAINS, 0.0)
+        for history in self.history.values():
+            latest = history[-1]
+            base = next((d for d in reversed(history) if d["updated_at"] <= since), history[0])
+            elapsed = latest["updated_at"] - base["updated_at"]
+            if latest.get("domain") in rates and elapsed > 0:
+                rates[latest["domain"]] += (latest["events"] - base["events"]) * 1000 / elapsed
+        return {d: round(r, 1) for d, r in rates.items()}
 
 
 class Windows:

@@ -113,3 +113,14 @@ def test_dashboard_shell_and_its_files_are_served_without_a_token(api: Api) -> N
     for asset in ("/static/dashboard.js", "/static/dashboard.css"):
         assert api.get(asset, token=None).status_code == 200
     assert "http://" not in page.text.replace("http://www.w3.org", "")  # no CDN: offline networks
+
+
+def test_rates_come_from_the_workers_reports_so_replicas_agree() -> None:
+    from api.views import Vitals
+
+    v = Vitals(span_ms=10_000)
+    for t, n in [(0, 0), (5_000, 500), (12_000, 1_200), (20_000, 2_000)]:
+        v.apply(b"grid/0", orjson.dumps({"domain": "grid", "partition": 0, "events": n, "updated_at": t}))
+    v.apply(b"gate/1", orjson.dumps({"domain": "gate", "partition": 1, "events": 7, "updated_at": 1_000}))
+    # Newest report at 20 s; the last grid report at or before 10 s is at 5 s with 500.
+    assert v.rates() == {"gate": 0.0, "traffic": 0.0, "grid": 100.0}

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1", tags=["overview"])
 async def overview(request: Request) -> dict[str, Any]:
     vitals = request.app.state.views.vitals
     totals = vitals.totals()
-    rates = vitals.rates(totals)
+    rates = vitals.rates()
     views = request.app.state.views
     domains = {d: {**t, "events_per_s": rates[d],
                    "city": views.windows.summary(d, "city", "city", views.window_ms)}
