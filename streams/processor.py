@@ -36,7 +36,7 @@ import orjson
 from streams import events as contract
 from streams.partitioning import partition_for
 from streams.registry import LEVELS, Registry
-from streams.windows import SHAPES, Agg, aggregate_by, empty, late_mask, merge
+from streams.windows import SHAPES, aggregate_by, empty, late_mask, merge
 
 ORIGIN_HEADER = "citybrain-origin"
 ROLLUP_LEVELS = LEVELS + ("city",)

@@ -12,8 +12,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from services.config import Settings
-from streams.events import DEFAULT_MAX_BATCH, SCHEMAS, Invalid, decode, validate
-from tests.conftest import Api, Proc, produce, read_all, vitals_totals, wait_for
+from streams.events import DEFAULT_MAX_BATCH, SCHEMAS, decode, validate
+from tests.conftest import Api, Proc, produce, read_all, wait_for
 
 FIELDS = ["type", "ts", "gate_id", "sensor_id", "feeder_id", "direction", "method", "result", "subject",
           "temperature_c", "tailgate", "interval_s", "volume", "speed_kmh", "occupancy", "load_kw",

@@ -4,7 +4,6 @@ with out-of-order and late events, single and batch records, crashes and rebalan
 from __future__ import annotations
 
 import random
-import time
 from collections import defaultdict
 from typing import Any, Callable
 
@@ -197,7 +196,8 @@ def test_two_workers_share_partitions_and_stay_exact_when_one_leaves(
     events = generate(4000, seed=21)
     ref, late = expected(events, settings.partitions)
     half = len(events) // 2
-    first, second = start_worker("a"), start_worker("b")
+    first = start_worker("a")
+    start_worker("b")
     produce_all(settings, records(events[:half], 1, settings.partitions))
 
     def owners() -> set[str]:
