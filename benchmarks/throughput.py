@@ -31,7 +31,7 @@ from services.processes import spawn, stop
 from services.provision import ensure_topics
 from services.simulator import run_simulator
 from streams.topics import DOMAINS
-from streams.topicview import TopicView
+from streams.topicview import read_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_START = datetime(2026, 11, 21, 6, 0, tzinfo=timezone.utc)  # morning rush, Beijing time
@@ -105,15 +105,7 @@ def pipeline(load: Load, workdir: Path, timeout_s: float = 900.0) -> dict[str, f
 
 
 async def _vitals(s: Settings) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = []
-    view = TopicView(s.bootstrap, s.topics.vitals, lambda k, v: docs.append(orjson.loads(v)))
-    await view.start()
-    try:
-        while not view.caught_up:
-            await asyncio.sleep(0.05)
-    finally:
-        await view.stop()
-    return docs
+    return [orjson.loads(v) for _, v in await read_to_end(s.bootstrap, s.topics.vitals) if v]
 
 
 def _latest(docs: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:

@@ -83,3 +83,17 @@ class TopicView:
             if time.monotonic() - self._probed_at > self.refresh_s:
                 await self._probe()
             self.caught_up = self.reachable and not await self._behind()
+
+
+async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record now in `topic`, as (key, value): a one-off read, the way views read."""
+    records: list[tuple[bytes | None, bytes | None]] = []
+    view = TopicView(bootstrap, topic, lambda k, v: records.append((k, v)), refresh_s=0.5)
+    await view.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not view.caught_up:
+                await asyncio.sleep(0.05)
+    finally:
+        await view.stop()
+    return records

@@ -25,7 +25,7 @@ from services.broker import EmbeddedBroker
 from services.config import Settings
 from services.processes import spawn, stop
 from services.provision import ensure_topics
-from streams.topicview import TopicView
+from streams.topicview import read_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = {"tv": "viewer", "to": "operator", "ta": "admin", "ti": "ingest"}
@@ -178,24 +178,8 @@ def event_records(events: list[dict[str, Any]], key_field: str) -> list[tuple[by
 
 def read_all(settings: Settings, topic: str, timeout: float = 10.0) -> list[tuple[bytes | None, Any]]:
     """Everything currently in `topic`, values JSON-decoded, read the way the API reads."""
-    out: list[tuple[bytes | None, Any]] = []
-
-    async def run() -> None:
-        view = TopicView(settings.bootstrap, topic,
-                         lambda k, v: out.append((k, orjson.loads(v) if v else None)))
-        await view.start()
-        try:
-            await asyncio.wait_for(_caught_up(view), timeout)
-        finally:
-            await view.stop()
-
-    asyncio.run(run())
-    return out
-
-
-async def _caught_up(view: TopicView) -> None:
-    while not view.caught_up:
-        await asyncio.sleep(0.05)
+    records = asyncio.run(read_to_end(settings.bootstrap, topic, timeout))
+    return [(k, orjson.loads(v) if v else None) for k, v in records]
 
 
 def vitals_totals(settings: Settings) -> dict[str, dict[str, int]]:
