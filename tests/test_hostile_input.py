@@ -139,4 +139,10 @@ def test_hostile_http_input_gets_json_errors_never_500(api: Api) -> None:
         r = api.get(path)
         assert r.status_code < 500, (path, r.status_code)
         assert "detail" in r.json()
-    assert api.get("/api/v1/overview", token="x" * 100_000).status_code in (401, 431)
+    import httpx
+
+    try:  # an oversized header may be refused with 4xx or by closing the connection
+        assert api.get("/api/v1/overview", token="x" * 100_000).status_code in (400, 401, 431)
+    except httpx.TransportError:
+        pass
+    assert api.get("/healthz", token=None).status_code == 200  # and the API is still there
