@@ -131,7 +131,11 @@ def test_ten_thousand_hostile_records_through_a_real_worker(settings: Settings, 
     assert worker.proc.poll() is None  # still running
 
 
-def test_hostile_http_input_gets_json_errors_never_500(api: Api) -> None:
+def test_hostile_http_input_gets_json_errors_never_500(settings: Settings, api: Api) -> None:
+    # A known device, so the hostile query parameters reach the code that parses them.
+    produce(settings, settings.topics.registry,
+            [(b"T-1", orjson.dumps({"id": "T-1", "domain": "traffic", "district": "市南区"}))])
+    wait_for(lambda: api.get("/api/v1/entities/traffic/T-1").status_code == 200)
     for path in ["/api/v1/entities/traffic/' OR 1=1 --", "/api/v1/entities/traffic/%00",
                  "/api/v1/entities/<script>/x", "/api/v1/areas/district/%F0%9F%98%80",
                  "/api/v1/entities/traffic/T-1?from=1e309", "/api/v1/entities/traffic/T-1?to=-1",

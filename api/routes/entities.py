@@ -24,6 +24,8 @@ def _instant(name: str, value: str | None) -> int | None:
         return parse_ts(int(value) if value.lstrip("-").isdigit() else value)
     except Invalid as exc:
         raise HTTPException(422, f"{name}: {str(exc).removeprefix('bad timestamp: ')}") from None
+    except ValueError:  # digits beyond what int() will convert
+        raise HTTPException(422, f"{name}: not RFC 3339 or epoch milliseconds") from None
 
 
 @router.get("/entities/{domain}/{entity_id}", dependencies=[Depends(require("viewer"))])
