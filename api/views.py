@@ -15,7 +15,7 @@ from services.config import Settings
 from streams.registry import Registry
 from streams.topics import DOMAINS
 from streams.topicview import TopicView
-from streams.windows import SHAPES, figures, merge_all
+from streams.windows import SHAPES, figures, merge_all, recent
 
 
 class Vitals:
@@ -119,16 +119,16 @@ class Windows:
 
 
     def summary(self, domain: str, level: str, area: str, window_ms: int) -> dict[str, Any] | None:
-        """An area's newest window and the last 15 minutes merged, as operator figures."""
+        """An area's newest window and its last 15 minutes, as operator figures."""
         windows = self.area(domain, level, area)
         if not windows:
             return None
         newest = max(windows)
-        recent = [w["agg"] for ws, w in sorted(windows.items()) if ws > newest - 15 * 60_000]
         w = windows[newest]
         return {"window": {"start": newest, "end": w["window_end"], "closed": w["closed"]},
                 "figures": figures(domain, w["agg"]),
-                "last_15m": figures(domain, merge_all(SHAPES[domain], recent))}
+                "last_15m": recent(domain, {ws: v["agg"] for ws, v in windows.items()},
+                                   newest + window_ms - 15 * 60_000)}
 
 
 def _json(value: bytes | None) -> Any:

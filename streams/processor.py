@@ -116,12 +116,13 @@ class PartitionProcessor:
         def current(key: str) -> Any:
             return values[key] if key in values else state.get(key)
 
-        wkeys = [window_key(e["entity"], e["ts"] - e["ts"] % self.window_ms) for e in on_time]
+        starts = [e["ts"] - e["ts"] % self.window_ms for e in on_time]
+        wkeys = [window_key(e["entity"], ws) for e, ws in zip(on_time, starts)]
         self._fold(wkeys, on_time, on_offsets, current, values, index)
         areas = [self.registry.area(e["entity"]) for e in on_time]
         for level in ROLLUP_LEVELS:
-            rkeys = [rollup_key(partition, level, a.get(level, "city"), int(k.rsplit("|", 1)[1]))
-                     for a, k in zip(areas, wkeys)]
+            rkeys = [rollup_key(partition, level, a.get(level, "city"), ws)
+                     for a, ws in zip(areas, starts)]
             self._fold(rkeys, on_time, on_offsets, current, values, index)
         out.touched.update(values)
         self._close_due(partition, progress, current, values, index, out)

@@ -108,6 +108,13 @@ def merge_all(shape: Shape, aggs: Iterable[Agg]) -> Agg:
     return out
 
 
+def recent(domain: str, windows: dict[int, Agg], since_ms: int) -> dict[str, Any] | None:
+    """Figures of the windows starting at or after `since_ms`, merged in start order (so
+    every reader adds the floats alike); None when there are none. Sliding views."""
+    aggs = [agg for ws, agg in sorted(windows.items()) if ws >= since_ms]
+    return figures(domain, merge_all(SHAPES[domain], aggs)) if aggs else None
+
+
 # ---------------------------------------------------------------- batches
 
 

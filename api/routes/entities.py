@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api.auth import require
 from streams.events import ENTITY_FIELD, Invalid, parse_ts
-from streams.windows import SHAPES, figures, merge_all
+from streams.windows import figures, recent
 
 router = APIRouter(prefix="/api/v1", tags=["entities"])
 
@@ -48,11 +48,9 @@ async def entity(request: Request, domain: str, entity_id: str,
     start = _instant("from", from_) or end - HOUR_MS
     if start >= end:
         raise HTTPException(422, "from must be before to")
-    shape = SHAPES[domain]
-    sliding = {}
-    for name, minutes in SLIDING.items():
-        recent = [w["agg"] for ws, w in sorted(windows.items()) if ws >= newest_end - minutes * 60_000]
-        sliding[name] = figures(domain, merge_all(shape, recent)) if recent else None
+    aggs = {ws: w["agg"] for ws, w in windows.items()}
+    sliding = {name: recent(domain, aggs, newest_end - minutes * 60_000)
+               for name, minutes in SLIDING.items()}
     return {
         "domain": domain, "entity": entity_id, "area": views.registry.area(entity_id),
         "registry": info, "from": start, "to": end,
