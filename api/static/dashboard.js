@@ -150,17 +150,24 @@ function renderBreadcrumb(items) {
   });
 }
 
+// Fetch a view's data, showing "loading" and any error in the view unless it is a quiet
+// background refresh; null when there is nothing to show.
+async function load(view, path, quiet) {
+  if (!quiet) view.replaceChildren(el("p", { class: "muted", text: "加载中 Loading…" }));
+  try {
+    return await api(path);
+  } catch (err) {
+    if (!quiet) view.replaceChildren(el("p", { class: "error", text: errorText(err) }));
+    return null;
+  }
+}
+
 async function openArea(level, id, quiet = false) {
   currentArea = { level, id };
   const view = $("area-view");
-  if (!quiet) { view.replaceChildren(el("p", { class: "muted", text: "加载中 Loading…" })); renderBreadcrumb([{ level, id }]); }
-  let data;
-  try {
-    data = await api(`/api/v1/areas/${encodeURIComponent(level)}/${encodeURIComponent(id)}`);
-  } catch (err) {
-    if (!quiet) view.replaceChildren(el("p", { class: "error", text: errorText(err) }));
-    return;
-  }
+  if (!quiet) renderBreadcrumb([{ level, id }]);
+  const data = await load(view, `/api/v1/areas/${encodeURIComponent(level)}/${encodeURIComponent(id)}`, quiet);
+  if (data === null) return;
   if (currentArea?.level !== level || currentArea?.id !== id) return;   // user moved on
   const crumbs = Object.entries(data.path ?? {}).filter(([, v]) => v).map(([lv, v]) => ({ level: lv, id: v }));
   renderBreadcrumb([...crumbs, { level: data.level, id: data.id }]);
@@ -214,14 +221,8 @@ function sparkline(values) {
 async function openEntity(domain, id, quiet = false) {
   currentEntity = { domain, id };
   const view = $("entity-view");
-  if (!quiet) view.replaceChildren(el("p", { class: "muted", text: "加载中 Loading…" }));
-  let data;
-  try {
-    data = await api(`/api/v1/entities/${encodeURIComponent(domain)}/${encodeURIComponent(id)}`);
-  } catch (err) {
-    if (!quiet) view.replaceChildren(el("p", { class: "error", text: errorText(err) }));
-    return;
-  }
+  const data = await load(view, `/api/v1/entities/${encodeURIComponent(domain)}/${encodeURIComponent(id)}`, quiet);
+  if (data === null) return;
   if (currentEntity?.domain !== domain || currentEntity?.id !== id) return;
   const figure = SPARK_FIGURE[domain];
   const values = (data.windows ?? []).map((w) => w.figures?.[figure] ?? null);
