@@ -132,6 +132,19 @@ async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
         pass
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaConnectionError
+
+    from services.notifier import run_notifier
+
+    s = _settings(args)
+    try:
+        asyncio.run(_until_signalled(run_notifier(s)))
+    except KafkaConnectionError:
+        raise BrokerError(f"cannot reach Kafka at {s.bootstrap}") from None
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from services.stack import Stack
 
@@ -173,6 +186,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="run one HTTP API replica")
     _flags(p, *common, "broker_port", "api_host", "api_port", "registry_file")
     p.set_defaults(run=cmd_api)
+
+    p = sub.add_parser("notify", help="deliver alerts to CITYBRAIN_WEBHOOK_URLS and CITYBRAIN_ALERTMANAGER_URL")
+    _flags(p, *common, "broker_port")
+    p.set_defaults(run=cmd_notify)
 
     p = sub.add_parser("simulate", help="produce a synthetic city's events")
     _flags(p, *common, "broker_port", "simulate_batch")

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from streams.topics import Topics
 
@@ -41,8 +42,15 @@ class Settings:
     max_batch: int = 10_000  # events in one batch record
     window_s: int = 60  # tumbling window length, event time
     lateness_s: int = 120  # how long after its end a window still accepts events
-    webhook_urls: str | None = None
+    webhook_urls: str | None = None  # comma-separated; each gets Alertmanager webhook v4 notifications
     alertmanager_url: str | None = None
+    webhook_group_wait_s: float = 10.0  # a new group's first notification waits this long
+    webhook_group_interval_s: float = 60.0  # a group notifies at most once per this
+    alertmanager_resend_s: float = 60.0  # open alerts are re-sent to Alertmanager this often
+    notifier_retry_max_s: float = 60.0  # cap of the exponential backoff between attempts
+    notifier_queue_max: int = 10_000  # queued notifications kept; the oldest go beyond
+    notifier_metrics_port: int = 0  # the notifier's /metrics port; 0 = none
+    external_url: str | None = None  # where people reach the API; default api_url
     log_level: str = "info"
     max_body_bytes: int = 10 * 1024 * 1024  # largest ingest request the API reads
     cors_origins: str | None = None  # comma-separated origins allowed to call the API
@@ -62,6 +70,10 @@ class Settings:
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def webhooks(self) -> list[str]:
+        return [u.strip() for u in (self.webhook_urls or "").split(",") if u.strip()]
 
     def with_overrides(self, **values: Any) -> "Settings":
         """Apply CLI flags; `None` means the flag was not given."""
@@ -144,6 +156,21 @@ def _validated(s: Settings) -> Settings:
         raise bad("lateness_s", f"{s.lateness_s} s is not in 0..86400")
     if not 1024 <= s.max_body_bytes <= 1 << 30:
         raise bad("max_body_bytes", f"{s.max_body_bytes} is not in 1024..{1 << 30}")
+    for name in ("webhook_group_wait_s", "webhook_group_interval_s", "alertmanager_resend_s",
+                 "notifier_retry_max_s"):
+        lo = 0.0 if name == "webhook_group_wait_s" else 0.1
+        if not lo <= getattr(s, name) <= 86_400:
+            raise bad(name, f"{getattr(s, name):g} s is not in {lo:g}..86400")
+    if not 1 <= s.notifier_queue_max <= 10_000_000:
+        raise bad("notifier_queue_max", f"{s.notifier_queue_max} is not in 1..10000000")
+    if not 0 <= s.notifier_metrics_port <= 65535:
+        raise bad("notifier_metrics_port", f"{s.notifier_metrics_port} is not a TCP port (0 = off)")
+    for name, urls in (("webhook_urls", s.webhooks), ("alertmanager_url", [s.alertmanager_url]),
+                       ("external_url", [s.external_url])):
+        for url in filter(None, urls):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise bad(name, f"{url!r} is not an http:// or https:// URL")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise bad("log_level", f"{s.log_level!r} is not one of debug, info, warning, error")
     if s.registry_file is not None and not s.registry_file.is_file():

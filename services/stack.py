@@ -70,6 +70,8 @@ class Stack:
         for i in range(s.workers):
             self._start(f"worker-{i}", ["worker", "--worker-id", str(i)], env)
         self._start("api", ["api"], env)
+        if s.webhooks or s.alertmanager_url:
+            self._start("notifier", ["notify"], env)
         if s.simulate:
             self._start("simulator", ["simulate"], env, to_terminal=True)
 
@@ -79,7 +81,8 @@ class Stack:
               f"  tokens   {env.get(env_name('token_file'), 'from CITYBRAIN_API_TOKENS')}\n"
               f"  logs     {s.data_dir / 'logs'}\n"
               f"  workers  {s.workers}, simulator "
-              f"{f'{s.simulate:g} events/s' if s.simulate else 'off'}", flush=True)
+              f"{f'{s.simulate:g} events/s' if s.simulate else 'off'}, notifier "
+              f"{'on' if s.webhooks or s.alertmanager_url else 'off'}", flush=True)
         if self._wait_ready():
             print(f"ready: {s.api_url}/readyz is 200", flush=True)
         return self._supervise()

@@ -1,0 +1,162 @@
+"""Alertmanager's formats, built from citybrain alerts (contract §4 → §6): pure functions.
+
+Labels are an alert's identity in Alertmanager (its fingerprint is a hash of them), so they
+hold what names the alert; what changes while it is open (status, acknowledgement, value,
+count) goes in annotations. Severity is a label, as the contract asks, and can escalate
+(major → critical): the label set a receiver was told of before is then resolved beside the
+new one, as Prometheus does when a label changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from streams.events import parse_ts
+from streams.registry import LEVELS, UNASSIGNED
+
+Alert = dict[str, Any]
+Labels = dict[str, str]
+
+STATUSES = ("firing", "acknowledged", "resolved")
+# What Alertmanager puts in a webhook's endsAt while an alert fires; receivers test for it.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_TEXT = ("id", "rule", "severity", "domain", "entity")
+_KEPT = _TEXT + ("status", "summary", "value", "threshold", "count", "acked_by", "seq")
+
+
+def rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_alert(raw: bytes) -> Alert:
+    """A value of the alerts topic, checked, with UTC timestamps and every area level set.
+
+    Raises ValueError for a value no receiver could be told of. Fields beyond contract §4
+    and `seq` (the history, for one) are dropped: nothing here needs them."""
+    doc = orjson.loads(raw)
+    if not isinstance(doc, dict):
+        raise ValueError("alert is not a JSON object")
+    for name in _TEXT:
+        if not isinstance(doc.get(name), str) or not doc[name]:
+            raise ValueError(f"alert {doc.get('id')!r}: {name} must be a non-empty string")
+    if doc.get("status") not in STATUSES:
+        raise ValueError(f"alert {doc['id']!r}: status {doc.get('status')!r} is not one of {', '.join(STATUSES)}")
+    if doc.get("seq") is not None and type(doc["seq"]) is not int:
+        raise ValueError(f"alert {doc['id']!r}: seq must be an integer")
+    area = doc.get("area") if isinstance(doc.get("area"), dict) else {}
+    alert = {k: doc.get(k) for k in _KEPT}
+    alert["area"] = {level: str(area.get(level) or UNASSIGNED) for level in LEVELS}
+    for name in ("started_at", "updated_at", "resolved_at"):
+        v = doc.get(name)
+        alert[name] = None if v is None else rfc3339(parse_ts(v))
+    alert["started_at"] = alert["started_at"] or alert["updated_at"]
+    if alert["started_at"] is None:
+        raise ValueError(f"alert {doc['id']!r}: no started_at")
+    # A reopened alert may still carry its last resolution.
+    alert["resolved_at"] = (alert["resolved_at"] or alert["updated_at"] or alert["started_at"]
+                            if alert["status"] == "resolved" else None)
+    return alert
+
+
+def labels(alert: Alert) -> Labels:
+    return {"alertname": alert["rule"], "severity": alert["severity"], "domain": alert["domain"],
+            "entity": alert["entity"], **alert["area"], "alert_id": alert["id"]}
+
+
+def annotations(alert: Alert) -> dict[str, str]:
+    """Annotation values are strings in Alertmanager; absent fields are left out."""
+    out = {"summary": alert.get("summary") or alert["rule"], "citybrain_status": alert["status"]}
+    for name in ("value", "threshold", "count", "acked_by"):
+        if alert.get(name) is not None:
+            out[name] = str(alert[name])
+    return out
+
+
+def fingerprint(ls: Labels) -> str:
+    """Alertmanager's fingerprint of a label set (FNV-1a 64 over sorted names and values,
+    each followed by 0xff), so an alert has the same one in webhooks and in Alertmanager."""
+    h = 0xCBF29CE484222325
+    for name in sorted(ls):
+        for byte in name.encode() + b"\xff" + ls[name].encode() + b"\xff":
+            h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def group_labels(alert: Alert) -> Labels:
+    """Webhook notifications are grouped by rule and district: one message per kind of
+    trouble per district, as a district's duty desk reads them."""
+    return {"alertname": alert["rule"], "district": alert["area"]["district"]}
+
+
+def group_key(group: Labels) -> str:
+    """Alertmanager's groupKey of a group under its root route: `{}:{name="value", ...}`."""
+    inner = ", ".join(f"{k}={orjson.dumps(group[k]).decode()}" for k in sorted(group))
+    return "{}:{" + inner + "}"
+
+
+def _alert(alert: Alert, ls: Labels, external_url: str) -> dict[str, Any]:
+    return {"labels": ls, "annotations": annotations(alert), "startsAt": alert["started_at"],
+            "generatorURL": f"{external_url.rstrip('/')}/api/v1/alerts/{quote(alert['id'], safe='')}"}
+
+
+def alertmanager_alert(alert: Alert, ls: Labels, ends_at: str, external_url: str) -> dict[str, Any]:
+    """One alert as Alertmanager's `POST /api/v2/alerts` takes it. `ends_at` is never before
+    `startsAt`: Alertmanager refuses such an alert (event time may run ahead of the clock)."""
+    return {**_alert(alert, ls, external_url), "endsAt": max(ends_at, alert["started_at"])}
+
+
+def webhook_alert(alert: Alert, ls: Labels, ends_at: str | None, external_url: str) -> dict[str, Any]:
+    """One entry of a webhook's `alerts`; `ends_at` None while it fires."""
+    return {"status": "firing" if ends_at is None else "resolved", **_alert(alert, ls, external_url),
+            "endsAt": ends_at or ZERO_TIME, "fingerprint": fingerprint(ls)}
+
+
+@dataclass(frozen=True)
+class Member:
+    """An alert of a webhook group, with what the receivers were last told of it."""
+
+    alert: Alert
+    told_status: str | None
+    told_labels: Labels | None
+
+
+def group_entries(members: list[Member], external_url: str) -> list[dict[str, Any]] | None:
+    """The `alerts` of a group's next notification, or None when nothing changed that
+    receivers must hear of.
+
+    A notification is due when an alert joins, is acknowledged, resolves or changes labels;
+    a new count or value alone rides along with the next one. Every alert of the group is in
+    it, as in Alertmanager. Acknowledged is still firing (annotation `citybrain_status`
+    tells). An alert that resolved before anyone was told it fired is left out, as
+    Alertmanager leaves out what fired and resolved within one group wait."""
+    entries: list[dict[str, Any]] = []
+    changed = False
+    for m in members:
+        a, ls = m.alert, labels(m.alert)
+        resolved = a["status"] == "resolved"
+        if resolved and m.told_status in (None, "resolved"):
+            continue
+        changed |= (a["status"], ls) != (m.told_status, m.told_labels)
+        if m.told_labels is not None and m.told_labels != ls and m.told_status != "resolved":
+            entries.append(webhook_alert(a, m.told_labels, a["updated_at"] or a["started_at"], external_url))
+        entries.append(webhook_alert(a, ls, a["resolved_at"] if resolved else None, external_url))
+    return entries if changed else None
+
+
+def webhook_payload(receiver: str, group: Labels, entries: list[dict[str, Any]],
+                    external_url: str) -> dict[str, Any]:
+    """An Alertmanager webhook v4 notification of one group."""
+    def common(field: str) -> dict[str, str]:
+        first, *rest = (e[field] for e in entries)
+        return {k: v for k, v in first.items() if all(other.get(k) == v for other in rest)}
+
+    return {"version": "4", "receiver": receiver,
+            "status": "firing" if any(e["status"] == "firing" for e in entries) else "resolved",
+            "groupKey": group_key(group), "truncatedAlerts": 0, "groupLabels": group,
+            "commonLabels": common("labels"), "commonAnnotations": common("annotations"),
+            "externalURL": external_url, "alerts": entries}
