@@ -33,6 +33,21 @@ def test_score_of_a_point_ignores_later_points() -> None:
         np.testing.assert_array_equal(run(ts[:n], values[:n]), full[:n])
 
 
+@pytest.mark.parametrize("n_entities", [1, 40])  # the one-entity float path and the vectorised path
+def test_a_changed_future_leaves_earlier_scores_unchanged(n_entities: int) -> None:
+    # Truncation alone would miss a detector that looks ahead within a batch, so the future is
+    # rewritten instead: huge spikes, a level shift and a new range after `cut`.
+    ts, values = daily_series(3)
+    cut = 500
+    future = values.copy()
+    future[cut:] = future[cut:] * 3 + 1000
+    future[cut::37] += 1e6
+    entity = np.repeat(np.arange(n_entities), values.size)
+    scores = [SeasonalDetector().score(entity, np.tile(ts, n_entities), np.tile(v, n_entities)) for v in (values, future)]
+    np.testing.assert_array_equal(scores[0].reshape(n_entities, -1)[:, :cut], scores[1].reshape(n_entities, -1)[:, :cut])
+    assert np.any(scores[1].reshape(n_entities, -1)[:, cut:] > FIRE)  # the rewritten future does register
+
+
 def test_point_by_point_equals_one_batch() -> None:
     ts, values = daily_series(2)
     detector = SeasonalDetector()
