@@ -20,12 +20,14 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from services import config
 from services.cli import parser
 from services.config import Settings
+from services.notifier import NotifierMetrics, receivers
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -75,6 +77,11 @@ def citybrain_services() -> dict[str, dict[str, Any]]:
 
 def role(command: list[str]) -> str:
     return command[0]
+
+
+def compose_notifier() -> tuple[str, dict[str, Any]]:
+    (named,) = [(n, s) for n, s in citybrain_services().items() if role(s["command"]) == "notify"]
+    return named
 
 
 def compose_env(service: dict[str, Any]) -> dict[str, str]:
@@ -142,12 +149,15 @@ def serves(path: str) -> bool:
 
 @cache
 def exported() -> dict[str, dict[str, set[str]]]:
-    """Every sample name the API's /metrics exposes, with each label's values seen.
+    """Every sample name the API's and the notifier's /metrics expose, with each label's
+    values seen.
 
-    One request through the app gives the HTTP metrics a child; /metrics is then parsed
-    as Prometheus would."""
+    One request through the app gives the HTTP metrics a child; the notifier's metrics are
+    those of the compose notifier's receivers; both are parsed as Prometheus would."""
     assert get("/healthz").status_code == 200
-    text = get("/metrics").text
+    registry = CollectorRegistry()
+    NotifierMetrics(registry, receivers(effective(compose_env(compose_notifier()[1]))))
+    text = get("/metrics").text + generate_latest(registry).decode()
     out: dict[str, dict[str, set[str]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -202,7 +212,7 @@ def test_setting_values_are_valid_where_given() -> None:
         env = compose_env(service)
         for key, value in env.items():
             if "${" in value:  # compose interpolation: from deploy/.env, under the same name
-                assert re.fullmatch(r"\$\{" + key + r"(:\?[^}]*)?\}", value), (name, key, value)
+                assert re.fullmatch(r"\$\{" + key + r"(:[?-][^}]*)?\}", value), (name, key, value)
         effective(env)
     effective(configmap())
 
@@ -244,7 +254,7 @@ def image_data_dir() -> str:
 def test_commands_exist() -> None:
     commands = [s["command"] for s in citybrain_services().values()]
     commands += [c["args"] for _, c in k8s_containers()]
-    assert {role(c) for c in commands} >= {"topics", "worker", "api", "simulate"}
+    assert {role(c) for c in commands} >= {"topics", "worker", "api", "simulate", "notify"}
     for command in commands:
         try:
             parser().parse_args(command)
@@ -278,7 +288,7 @@ def test_compose_order_topics_first() -> None:
     (topics,) = [n for n, s in services.items() if role(s["command"]) == "topics"]
     assert compose()["services"][topics]["depends_on"]["kafka"]["condition"] == "service_healthy"
     for name, service in services.items():
-        if role(service["command"]) in ("worker", "api", "simulate"):
+        if role(service["command"]) in ("worker", "api", "simulate", "notify"):
             assert service["depends_on"][topics]["condition"] == "service_completed_successfully", name
 
 
@@ -320,9 +330,20 @@ def test_compose_alertmanager_url_names_the_alertmanager_service() -> None:
     services = compose()["services"]
     assert services["alertmanager"]["image"].startswith("prom/alertmanager:")
     for name, service in citybrain_services().items():
-        if role(service["command"]) in ("worker", "api"):
+        if role(service["command"]) in ("worker", "api", "notify"):
             url = urlsplit(effective(compose_env(service)).alertmanager_url or "")
             assert (url.hostname, url.port) == ("alertmanager", 9093), name
+
+
+def test_compose_has_one_notifier_scraped_with_its_queue_on_a_volume() -> None:
+    name, service = compose_notifier()
+    settings = effective(compose_env(service))
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in service["volumes"]}
+    assert mounts[str(settings.data_dir)] in compose()["volumes"], "the queue must outlive the container"
+    assert settings.api_host == "0.0.0.0" and settings.notifier_metrics_port
+    (job,) = [j for j in prometheus()["scrape_configs"] if j["job_name"] == "citybrain-notifier"]
+    assert [t for c in job["static_configs"] for t in c["targets"]] == [f"{name}:{settings.notifier_metrics_port}"]
+    assert "ports" not in service  # metrics for Prometheus on the compose network only
 
 
 def test_compose_prometheus_scrapes_every_api_replica_and_loads_the_rules() -> None:
@@ -423,6 +444,22 @@ def test_k8s_api_probes_ports_and_tokens() -> None:
     assert [k8s_named("Secret", n)["stringData"] for n in secrets] == [{"CITYBRAIN_API_TOKENS": ""}]
 
 
+def test_k8s_notifier_is_one_pod_scraped_with_its_queue_on_a_claim() -> None:
+    sts = k8s_named("StatefulSet", "citybrain-notifier")
+    assert sts["spec"]["replicas"] == 1  # a StatefulSet never runs two during a rollout
+    (c,) = containers(sts)
+    assert role(c["args"]) == "notify"
+    settings = effective(k8s_env(c))
+    assert settings.alertmanager_url and str(settings.data_dir) == image_data_dir()
+    claims = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
+    assert {m["mountPath"]: m["name"] for m in c["volumeMounts"]}[str(settings.data_dir)] in claims
+    assert settings.api_host == "0.0.0.0"
+    assert [p["containerPort"] for p in c["ports"]] == [settings.notifier_metrics_port]
+    notes = sts["spec"]["template"]["metadata"]["annotations"]
+    assert int(notes["prometheus.io/port"]) == settings.notifier_metrics_port
+    assert notes["prometheus.io/path"] == "/metrics"
+
+
 def test_k8s_topics_job_provisions() -> None:
     (job,) = k8s("Job")
     (c,) = job["spec"]["template"]["spec"]["containers"]
@@ -480,7 +517,7 @@ def test_alert_rules_use_exported_metrics() -> None:
         if "citybrain_" in rule["expr"]:
             check_promql(rule["expr"], rule["alert"])
         for job in re.findall(r'job\s*=\s*"([^"]+)"', rule["expr"]):
-            assert job == api_job()["job_name"], rule["alert"]
+            assert job in {j["job_name"] for j in prometheus()["scrape_configs"]}, rule["alert"]
 
 
 def test_grafana_dashboard_uses_exported_metrics() -> None:
@@ -496,7 +533,8 @@ def test_grafana_dashboard_uses_exported_metrics() -> None:
             used |= set(re.findall(r"\bcitybrain_[a-z0-9_]+", expr))
     # Every metric family the API exports has a panel.
     assert {"citybrain_events_total", "citybrain_records_total", "citybrain_view_caught_up",
-            "citybrain_http_requests_total", "citybrain_http_request_seconds_bucket"} <= used
+            "citybrain_http_requests_total", "citybrain_http_request_seconds_bucket",
+            "citybrain_notifications_total", "citybrain_notification_queue"} <= used
 
 
 def test_alertmanager_routes_to_declared_receivers() -> None:
