@@ -38,6 +38,11 @@ def test_settings_survive_the_trip_through_child_environments() -> None:
     ({"CITYBRAIN_PARTITIONS": "0"}, "CITYBRAIN_PARTITIONS"),
     ({"CITYBRAIN_TOPIC_PREFIX": "a b"}, "CITYBRAIN_TOPIC_PREFIX"),
     ({"CITYBRAIN_REGISTRY_FILE": "/nonexistent.json"}, "CITYBRAIN_REGISTRY_FILE"),
+    ({"CITYBRAIN_WEBHOOK_URLS": "http://a/x, hooks.example/y"}, "CITYBRAIN_WEBHOOK_URLS"),
+    ({"CITYBRAIN_ALERTMANAGER_URL": "alertmanager:9093"}, "CITYBRAIN_ALERTMANAGER_URL"),
+    ({"CITYBRAIN_WEBHOOK_GROUP_INTERVAL_S": "0"}, "CITYBRAIN_WEBHOOK_GROUP_INTERVAL_S"),
+    ({"CITYBRAIN_NOTIFIER_QUEUE_MAX": "0"}, "CITYBRAIN_NOTIFIER_QUEUE_MAX"),
+    ({"CITYBRAIN_NOTIFIER_METRICS_PORT": "70000"}, "CITYBRAIN_NOTIFIER_METRICS_PORT"),
 ])
 def test_bad_values_name_the_setting_in_one_line(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError) as err:

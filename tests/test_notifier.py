@@ -322,16 +322,7 @@ def test_a_killed_notifier_keeps_its_queued_notifications(
 # ---------------------------------------------------------------- commands
 
 
-@pytest.mark.parametrize("env, name", [
-    ({"CITYBRAIN_WEBHOOK_URLS": "http://a/x, hooks.example/y"}, "CITYBRAIN_WEBHOOK_URLS"),
-    ({"CITYBRAIN_ALERTMANAGER_URL": "alertmanager:9093"}, "CITYBRAIN_ALERTMANAGER_URL"),
-    ({"CITYBRAIN_WEBHOOK_GROUP_INTERVAL_S": "0"}, "CITYBRAIN_WEBHOOK_GROUP_INTERVAL_S"),
-    ({"CITYBRAIN_NOTIFIER_QUEUE_MAX": "0"}, "CITYBRAIN_NOTIFIER_QUEUE_MAX"),
-    ({"CITYBRAIN_NOTIFIER_METRICS_PORT": "70000"}, "CITYBRAIN_NOTIFIER_METRICS_PORT"),
-])
-def test_bad_notifier_settings_name_the_setting(env: dict[str, str], name: str) -> None:
-    with pytest.raises(ConfigError, match=name):
-        load(env)
+def test_webhook_urls_are_a_comma_separated_list() -> None:
     assert load({"CITYBRAIN_WEBHOOK_URLS": " http://a/x ,https://b:8443/y"}).webhooks == \
         ["http://a/x", "https://b:8443/y"]
 
