@@ -1,0 +1,191 @@
+"""Rules over a batch of events: per-event conditions in, detections out.
+
+A domain module (gate.py, traffic.py, grid.py) turns a batch into one `Condition` per
+rule: arrays over the batch's events saying where the rule's raise and clear conditions
+hold, computed with numpy over the whole batch where a rule needs no history and by a
+short pass per entity where it does (baselines, recent speeds, denial counts). The
+`Detector` then runs `sustain` (blocks.py) only for the entities where something is
+going on, so quiet entities cost one vectorised comparison per rule, and judges silence
+(the `*.offline` rules) against the partition's stream time.
+
+Per entity the state is one small dict, kept by the caller with the entity's other state:
+    {"o": last offset applied, "seen": last event time, "r": {rule: sustain state}, …}
+plus whatever history the domain's conditions keep under their own keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from streams.detectors.blocks import Timing, idle, is_idle, sustain
+from streams.registry import Registry
+from streams.rules import CATALOGUE, RuleBook
+
+Event = dict[str, Any]
+Params = dict[str, dict[str, Any]]  # rule → parameters, for one entity
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A rule's condition began, persists or cleared on one entity: the alerts' input."""
+
+    rule: str
+    entity: str
+    status: str  # firing | resolved
+    severity: str
+    value: float
+    threshold: float
+    ts: int  # event time, ms
+    episode: int  # event time the condition began: with rule and entity, names the episode
+    seq: int  # 1 for the first report of an episode, then +1 per report
+    summary: str
+    area: Mapping[str, str]
+
+    @property
+    def key(self) -> bytes:
+        """Every input of one (rule, entity) goes to one partition, in order."""
+        return f"{self.rule}|{self.entity}".encode()
+
+    def doc(self) -> dict[str, Any]:
+        return {"kind": "detection", "rule": self.rule, "domain": self.rule.partition(".")[0],
+                "entity": self.entity, "status": self.status, "severity": self.severity,
+                "value": self.value, "threshold": self.threshold, "ts": self.ts,
+                "episode": self.episode, "seq": self.seq, "summary": self.summary,
+                "area": dict(self.area)}
+
+
+@dataclass(frozen=True)
+class Condition:
+    bad: np.ndarray  # the raise condition holds at this event
+    ok: np.ndarray  # the clear condition holds at this event
+    value: np.ndarray  # what the alert reports
+    threshold: np.ndarray
+    seen: np.ndarray | None = None  # events that say something about the rule (None: all)
+
+
+class Batch:
+    """One step's events of a domain, grouped by entity, each group in event-time order."""
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = events
+        self.n = len(events)
+        self.ts = np.fromiter((e["ts"] for e in events), np.int64, self.n)
+        names: dict[str, int] = {}
+        self.code = np.fromiter((names.setdefault(e["entity"], len(names)) for e in events), np.int64, self.n)
+        self.entities = list(names)
+        order = np.lexsort((self.ts, self.code))
+        bounds = np.flatnonzero(np.diff(self.code[order])) + 1
+        self.groups: list[np.ndarray] = np.split(order, bounds) if self.n else []
+        self._columns: dict[str, np.ndarray] = {}
+
+    def col(self, name: str) -> np.ndarray:
+        """A numeric field as floats; NaN where an event lacks it."""
+        if name not in self._columns:
+            self._columns[name] = np.array([e.get(name) for e in self.events], dtype=float)
+        return self._columns[name]
+
+    def equals(self, name: str, value: Any) -> np.ndarray:
+        return np.fromiter((e.get(name) == value for e in self.events), bool, self.n)
+
+    def per_event(self, per_entity: Sequence[float]) -> np.ndarray:
+        """Spread one number per entity (in `entities` order) over the entity's events."""
+        return np.asarray(per_entity, dtype=float)[self.code]
+
+
+class Conditions(Protocol):
+    def __call__(self, batch: Batch, states: list[dict[str, Any]], params: list[Params],
+                 ratings: list[dict[str, Any]]) -> dict[str, Condition]: ...
+
+
+def param(batch: Batch, params: list[Params], rule: str, name: str) -> np.ndarray:
+    return batch.per_event([p[rule][name] for p in params])
+
+
+def new_state() -> dict[str, Any]:
+    return {"o": -1, "seen": None, "r": {}}
+
+
+class Detector:
+    """The rules of one domain, for the entities of any number of partitions."""
+
+    def __init__(self, domain: str, conditions: Conditions, rules: RuleBook, registry: Registry) -> None:
+        self.domain, self.conditions, self.rules, self.registry = domain, conditions, rules, registry
+        self.silence = [r for r in ("gate.offline", "grid.offline") if r.startswith(domain + ".")]
+
+    def params(self, entity: str) -> Params:
+        return self.rules.for_entity(self.domain, entity, self.registry.area(entity))
+
+    def detect(self, batch: Batch, states: list[dict[str, Any]]) -> list[Detection]:
+        """Advance the states (one per `batch.entities`, updated in place) over the batch."""
+        params = [self.params(e) for e in batch.entities]
+        ratings = [self.registry.get(e) or {} for e in batch.entities]
+        out: list[Detection] = []
+        for rule in self.silence:  # any event ends a silence
+            for i, entity in enumerate(batch.entities):
+                rs = states[i]["r"].get(rule)
+                if rs is not None:
+                    t = int(batch.ts[batch.groups[i][0]])
+                    rs["seq"] += 1
+                    out.append(self._detection(rule, entity, params[i][rule], ("resolved", t, 0.0,
+                                               params[i][rule]["timeout_s"], rs["episode"], rs["seq"])))
+                    del states[i]["r"][rule]
+        for rule, cond in self.conditions(batch, states, params, ratings).items():
+            active = set(np.unique(batch.code[cond.bad if cond.seen is None else cond.bad & cond.seen]).tolist())
+            active.update(i for i, s in enumerate(states) if rule in s["r"])
+            for i in sorted(active):
+                p = params[i][rule]
+                if not p["enabled"]:
+                    continue
+                idx = batch.groups[i]
+                if cond.seen is not None:
+                    idx = idx[cond.seen[idx]]
+                rs = states[i]["r"].get(rule) or idle()
+                for tr in sustain(rs, Timing.of(p), batch.ts[idx], cond.bad[idx], cond.ok[idx],
+                                  cond.value[idx], cond.threshold[idx]):
+                    out.append(self._detection(rule, batch.entities[i], p, tr))
+                if is_idle(rs):
+                    states[i]["r"].pop(rule, None)
+                else:
+                    states[i]["r"][rule] = rs
+        for i, group in enumerate(batch.groups):
+            newest = int(batch.ts[group[-1]])
+            states[i]["seen"] = max(states[i]["seen"] or newest, newest)
+        return out
+
+    def silent(self, seen: Mapping[str, int], stream_time: int,
+               state_of: Callable[[str], dict[str, Any]]) -> list[Detection]:
+        """Entities that have sent nothing for their rule's timeout, by stream time.
+
+        `seen` maps each entity of a partition to its last event time; `state_of` gives
+        (and lets this update) an entity's state. The alert's time is when the silence
+        crossed the timeout, so it doesn't depend on when the partition noticed.
+        """
+        out: list[Detection] = []
+        for rule in self.silence:
+            for entity, last in seen.items():
+                p = self.params(entity)[rule]
+                due = last + int(p["timeout_s"] * 1000)
+                if not p["enabled"] or due > stream_time:
+                    continue
+                state = state_of(entity)
+                if rule in state["r"]:
+                    continue
+                state["r"][rule] = {**idle(), "on": True, "episode": due, "seq": 1, "emitted": due}
+                out.append(self._detection(rule, entity, p, ("firing", due, p["timeout_s"],
+                                                             p["timeout_s"], due, 1)))
+        return out
+
+    def _detection(self, rule: str, entity: str, p: dict[str, Any], tr: tuple) -> Detection:
+        status, ts, value, threshold, episode, seq = tr
+        severity = p["severity"]
+        if status == "firing" and "critical" in p and value >= p["critical"]:
+            severity = "critical"
+        try:
+            summary = CATALOGUE[rule].summary.format(value=value, threshold=threshold, **p)
+        except (ValueError, TypeError):
+            summary = CATALOGUE[rule].summary
+        return Detection(rule, entity, status, severity, float(value), float(threshold), int(ts),
+                         int(episode), int(seq), summary, self.registry.area(entity))

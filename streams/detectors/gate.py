@@ -1,0 +1,97 @@
+"""Gate rules: tailgating, fever, bursts of denials and crowd surges (contract §3 gate events).
+
+`gate.offline` is a silence rule, judged by the engine against stream time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streams.detectors.blocks import expected, learn, new_baseline
+from streams.detectors.engine import Batch, Condition, Params, param
+
+MINUTE_MS = 60_000
+SURGE_RATE = 0.1  # baseline learning rate per minute of passes
+MAX_SUBJECTS = 32  # subjects with recent denials remembered per gate: constant memory
+
+
+def conditions(batch: Batch, states: list[dict[str, Any]], params: list[Params],
+               ratings: list[dict[str, Any]]) -> dict[str, Condition]:
+    tail = batch.equals("tailgate", True)
+    one = np.ones(batch.n)
+    temperature = batch.col("temperature_c")
+    fever_at = param(batch, params, "gate.fever", "threshold")
+    fever = temperature >= fever_at
+    return {
+        "gate.tailgating": Condition(tail, ~tail, one, one),
+        "gate.fever": Condition(fever, ~fever, temperature, fever_at),
+        "gate.denied_burst": _denied_burst(batch, states, params),
+        "gate.crowd_surge": _crowd_surge(batch, states, params),
+    }
+
+
+def _denied_burst(batch: Batch, states: list[dict[str, Any]], params: list[Params]) -> Condition:
+    """Denials within `within_s`, counted per gate and per subject (a credential tried again
+    and again); only denied passes are looked at, so the usual gate costs nothing here."""
+    denied = batch.equals("result", "denied")
+    bad = np.zeros(batch.n, bool)
+    value = np.zeros(batch.n)
+    limit = np.zeros(batch.n)
+    for i in np.unique(batch.code[denied]).tolist():
+        p = params[i]["gate.denied_burst"]
+        window, per_gate, per_subject = p["within_s"] * 1000, int(p["gate_denials"]), int(p["subject_denials"])
+        recent = states[i].setdefault("denials", {"gate": [], "subjects": {}})
+        for j in batch.groups[i][denied[batch.groups[i]]].tolist():
+            t = int(batch.ts[j])
+            gate = [x for x in recent["gate"] if x > t - window][-(per_gate - 1):] + [t]
+            subject = str(batch.events[j].get("subject"))
+            mine = [x for x in recent["subjects"].get(subject, ()) if x > t - window][-(per_subject - 1):] + [t]
+            recent["gate"] = gate
+            recent["subjects"][subject] = mine
+            bad[j] = len(gate) >= per_gate or len(mine) >= per_subject
+            value[j], limit[j] = (len(mine), per_subject) if len(mine) >= per_subject else (len(gate), per_gate)
+        t = int(batch.ts[batch.groups[i][-1]])
+        subjects = {s: ts for s, ts in recent["subjects"].items() if ts[-1] > t - window}
+        recent["subjects"] = dict(sorted(subjects.items(), key=lambda kv: kv[1][-1])[-MAX_SUBJECTS:])
+    return Condition(bad, ~bad, value, limit)
+
+
+def _crowd_surge(batch: Batch, states: list[dict[str, Any]], params: list[Params]) -> Condition:
+    """Passes per minute against that hour's normal. A minute is judged at the gate's first
+    event after it (heartbeats come every 30 s, so that is soon), which is the only event
+    the rule looks at; the others say nothing about it."""
+    passes = batch.equals("type", "gate.pass")
+    minute = batch.ts // MINUTE_MS
+    seen = np.zeros(batch.n, bool)
+    bad = np.zeros(batch.n, bool)
+    ok = np.zeros(batch.n, bool)
+    value = np.zeros(batch.n)
+    limit = np.zeros(batch.n)
+    for i, group in enumerate(batch.groups):
+        st = states[i]
+        p = params[i]["gate.crowd_surge"]
+        current, count = st.get("minute") or (int(minute[group[0]]), 0)
+        base = st.get("base")
+        for m in np.unique(minute[group]).tolist():
+            if m < current:
+                continue  # a late pass of a minute already judged
+            members = group[minute[group] == m]
+            if m > current:
+                if base is None:
+                    base = st["base"] = new_baseline()
+                j = int(members[0])
+                normal = expected(base, current * MINUTE_MS)
+                if normal is not None:
+                    most = p["ratio"] * normal + p["min_excess"]
+                    seen[j], bad[j], ok[j] = True, count >= most, count < 0.7 * most
+                    value[j], limit[j] = count, most
+                if normal is None:
+                    learn(base, current * MINUTE_MS, count, SURGE_RATE)
+                elif not bad[j]:
+                    learn(base, current * MINUTE_MS, count, SURGE_RATE, high=1.5 * normal + 2)
+                current, count = m, 0
+            count += int(passes[members].sum())
+        st["minute"] = [current, count]
+    return Condition(bad, ok, value, limit, seen)
