@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from api.auth import TokenBook
 from api.metrics import HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
-from api.routes import areas, entities, health, ingest, overview
+from api.routes import alerts, areas, entities, health, ingest, overview
 from api.views import ReadModels
 from services.config import Settings
 
@@ -53,6 +53,7 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     app.include_router(health.router)
     app.include_router(overview.router)
+    app.include_router(alerts.router)
     app.include_router(entities.router)
     app.include_router(areas.router)
     app.include_router(ingest.router)

@@ -31,6 +31,19 @@ class ReadModelCollector:
             records.add_metric([domain], t["records"])
         yield events
         yield records
+        by_state = GaugeMetricFamily("citybrain_alerts", "Alerts by status and severity",
+                                     labels=["status", "severity"])
+        counts: dict[tuple[str, str], int] = {}
+        for a in self.views.alerts.alerts.values():
+            counts[(a["status"], a["severity"])] = counts.get((a["status"], a["severity"]), 0) + 1
+        for (status, severity), n in sorted(counts.items()):
+            by_state.add_metric([status, severity], n)
+        yield by_state
+        open_ = GaugeMetricFamily("citybrain_alerts_open", "Open (firing or acknowledged) alerts "
+                                  "by severity", labels=["severity"])
+        for severity, n in self.views.alerts.open_counts()["by_severity"].items():
+            open_.add_metric([severity], n)
+        yield open_
         ready = GaugeMetricFamily("citybrain_view_caught_up", "1 when a read model has caught up "
                                   "with its topic", labels=["topic"])
         for topic, ok in self.views.ready.items():

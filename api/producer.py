@@ -1,4 +1,5 @@
-"""The API's Kafka producer: ingested events go where a gateway would put them."""
+"""The API's Kafka producer: ingested events go where a gateway would put them, and
+people's ack/resolve commands go to the alert-inputs topic."""
 
 from __future__ import annotations
 
@@ -30,12 +31,15 @@ class EventProducer:
     async def send_events(self, domain: str, events: list[Event]) -> None:
         """Produce one record per event keyed by its entity id, and wait for the broker:
         202 means the events are in Kafka."""
+        await self.send(self.topics.events(domain),
+                        [(e["entity"].encode(), orjson.dumps({k: v for k, v in e.items() if k != "entity"}))
+                         for e in events])
+
+    async def send(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+        """Produce (key, value) records and wait until the broker has them all."""
         assert self._producer is not None, "started in the app's lifespan"
         try:
-            futures = [await self._producer.send(
-                self.topics.events(domain),
-                orjson.dumps({k: v for k, v in e.items() if k != "entity"}),
-                key=e["entity"].encode()) for e in events]
+            futures = [await self._producer.send(topic, value, key=key) for key, value in records]
             await asyncio.gather(*futures)
         except KafkaError as exc:
             raise HTTPException(503, f"Kafka unavailable: {type(exc).__name__}") from None

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from api.alerts import AlertView, Archive
 from services.config import Settings
 from streams.registry import Registry
 from streams.topics import DOMAINS
@@ -148,7 +149,9 @@ class ReadModels:
                          if settings.registry_file else Registry())
         self.windows = Windows()
         self.window_ms = settings.window_s * 1000
+        self.alerts = AlertView(Archive(settings.data_dir / "alerts.sqlite3"))
         self._views = [
+            TopicView(settings.bootstrap, topics.alerts, apply_at=self.alerts.apply),
             TopicView(settings.bootstrap, topics.vitals, self.vitals.apply),
             TopicView(settings.bootstrap, topics.registry, self.registry.apply),
             TopicView(settings.bootstrap, topics.aggregates, self.windows.apply_aggregate),
@@ -162,6 +165,7 @@ class ReadModels:
     async def stop(self) -> None:
         for v in self._views:
             await v.stop()
+        self.alerts.archive.close()
 
     @property
     def ready(self) -> dict[str, bool]:

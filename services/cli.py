@@ -41,6 +41,7 @@ def _flags(p: argparse.ArgumentParser, *names: str) -> None:
         "simulate_batch": (int, "events per record the simulator produces (default 1)"),
         "registry_file": (Path, "JSON array or JSON Lines of registry entities"),
         "store": (str, "worker table store: memory or rocksdb (default memory)"),
+        "rules_file": (Path, "YAML or JSON overrides of the rule catalogue's thresholds"),
         "log_level": (str, "debug, info, warning or error (default info)"),
     }
     for name in names:
@@ -167,7 +168,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="run broker, topics, workers, API (and simulator) on this machine")
     _flags(p, *common, "broker_port", "api_host", "api_port", "workers", "simulate",
-           "simulate_batch", "registry_file", "store")
+           "simulate_batch", "registry_file", "store", "rules_file")
     p.set_defaults(run=cmd_up)
 
     p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker alone")
@@ -179,7 +180,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_topics)
 
     p = sub.add_parser("worker", help="run one stream worker of the consumer group")
-    _flags(p, *common, "broker_port", "store", "registry_file")
+    _flags(p, *common, "broker_port", "store", "registry_file", "rules_file")
     p.add_argument("--worker-id", default="0", help="names this worker's local state directory")
     p.set_defaults(run=cmd_worker)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from streams.rules import RuleBook, RulesError
 from streams.topics import Topics
 
 
@@ -42,6 +43,9 @@ class Settings:
     max_batch: int = 10_000  # events in one batch record
     window_s: int = 60  # tumbling window length, event time
     lateness_s: int = 120  # how long after its end a window still accepts events
+    rules_file: Path | None = None  # YAML or JSON overrides of the rule catalogue (streams/rules.py)
+    alert_flap_s: float = 300.0  # a condition back within this long reopens its resolved alert
+    alert_escalate_s: float = 900.0  # an alert firing unacknowledged this long goes one severity up
     webhook_urls: str | None = None  # comma-separated; each gets Alertmanager webhook v4 notifications
     alertmanager_url: str | None = None
     webhook_group_wait_s: float = 10.0  # a new group's first notification waits this long
@@ -66,6 +70,9 @@ class Settings:
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix, self.partitions)
+
+    def rule_book(self) -> RuleBook:
+        return RuleBook.from_file(self.rules_file) if self.rules_file else RuleBook()
 
     @property
     def api_url(self) -> str:
@@ -173,6 +180,14 @@ def _validated(s: Settings) -> Settings:
                 raise bad(name, f"{url!r} is not an http:// or https:// URL")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise bad("log_level", f"{s.log_level!r} is not one of debug, info, warning, error")
+    for name in ("alert_flap_s", "alert_escalate_s"):
+        if not 0 <= getattr(s, name) <= 7 * 86_400:
+            raise bad(name, f"{getattr(s, name):g} s is not in 0..604800")
+    if s.rules_file is not None:
+        try:
+            s.rule_book()
+        except RulesError as exc:
+            raise bad("rules_file", str(exc)) from None
     if s.registry_file is not None and not s.registry_file.is_file():
         raise bad("registry_file", f"{s.registry_file} is not a readable file")
     return s

@@ -1,11 +1,18 @@
-"""Per-domain Faust agents: the thin async shell around streams.processor.
+"""The Faust agents: thin async shells around streams.processor and streams.alerting.
 
 Each message an agent receives is one partition's share of a fetch (streams/transport.py,
-`deliver_in_batches`). The agent hands those records to the processor and applies what
-comes back: state writes to a Faust table whose changelog is co-partitioned with the
-source topic, then dead letters, forwards and closed windows straight to the producer
-(Faust's per-message send path costs more than the record it carries). Live window
-figures are published by a timer at most once a second per key, not once per event.
+`deliver_in_batches`). A domain agent hands those records to the processor and applies
+what comes back: detections first, awaited, then state writes to a Faust table whose
+changelog is co-partitioned with the source topic, then dead letters, forwards and closed
+windows straight to the producer (Faust's per-message send path costs more than the
+record it carries). Live window figures are published by a timer at most once a second
+per key, not once per event. The alert agent folds detections and commands into alerts
+the same way: alert states out, awaited, before its table remembers them.
+
+Awaiting before the table write is what makes the pair safe without transactions: once
+the state that produced an output is saved, the output is on the broker; a crash in
+between replays the input, and the output comes out again, identical (deduplicated
+downstream by its (episode, seq) or the alert's seq).
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from faust.types import EventT
 
 from services.config import Settings
 from streams.codecs import ORJSON, UTF8
+from streams import events as contract
+from streams.alerting import BadInput, Policy, apply
+from streams.detectors import detector
 from streams.processor import ORIGIN_HEADER, PartitionProcessor, Record
 from streams.registry import Registry
 from streams.topics import DOMAINS
@@ -37,7 +47,7 @@ log = logging.getLogger(__name__)
 LIVE_EVERY_S = 1.0
 REGISTRY_WAIT_S = 30.0
 
-TABLES = tuple(f"{d}-state" for d in DOMAINS)
+TABLES = tuple(f"{d}-state" for d in DOMAINS) + ("alerts-state",)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who owns a partition, in its vitals
 
 
@@ -50,6 +60,34 @@ def acting_for(event: EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def state_table(app: faust.App, settings: Settings, name: str) -> faust.Table:
+    codecs = {"key_serializer": UTF8, "value_serializer": ORJSON}
+    table = app.Table(name, partitions=settings.partitions,
+                      changelog_topic=app.topic(settings.topics.changelog(name),
+                                                partitions=settings.partitions, **codecs))
+    # Faust picks a table's serializers from its key and value types (JSON unless they
+    # are models); the changelog writes must use the topic's codecs too.
+    table.key_serializer, table.value_serializer = UTF8, ORJSON
+    return table
+
+
+def write(table: faust.Table, event: EventT, writes: Any) -> None:
+    """Apply (key, value) writes in order, None deleting, on the event's partition."""
+    with acting_for(event):
+        for key, value in writes:
+            if value is not None:
+                table[key] = value
+            elif key in table:
+                del table[key]
+
+
+async def send_all(app: faust.App, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Produce and wait until the broker has every record."""
+    futures = [await app.producer.send(topic, key, value, None, None, None) for key, value in records]
+    for fut in futures:
+        await fut
 
 
 def _origin(headers: Any) -> tuple[int, int] | None:
@@ -69,17 +107,11 @@ class DomainAgent:
         self.app = app
         self.source = deliver_in_batches(app, topics.events(domain))
         self.topics = topics
-        codecs = {"key_serializer": UTF8, "value_serializer": ORJSON}
-        self.state = app.Table(
-            f"{domain}-state", partitions=settings.partitions,
-            changelog_topic=app.topic(topics.changelog(f"{domain}-state"),
-                                      partitions=settings.partitions, **codecs))
-        # Faust picks a table's serializers from its key and value types (JSON unless they
-        # are models); the changelog writes must use the topic's codecs too.
-        self.state.key_serializer, self.state.value_serializer = UTF8, ORJSON
+        self.state = state_table(app, settings, f"{domain}-state")
         self.processor = PartitionProcessor(
             domain, topics.events(domain), settings.partitions, settings.window_s * 1000,
-            settings.lateness_s * 1000, registry, settings.max_batch)
+            settings.lateness_s * 1000, registry, settings.max_batch,
+            detector=detector(domain, settings.rule_book(), registry))
         self.dirty: set[str] = set()
         app.agent(self.source, name=f"citybrain.{domain}")(self.run)
         app.timer(LIVE_EVERY_S)(self.publish_live)
@@ -107,12 +139,9 @@ class DomainAgent:
         for home, key, value, (p, o) in step.forwards:
             await send(self.source.get_topic_name(), key, value, home, None,
                        [(ORIGIN_HEADER, f"{p}:{o}".encode())])
-        with acting_for(event):
-            for key, value in step.writes:
-                if value is not None:
-                    self.state[key] = value
-                elif key in self.state:
-                    del self.state[key]
+        if step.detections:
+            await send_all(self.app, self.topics.alert_inputs, step.detections)
+        write(self.state, event, step.writes)
         for kind, key, doc in step.published:
             await self._publish(kind, key, doc)
         self.dirty |= step.touched
@@ -136,6 +165,47 @@ class DomainAgent:
                 await self._publish(*self.processor.publication(key, value))
 
 
+class AlertAgent:
+    """Alert states from the alert-inputs topic (streams/alerting.py), one table key per
+    (rule, entity) holding its alert and the offset of the last input applied."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app, self.topics = app, settings.topics
+        self.policy = Policy(settings.alert_flap_s, settings.alert_escalate_s)
+        self.source = deliver_in_batches(app, self.topics.alert_inputs)
+        self.state = state_table(app, settings, "alerts-state")
+        app.agent(self.source, name="citybrain.alerts")(self.run)
+
+    async def run(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await self.process(event)
+
+    async def process(self, event: EventT) -> None:
+        partition = event.message.partition
+        states: dict[str, Any] = {}
+        changed: dict[str, dict[str, Any]] = {}
+        for r in event.value:
+            key = (r.key or b"").decode(errors="replace")
+            state = states[key] if key in states else self.state.get(key)
+            if state is not None and r.offset <= state["o"]:
+                continue  # applied before a crash
+            try:
+                state, alert = apply(state, orjson.loads(r.value or b"null"), self.policy)
+            except (orjson.JSONDecodeError, BadInput) as exc:
+                reason = f"alert input: {exc}" if isinstance(exc, BadInput) else f"not JSON: {exc}"
+                await self.app.producer.send(self.topics.deadletter, r.key, contract.deadletter(
+                    contract.Reject(reason, r.value or b""), self.topics.alert_inputs, partition, r.offset),
+                    None, None, None)
+                continue
+            state["o"] = r.offset
+            states[key] = state
+            if alert is not None:
+                changed[alert["id"]] = alert
+        await send_all(self.app, self.topics.alerts,
+                       [(aid.encode(), orjson.dumps(a)) for aid, a in changed.items()])
+        write(self.state, event, states.items())
+
+
 def register(app: faust.App, settings: Settings) -> list[DomainAgent]:
     registry = Registry.from_file(settings.registry_file) if settings.registry_file else Registry()
     feed = TopicView(settings.bootstrap, settings.topics.registry, registry.apply)
@@ -144,4 +214,5 @@ def register(app: faust.App, settings: Settings) -> list[DomainAgent]:
     async def follow_registry() -> None:
         await feed.start()
 
+    AlertAgent(app, settings)
     return [DomainAgent(app, settings, d, registry, feed) for d in DOMAINS]

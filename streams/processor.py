@@ -8,6 +8,7 @@ partition:
     "#<p>"                       partition progress (offset, stream time, counts, closes)
     "<entity>|<window start>"    window of one entity        {"o", "agg", "closed"}
     "@<p>/<level>:<area>|<ws>"   this partition's share of an area's window
+    "!<entity>"                  the entity's detector state (streams/detectors)
 
 Why it is exact across crashes without transactions: within a step, the progress key is
 written last, and writes to one changelog partition arrive in order, so after a crash
@@ -20,6 +21,11 @@ Events keyed to another partition than their entity's (a gateway keying batches 
 anything) are forwarded to their entity's home partition, so each entity's windows have
 exactly one owner; the forwarded record names its origin in a header, and the home
 partition ignores a re-forward it has already applied.
+
+Detections (a rule firing, persisting or clearing on an entity) are decided from the
+entity's detector state, which skips events by offset like the windows do. A replay
+after a crash can therefore report a detection again, but always with the same
+(rule, entity, episode, seq), which the alert manager ignores the second time.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 import orjson
 
 from streams import events as contract
+from streams.detectors import Batch, Detector, new_state
 from streams.partitioning import partition_for
 from streams.registry import LEVELS, Registry
 from streams.windows import SHAPES, aggregate_by, empty, late_mask, merge
@@ -43,6 +50,7 @@ ROLLUP_LEVELS = LEVELS + ("city",)
 # Closed windows stay as markers this long before their tombstones: longer than Faust's
 # commit interval, so a replay can only start after the close was saved.
 TOMBSTONE_DELAY_MS = 15_000
+SILENCE_SCAN_MS = 1_000  # look for silent entities at most once per second of stream time
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class Step:
     forwards: list[tuple[int, bytes, bytes, tuple[int, int]]] = field(default_factory=list)
     published: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)  # topic kind, key, doc
     touched: set[str] = field(default_factory=set)  # open window / area keys with new figures
+    detections: list[tuple[bytes, bytes]] = field(default_factory=list)  # alert-inputs key, doc
 
 
 def new_progress() -> dict[str, Any]:
@@ -85,20 +94,31 @@ def rollup_key(partition: int, level: str, area: str, ws: int) -> str:
     return f"@{partition}/{level}:{area}|{ws}"
 
 
+def detector_key(entity: str) -> str:
+    return f"!{entity}"
+
+
 class PartitionProcessor:
     def __init__(self, domain: str, topic: str, partitions: int, window_ms: int, lateness_ms: int,
                  registry: Registry, max_batch: int = contract.DEFAULT_MAX_BATCH,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, detector: Detector | None = None) -> None:
         self.domain, self.topic, self.partitions = domain, topic, partitions
         self.window_ms, self.lateness_ms = window_ms, lateness_ms
         self.shape = SHAPES[domain]
         self.registry, self.max_batch, self.clock = registry, max_batch, clock
+        self.detector = detector
         # partition → window start → state keys of that window (open or closed markers)
         self._index: dict[int, dict[int, set[str]]] = {}
+        # partition → entity → its last event time, and the stream time of the last look
+        # for entities gone silent
+        self._seen: dict[int, dict[str, int]] = {}
+        self._scanned: dict[int, int] = {}
 
     def forget_partitions(self) -> None:
         """After a rebalance the table holds other partitions: rebuild indexes lazily."""
         self._index.clear()
+        self._seen.clear()
+        self._scanned.clear()
 
     def step(self, partition: int, records: Sequence[Record], state: Mapping[str, Any],
              all_keys: Callable[[], Iterable[str]]) -> Step:
@@ -107,7 +127,7 @@ class PartitionProcessor:
         progress = state.get(pkey) or new_progress()
         index = self._index.get(partition)
         if index is None:
-            index = self._index[partition] = self._build_index(partition, all_keys())
+            index = self._index[partition] = self._build_index(partition, all_keys(), state)
 
         events, offsets = self._accept(partition, records, progress, out)
         on_time, on_offsets = self._drop_late(partition, events, offsets, progress, out)
@@ -125,6 +145,8 @@ class PartitionProcessor:
                      for a, ws in zip(areas, starts)]
             self._fold(rkeys, on_time, on_offsets, current, values, index)
         out.touched.update(values)
+        if self.detector is not None:
+            self._detect(partition, on_time, on_offsets, progress, current, values, out)
         self._close_due(partition, progress, current, values, index, out)
         out.writes.extend(values.items())
         out.writes.append((pkey, progress))
@@ -208,6 +230,37 @@ class PartitionProcessor:
             values[k] = {"o": last_offset[k], "closed": False,
                          "agg": merge(old["agg"], agg) if old else merge(empty(self.shape), agg)}
 
+    def _detect(self, partition: int, events: list[contract.Event], offsets: np.ndarray,
+                progress: dict[str, Any], current: Callable[[str], Any], values: dict[str, Any],
+                out: Step) -> None:
+        assert self.detector is not None
+        seen = self._seen[partition]
+        loaded: dict[str, dict[str, Any]] = {}  # one object per entity: the rocksdb store decodes anew
+
+        def state_of(entity: str) -> dict[str, Any]:
+            if entity not in loaded:
+                loaded[entity] = current(detector_key(entity)) or new_state()
+            return loaded[entity]
+
+        fresh = [i for i, (e, o) in enumerate(zip(events, offsets.tolist()))
+                 if o > state_of(e["entity"])["o"]]
+        detections = []
+        if fresh:
+            batch = Batch([events[i] for i in fresh])
+            states = [state_of(e) for e in batch.entities]
+            detections += self.detector.detect(batch, states)
+            for entity, st, group in zip(batch.entities, states, batch.groups):
+                st["o"] = int(offsets[fresh[int(group.max())]])
+                seen[entity] = st["seen"]
+                values[detector_key(entity)] = st
+        stream_time = progress["stream_time"]
+        if stream_time is not None and stream_time - self._scanned.get(partition, 0) >= SILENCE_SCAN_MS:
+            self._scanned[partition] = stream_time
+            for d in self.detector.silent(seen, stream_time, state_of):
+                detections.append(d)
+                values[detector_key(d.entity)] = state_of(d.entity)
+        out.detections += [(d.key, orjson.dumps(d.doc())) for d in detections]
+
     def _close_due(self, partition: int, progress: dict[str, Any], current: Callable[[str], Any],
                    values: dict[str, Any], index: dict[int, set[str]], out: Step) -> None:
         stream_time = progress["stream_time"]
@@ -237,11 +290,19 @@ class PartitionProcessor:
 
     # ------------------------------------------------------------ views
 
-    def _build_index(self, partition: int, keys: Iterable[str]) -> dict[int, set[str]]:
+    def _build_index(self, partition: int, keys: Iterable[str], state: Mapping[str, Any]) -> dict[int, set[str]]:
         index: dict[int, set[str]] = {}
+        seen = self._seen[partition] = {}
         prefix = f"@{partition}/"
         for k in keys:
             if k.startswith("#"):
+                continue
+            if k.startswith("!"):
+                entity = k[1:]
+                if partition_for(entity, self.partitions) == partition:
+                    last = state[k]["seen"]
+                    if last is not None:
+                        seen[entity] = last
                 continue
             head, _, ws = k.rpartition("|")
             mine = k.startswith(prefix) if k.startswith("@") else \

@@ -50,6 +50,12 @@ class Topics:
         return f"{self.prefix}alerts"
 
     @property
+    def alert_inputs(self) -> str:
+        """What changes an alert: detections and ack/resolve commands, keyed `<rule>|<entity>`
+        so that one partition orders everything about one alert (streams/alerting.py)."""
+        return f"{self.prefix}alert-inputs"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.prefix}deadletter"
 
@@ -89,6 +95,7 @@ class Topics:
         specs += [
             TopicSpec(self.registry, 1, COMPACTED),
             TopicSpec(self.alerts, n, COMPACTED),
+            TopicSpec(self.alert_inputs, n, EVENTS),
             TopicSpec(self.deadletter, 1),
             TopicSpec(self.vitals, 1, COMPACTED),
             TopicSpec(self.aggregates, n, WINDOWED),

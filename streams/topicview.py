@@ -18,11 +18,16 @@ from aiokafka.errors import KafkaError
 log = logging.getLogger(__name__)
 
 Apply = Callable[[bytes | None, bytes | None], None]
+ApplyAt = Callable[[bytes | None, bytes | None, int, int], None]  # … partition, offset
 
 
 class TopicView:
-    def __init__(self, bootstrap: str, topic: str, apply: Apply, *, refresh_s: float = 2.0) -> None:
-        self.bootstrap, self.topic, self._apply = bootstrap, topic, apply
+    def __init__(self, bootstrap: str, topic: str, apply: Apply | None = None, *,
+                 apply_at: ApplyAt | None = None, refresh_s: float = 2.0) -> None:
+        """`apply` gets each record's key and value; `apply_at` also its partition and
+        offset, for views that hand out resume positions."""
+        self.bootstrap, self.topic = bootstrap, topic
+        self._apply: ApplyAt = apply_at or (lambda k, v, p, o: apply(k, v))  # type: ignore[misc]
         self.refresh_s = refresh_s
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -78,7 +83,7 @@ class TopicView:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
             for records in batches.values():
                 for r in records:
-                    self._apply(r.key, r.value)
+                    self._apply(r.key, r.value, r.partition, r.offset)
                 self.records += len(records)
             if time.monotonic() - self._probed_at > self.refresh_s:
                 await self._probe()

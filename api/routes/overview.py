@@ -21,5 +21,8 @@ async def overview(request: Request) -> dict[str, Any]:
     domains = {d: {**t, "events_per_s": rates[d],
                    "city": views.windows.summary(d, "city", "city", views.window_ms)}
                for d, t in totals.items()}
+    open_alerts = views.alerts.open_counts()
+    for d in domains:
+        domains[d]["open_alerts"] = open_alerts["by_domain"].get(d, 0)
     return {"generated_at": int(time.time() * 1000), "domains": domains,
-            "entities": len(views.registry)}
+            "entities": len(views.registry), "open_alerts": open_alerts}

@@ -24,8 +24,9 @@ def conditions(batch: Batch, states: list[dict[str, Any]], params: list[Params],
                ratings: list[dict[str, Any]]) -> dict[str, Condition]:
     cols = {r: [np.zeros(batch.n, bool), np.zeros(batch.n, bool), np.full(batch.n, np.nan),
                 np.full(batch.n, np.nan)] for r in RULES}
-    volume, speed, occupancy = batch.col("volume"), batch.col("speed_kmh"), batch.col("occupancy")
-    per_minute = volume * 60 / batch.col("interval_s")
+    # Plain floats: they go into the detector state, which is JSON.
+    volume, speed, occupancy = (batch.col(f).tolist() for f in ("volume", "speed_kmh", "occupancy"))
+    per_minute = (batch.col("volume") * 60 / batch.col("interval_s")).tolist()
     for i, group in enumerate(batch.groups):
         st, p = states[i], params[i]
         free_flow = ratings[i].get("free_flow_kmh")

@@ -1,0 +1,214 @@
+"""Alerts for duty officers and machines: list, one with history, ack/resolve, live feed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.requests import HTTPConnection
+
+from api.alerts import AlertView, format_position, parse_position, summary
+from api.auth import require
+from api.routes.entities import _instant
+from streams.alerting import command, input_key
+from streams.registry import LEVELS
+from streams.rules import SEVERITIES
+
+router = APIRouter(prefix="/api/v1", tags=["alerts"])
+
+STATUSES = ("firing", "acknowledged", "resolved")
+APPLIED_WAIT_S = 5.0  # how long ack/resolve waits to see its change in the view
+AUTH_WAIT_S = 5.0  # a live client that sends no token within this long is closed
+PING_S = 25.0  # a quiet feed pings, so a vanished client is noticed and let go
+
+_EXAMPLE = {
+    "id": "3f2a9c0d1b4e5f60", "rule": "grid.overload", "domain": "grid", "entity": "F-0001",
+    "severity": "critical", "status": "firing", "summary": "load 127% of rated", "value": 1.27,
+    "threshold": 1.0, "started_at": "2026-11-21T00:01:00.000+00:00",
+    "updated_at": "2026-11-21T00:04:00.000+00:00", "resolved_at": None, "count": 3,
+    "acked_by": None, "area": {"district": "市南区", "street": "八大关街道", "community": "八大关社区",
+                               "grid_cell": "八大关社区-03"}}
+
+
+class Action(BaseModel):
+    by: str = Field(min_length=1, max_length=100, description="who acts: a name or staff id")
+    note: str | None = Field(None, max_length=2000)
+
+    model_config = {"json_schema_extra": {"examples": [{"by": "值班员 王伟", "note": "抢修队已派出"}]}}
+
+
+def _view(conn: HTTPConnection) -> AlertView:
+    return conn.app.state.views.alerts
+
+
+def _cursor(alert: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([alert["updated_at"], alert["id"]])).decode()
+
+
+def _after(cursor: str) -> tuple[str, str]:
+    try:
+        updated_at, aid = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if isinstance(updated_at, str) and isinstance(aid, str):
+            return updated_at, aid
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        pass
+    raise HTTPException(422, "cursor: not one this API handed out")
+
+
+def _choices(name: str, value: str | None, allowed: tuple[str, ...]) -> set[str] | None:
+    if value is None:
+        return None
+    chosen = set(value.split(","))
+    if not chosen <= set(allowed):
+        raise HTTPException(422, f"{name}: each of {', '.join(sorted(chosen - set(allowed)))[:200]} "
+                                 f"is not one of {', '.join(allowed)}")
+    return chosen
+
+
+@router.get("/alerts", dependencies=[Depends(require("viewer"))],
+            responses={200: {"content": {"application/json": {"example": {
+                "alerts": [_EXAMPLE], "next_cursor": None, "total": 1}}}}})
+async def list_alerts(
+        request: Request,
+        status: Annotated[str | None, Query(description="comma-separated: firing, acknowledged, resolved")] = None,
+        severity: Annotated[str | None, Query(description="comma-separated severities")] = None,
+        domain: Annotated[str | None, Query(max_length=32)] = None,
+        rule: Annotated[str | None, Query(max_length=64)] = None,
+        area: Annotated[str | None, Query(max_length=200, description="a district, street, community or grid cell")] = None,
+        since: Annotated[str | None, Query(description="updated at or after: RFC 3339 or epoch ms")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    """Alerts, most recently updated first, `limit` per page; follow `next_cursor`."""
+    statuses = _choices("status", status, STATUSES)
+    severities = _choices("severity", severity, SEVERITIES)
+    since_ms = _instant("since", since)
+    after = _after(cursor) if cursor else None
+    picked = []
+    for a in _view(request).alerts.values():
+        if ((statuses and a["status"] not in statuses) or (severities and a["severity"] not in severities)
+                or (domain and a["domain"] != domain) or (rule and a["rule"] != rule)
+                or (area and area not in (a["area"].get(level) for level in LEVELS))
+                or (since_ms is not None and _ms(a["updated_at"]) < since_ms)):
+            continue
+        picked.append(a)
+    picked.sort(key=lambda a: (a["updated_at"], a["id"]), reverse=True)
+    total = len(picked)
+    if after is not None:
+        picked = [a for a in picked if (a["updated_at"], a["id"]) < after]
+    page = picked[:limit]
+    return {"alerts": [summary(a) for a in page], "total": total,
+            "next_cursor": _cursor(page[-1]) if len(picked) > limit else None}
+
+
+def _ms(stamp: str) -> int:
+    return _instant("updated_at", stamp) or 0
+
+
+@router.get("/alerts/{alert_id}", dependencies=[Depends(require("viewer"))],
+            responses={404: {"description": "no such alert"}})
+async def get_alert(request: Request, alert_id: str) -> dict[str, Any]:
+    """One alert with every transition of its history."""
+    alert = _view(request).with_history(alert_id)
+    if alert is None:
+        raise HTTPException(404, f"no alert {alert_id!r}")
+    return alert
+
+
+async def _act(request: Request, alert_id: str, kind: str, body: Action) -> Any:
+    view = _view(request)
+    alert = view.alerts.get(alert_id)
+    if alert is None:
+        raise HTTPException(404, f"no alert {alert_id!r}")
+    if alert["status"] == "resolved":
+        raise HTTPException(409, f"alert {alert_id} is already resolved")
+    if kind == "ack" and alert["status"] == "acknowledged":
+        return view.with_history(alert_id)
+    doc = command(kind, alert, body.by, body.note, int(time.time() * 1000))
+    await request.app.state.producer.send(request.app.state.settings.topics.alert_inputs,
+                                          [(input_key(alert["rule"], alert["entity"]), orjson.dumps(doc))])
+    seq = alert["seq"]
+    deadline = time.monotonic() + APPLIED_WAIT_S
+    while view.alerts[alert_id]["seq"] == seq and time.monotonic() < deadline:
+        await view.changed(deadline - time.monotonic())
+    if view.alerts[alert_id]["seq"] == seq:
+        return JSONResponse({"detail": "accepted; not applied yet", "alert": summary(alert)}, status_code=202)
+    return view.with_history(alert_id)
+
+
+@router.post("/alerts/{alert_id}/ack", dependencies=[Depends(require("operator"))],
+             responses={202: {"description": "accepted, not yet applied by the worker"},
+                        404: {"description": "no such alert"}, 409: {"description": "already resolved"}})
+async def ack(request: Request, alert_id: str, body: Action) -> Any:
+    """Acknowledge: a person has seen it and is on it. Returns the alert once applied."""
+    return await _act(request, alert_id, "ack", body)
+
+
+@router.post("/alerts/{alert_id}/resolve", dependencies=[Depends(require("operator"))],
+             responses={202: {"description": "accepted, not yet applied by the worker"},
+                        404: {"description": "no such alert"}, 409: {"description": "already resolved"}})
+async def resolve(request: Request, alert_id: str, body: Action) -> Any:
+    """Resolve by hand; the alert stays resolved while its current condition lasts."""
+    return await _act(request, alert_id, "resolve", body)
+
+
+@router.websocket("/alerts/live")
+async def live(websocket: WebSocket, position: str | None = None) -> None:
+    """Every alert change, pushed as `{"type": "alert", "position", "alert"}`.
+
+    Authenticate with an `Authorization: Bearer` header, or (browsers can't set headers)
+    with a first message `{"token": "..."}`; tokens in URLs end up in logs. The server
+    first sends `{"type": "hello", "position"}`. To resume, give `?position=` (or
+    `"position"` in that first message): the alerts changed since are sent (without
+    positions), then `{"type": "caught_up", "position"}`. Keep the latest position
+    received. A quiet feed sends `{"type": "ping"}` every 25 s.
+    """
+    await websocket.accept()
+    tokens = websocket.app.state.tokens
+    header = websocket.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else None
+    if token is None:
+        try:
+            first = orjson.loads(await asyncio.wait_for(websocket.receive_text(), AUTH_WAIT_S))
+            token = first.get("token") if isinstance(first, dict) else None
+            position = first.get("position", position) if isinstance(first, dict) else position
+        except (asyncio.TimeoutError, orjson.JSONDecodeError, WebSocketDisconnect):
+            token = None
+    role = tokens.role_of(token) if isinstance(token, str) else None
+    if role is None or role == "ingest":
+        await websocket.close(4401 if role is None else 4403,
+                              "unknown or missing token" if role is None else "needs the viewer role")
+        return
+    try:
+        start = parse_position(position) if isinstance(position, str) else None
+    except ValueError as exc:
+        await websocket.close(4422, str(exc)[:120])
+        return
+    view = _view(websocket)
+    feed = view.subscribe()  # before the replay: a change during it is sent twice, never lost
+    try:
+        await websocket.send_text(_message("hello", position=format_position(view.position)))
+        if start is not None:
+            for alert in view.since(start):
+                await websocket.send_text(_message("alert", alert=summary(alert)))
+            await websocket.send_text(_message("caught_up", position=format_position(view.position)))
+        while not feed.overflowed or not feed.queue.empty():
+            try:
+                await websocket.send_text(await asyncio.wait_for(feed.queue.get(), PING_S))
+            except asyncio.TimeoutError:
+                await websocket.send_text(_message("ping"))
+        await websocket.close(1013, "client too slow; reconnect with your last position")
+    except WebSocketDisconnect:
+        pass
+    finally:
+        view.unsubscribe(feed)
+
+
+def _message(kind: str, **fields: Any) -> str:
+    return orjson.dumps({"type": kind, **fields}).decode()
