@@ -110,6 +110,16 @@ def alertmanager_alert(alert: Alert, ls: Labels, ends_at: str, external_url: str
     return {**_alert(alert, ls, external_url), "endsAt": max(ends_at, alert["started_at"])}
 
 
+def alertmanager_push(alert: Alert, pushed_labels: Labels | None, now: str, ends_ahead: str,
+                      external_url: str) -> list[dict[str, Any]]:
+    """What tells Alertmanager an alert's state: open until `ends_ahead` (re-sent before
+    then), or ended at its resolution; and the label set it was last sent under, ended
+    `now`, when a label has changed since."""
+    ls = labels(alert)
+    old = [] if pushed_labels in (None, ls) else [alertmanager_alert(alert, pushed_labels, now, external_url)]
+    return old + [alertmanager_alert(alert, ls, alert["resolved_at"] or ends_ahead, external_url)]
+
+
 def webhook_alert(alert: Alert, ls: Labels, ends_at: str | None, external_url: str) -> dict[str, Any]:
     """One entry of a webhook's `alerts`; `ends_at` None while it fires."""
     return {"status": "firing" if ends_at is None else "resolved", **_alert(alert, ls, external_url),

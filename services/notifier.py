@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,8 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from services.alert_payloads import (alertmanager_alert, group_entries, labels, parse_alert, rfc3339,
-                                     webhook_payload)
+from services.alert_payloads import alertmanager_push, group_entries, parse_alert, rfc3339, webhook_payload
 from services.config import ConfigError, Settings
 from services.notifier_store import NotifierStore
 from services.processes import port_in_use
@@ -123,6 +121,8 @@ class Notifier:
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                if not batches:
+                    continue
                 alerts = []
                 for tp, records in batches.items():
                     for r in records:
@@ -132,8 +132,6 @@ class Notifier:
                             alerts.append(parse_alert(r.value))
                         except ValueError as exc:
                             log.warning("%s[%d]@%d skipped: %s", tp.topic, tp.partition, r.offset, exc)
-                if not batches:
-                    continue
                 self.store.apply(alerts, time.time(), grouped=bool(self.s.webhooks))
                 try:
                     await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
@@ -185,12 +183,7 @@ class Notifier:
             if not due:
                 continue
             gone, ends = rfc3339(int(now * 1000)), rfc3339(int((now + ENDS_AHEAD * resend) * 1000))
-            body: list[dict[str, Any]] = []
-            for u in due:
-                ls = labels(u.alert)
-                if u.pushed_labels not in (None, ls):  # a label changed: the old set ends now
-                    body.append(alertmanager_alert(u.alert, u.pushed_labels, gone, self.external_url))
-                body.append(alertmanager_alert(u.alert, ls, u.alert["resolved_at"] or ends, self.external_url))
+            body = [a for u in due for a in alertmanager_push(u.alert, u.pushed_labels, gone, ends, self.external_url)]
             result = await self._post(ALERTMANAGER, url, orjson.dumps(body), {})
             failures = failures + 1 if result == "failed" else 0
             if result != "failed":

@@ -23,8 +23,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.alert_payloads import (ZERO_TIME, Member, fingerprint, group_entries, labels, parse_alert,
-                                     webhook_payload)
+from services.alert_payloads import (ZERO_TIME, Member, alertmanager_push, fingerprint, group_entries, labels,
+                                     parse_alert, webhook_payload)
 from services.config import ConfigError, Settings, load
 from services.notifier import backoff_s, outcome
 from services.notifier_store import NotifierStore
@@ -100,6 +100,23 @@ def test_what_a_group_tells_and_when() -> None:
     assert payload["groupKey"] == '{}:{alertname="grid.overload", district="市南区"}'
     assert payload["status"] == "firing" and payload["version"] == "4"
     assert "entity" not in payload["commonLabels"] and payload["commonLabels"]["district"] == "市南区"
+
+
+def test_alertmanager_gets_the_state_and_the_end_of_an_old_label_set() -> None:
+    now, ahead = "2026-11-21T01:00:00.000Z", "2026-11-21T01:04:00.000Z"
+    major = parse_alert(orjson.dumps(alert("a1")))
+    (sent,) = alertmanager_push(major, None, now, ahead, EXTERNAL)
+    assert sent.keys() == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
+    assert sent["endsAt"] == ahead
+    old, new = alertmanager_push(parse_alert(orjson.dumps(alert("a1", seq=2, severity="critical"))),
+                                 labels(major), now, ahead, EXTERNAL)
+    assert (old["labels"]["severity"], old["endsAt"], new["labels"]["severity"]) == ("major", now, "critical")
+    (done,) = alertmanager_push(parse_alert(orjson.dumps(alert("a1", "resolved", 2))), labels(major), now, ahead,
+                                EXTERNAL)
+    assert done["endsAt"] == "2026-11-21T00:05:00.000Z"
+    # Event time ahead of the clock: Alertmanager refuses an end before the start.
+    (early,) = alertmanager_push(major, None, now, "2020-01-01T00:00:00.000Z", EXTERNAL)
+    assert early["endsAt"] == early["startsAt"]
 
 
 def test_retry_policy() -> None:
