@@ -43,7 +43,7 @@ from streams import events as contract
 from streams.detectors import Batch, Detector, new_state
 from streams.partitioning import partition_for
 from streams.registry import LEVELS, Registry
-from streams.windows import SHAPES, aggregate_by, empty, late_mask, merge
+from streams.windows import SHAPES, aggregate_by, empty, late_mask, merge, stream_times
 
 ORIGIN_HEADER = "citybrain-origin"
 ROLLUP_LEVELS = LEVELS + ("city",)
@@ -130,7 +130,9 @@ class PartitionProcessor:
             index = self._index[partition] = self._build_index(partition, all_keys(), state)
 
         events, offsets = self._accept(partition, records, progress, out)
-        on_time, on_offsets = self._drop_late(partition, events, offsets, progress, out)
+        before = stream_times(np.fromiter((e["ts"] for e in events), np.int64, len(events)),
+                              progress["stream_time"])
+        on_time, on_offsets, keep = self._drop_late(partition, events, offsets, progress, out)
         values: dict[str, Any] = {}
 
         def current(key: str) -> Any:
@@ -146,7 +148,7 @@ class PartitionProcessor:
             self._fold(rkeys, on_time, on_offsets, current, values, index)
         out.touched.update(values)
         if self.detector is not None:
-            self._detect(partition, on_time, on_offsets, progress, current, values, out)
+            self._detect(partition, on_time, on_offsets, before[keep], progress, current, values, out)
         self._close_due(partition, progress, current, values, index, out)
         out.writes.extend(values.items())
         out.writes.append((pkey, progress))
@@ -188,7 +190,7 @@ class PartitionProcessor:
         return events, offsets
 
     def _drop_late(self, partition: int, events: list[contract.Event], offsets: list[int],
-                   progress: dict[str, Any], out: Step) -> tuple[list[contract.Event], np.ndarray]:
+                   progress: dict[str, Any], out: Step) -> tuple[list[contract.Event], np.ndarray, np.ndarray]:
         ts = np.fromiter((e["ts"] for e in events), np.int64, len(events))
         late, progress["stream_time"] = late_mask(ts, self.window_ms, self.lateness_ms,
                                                   progress["stream_time"])
@@ -207,7 +209,7 @@ class PartitionProcessor:
         if on_time:
             newest = int(ts[keep].max())
             progress["max_ts"] = max(progress["max_ts"] or newest, newest)
-        return on_time, off[keep]
+        return on_time, off[keep], keep
 
     def _fold(self, keys: list[str], events: list[contract.Event], offsets: np.ndarray,
               current: Callable[[str], Any], values: dict[str, Any], index: dict[int, set[str]]) -> None:
@@ -231,7 +233,7 @@ class PartitionProcessor:
                          "agg": merge(old["agg"], agg) if old else merge(empty(self.shape), agg)}
 
     def _detect(self, partition: int, events: list[contract.Event], offsets: np.ndarray,
-                progress: dict[str, Any], current: Callable[[str], Any], values: dict[str, Any],
+                before: np.ndarray, progress: dict[str, Any], current: Callable[[str], Any], values: dict[str, Any],
                 out: Step) -> None:
         assert self.detector is not None
         seen = self._seen[partition]
@@ -246,7 +248,7 @@ class PartitionProcessor:
                  if o > state_of(e["entity"])["o"]]
         detections = []
         if fresh:
-            batch = Batch([events[i] for i in fresh])
+            batch = Batch([events[i] for i in fresh], before[fresh])
             states = [state_of(e) for e in batch.entities]
             detections += self.detector.detect(batch, states)
             for entity, st, group in zip(batch.entities, states, batch.groups):

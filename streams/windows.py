@@ -122,21 +122,24 @@ def window_start(ts: np.ndarray | int, window_ms: int) -> Any:
     return ts - ts % window_ms
 
 
+def stream_times(ts: np.ndarray, stream_time: int | None) -> np.ndarray:
+    """The stream time just before each event: the largest event time seen so far in the
+    partition. Judging each event against it, not against the batch's end, is what makes
+    every decision independent of how records were cut into batches."""
+    start = np.iinfo(np.int64).min if stream_time is None else stream_time
+    return np.maximum.accumulate(np.concatenate(([start], ts[:-1])))
+
+
 def late_mask(ts: np.ndarray, window_ms: int, lateness_ms: int, stream_time: int | None
               ) -> tuple[np.ndarray, int | None]:
     """Which events arrive after their window closed, in arrival order, and the new stream time.
 
-    Stream time is the largest event time seen so far in the partition; a window
-    [s, s + W) closes once stream time reaches s + W + lateness. Each event is judged
-    against the stream time *before* it, so the outcome doesn't depend on how records
-    were cut into batches.
+    A window [s, s + W) closes once stream time reaches s + W + lateness.
     """
     if len(ts) == 0:
         return np.zeros(0, bool), stream_time
-    start = np.iinfo(np.int64).min if stream_time is None else stream_time
-    before = np.maximum.accumulate(np.concatenate(([start], ts[:-1])))
-    late = window_start(ts, window_ms) + window_ms + lateness_ms <= before
-    return late, int(max(start, ts.max()))
+    late = window_start(ts, window_ms) + window_ms + lateness_ms <= stream_times(ts, stream_time)
+    return late, int(ts.max() if stream_time is None else max(stream_time, ts.max()))
 
 
 def _column(events: Sequence[Event], name: str) -> np.ndarray:

@@ -67,18 +67,26 @@ class Condition:
 
 
 class Batch:
-    """One step's events of a domain, grouped by entity, each group in event-time order."""
+    """One step's events of a domain, grouped by entity, each group in arrival order.
 
-    def __init__(self, events: Sequence[Event]) -> None:
+    Arrival order, not event time: every rule then sees each entity's events in the order
+    of the partition, whatever the batch boundaries, so a replay after a crash, cut into
+    other batches, decides exactly as the first run did. `before` is the partition's
+    stream time just before each event (streams.windows.stream_times).
+    """
+
+    def __init__(self, events: Sequence[Event], before: np.ndarray | None = None) -> None:
         self.events = events
         self.n = len(events)
         self.ts = np.fromiter((e["ts"] for e in events), np.int64, self.n)
+        self.before = np.maximum.accumulate(self.ts) if before is None else before
         names: dict[str, int] = {}
         self.code = np.fromiter((names.setdefault(e["entity"], len(names)) for e in events), np.int64, self.n)
         self.entities = list(names)
-        order = np.lexsort((self.ts, self.code))
-        bounds = np.flatnonzero(np.diff(self.code[order])) + 1
-        self.groups: list[np.ndarray] = np.split(order, bounds) if self.n else []
+        order = np.argsort(self.code, kind="stable")
+        self.starts = np.flatnonzero(np.diff(self.code[order], prepend=-1))
+        self.order = order
+        self.groups: list[np.ndarray] = np.split(order, self.starts[1:]) if self.n else []
         self._columns: dict[str, np.ndarray] = {}
 
     def col(self, name: str) -> np.ndarray:
@@ -122,16 +130,7 @@ class Detector:
         """Advance the states (one per `batch.entities`, updated in place) over the batch."""
         params = [self.params(e) for e in batch.entities]
         ratings = [self.registry.get(e) or {} for e in batch.entities]
-        out: list[Detection] = []
-        for rule in self.silence:  # any event ends a silence
-            for i, entity in enumerate(batch.entities):
-                rs = states[i]["r"].get(rule)
-                if rs is not None:
-                    t = int(batch.ts[batch.groups[i][0]])
-                    rs["seq"] += 1
-                    out.append(self._detection(rule, entity, params[i][rule], ("resolved", t, 0.0,
-                                               params[i][rule]["timeout_s"], rs["episode"], rs["seq"])))
-                    del states[i]["r"][rule]
+        out = self._silences_ended(batch, states, params)
         for rule, cond in self.conditions(batch, states, params, ratings).items():
             active = set(np.unique(batch.code[cond.bad if cond.seen is None else cond.bad & cond.seen]).tolist())
             active.update(i for i, s in enumerate(states) if rule in s["r"])
@@ -150,9 +149,38 @@ class Detector:
                     states[i]["r"].pop(rule, None)
                 else:
                     states[i]["r"][rule] = rs
-        for i, group in enumerate(batch.groups):
-            newest = int(batch.ts[group[-1]])
-            states[i]["seen"] = max(states[i]["seen"] or newest, newest)
+        newest = np.maximum.reduceat(batch.ts[batch.order], batch.starts).tolist() if batch.n else []
+        for st, t in zip(states, newest):
+            st["seen"] = t if st["seen"] is None else max(st["seen"], t)
+        return out
+
+    def _silences_ended(self, batch: Batch, states: list[dict[str, Any]], params: list[Params]) -> list[Detection]:
+        """Silences that an event of this batch ends: an entity already flagged, and gaps
+        inside the batch (its next event came after stream time had passed its timeout),
+        which fire and resolve here, just as they would have across two batches."""
+        out: list[Detection] = []
+        for rule in self.silence:
+            timeout = batch.per_event([p[rule]["timeout_s"] * 1000 for p in params])
+            seen = batch.per_event([s["seen"] if s["seen"] is not None else np.inf for s in states])
+            # a gap needs stream time past (at least) the entity's earliest event + timeout
+            first = np.minimum(seen, batch.ts)[batch.order]
+            earliest = np.minimum.reduceat(first, batch.starts) if batch.n else first
+            latest = np.maximum.reduceat(batch.before[batch.order], batch.starts) if batch.n else first
+            maybe = latest >= earliest + timeout[batch.order][batch.starts]
+            for i in set(np.flatnonzero(maybe).tolist()) | {i for i, s in enumerate(states) if rule in s["r"]}:
+                p = params[i][rule]
+                if not p["enabled"]:
+                    continue
+                last = states[i]["seen"]
+                for j in batch.groups[i].tolist():
+                    t = int(batch.ts[j])
+                    if rule not in states[i]["r"] and last is not None and batch.before[j] >= last + p["timeout_s"] * 1000:
+                        out.append(self._went_silent(rule, batch.entities[i], last, p, states[i]))
+                    rs = states[i]["r"].pop(rule, None)
+                    if rs is not None:
+                        out.append(self._detection(rule, batch.entities[i], p, (
+                            "resolved", t, p["timeout_s"], p["timeout_s"], rs["episode"], rs["seq"] + 1)))
+                    last = t if last is None else max(last, t)
         return out
 
     def silent(self, seen: Mapping[str, int], stream_time: int,
@@ -167,16 +195,18 @@ class Detector:
         for rule in self.silence:
             for entity, last in seen.items():
                 p = self.params(entity)[rule]
-                due = last + int(p["timeout_s"] * 1000)
-                if not p["enabled"] or due > stream_time:
+                if not p["enabled"] or last + p["timeout_s"] * 1000 > stream_time:
                     continue
                 state = state_of(entity)
-                if rule in state["r"]:
-                    continue
-                state["r"][rule] = {**idle(), "on": True, "episode": due, "seq": 1, "emitted": due}
-                out.append(self._detection(rule, entity, p, ("firing", due, p["timeout_s"],
-                                                             p["timeout_s"], due, 1)))
+                if rule not in state["r"]:
+                    out.append(self._went_silent(rule, entity, last, p, state))
         return out
+
+    def _went_silent(self, rule: str, entity: str, last: int, p: dict[str, Any],
+                     state: dict[str, Any]) -> Detection:
+        due = int(last + p["timeout_s"] * 1000)
+        state["r"][rule] = {**idle(), "on": True, "episode": due, "seq": 1, "emitted": due}
+        return self._detection(rule, entity, p, ("firing", due, p["timeout_s"], p["timeout_s"], due, 1))
 
     def _detection(self, rule: str, entity: str, p: dict[str, Any], tr: tuple) -> Detection:
         status, ts, value, threshold, episode, seq = tr

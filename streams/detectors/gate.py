@@ -72,26 +72,24 @@ def _crowd_surge(batch: Batch, states: list[dict[str, Any]], params: list[Params
     for i, group in enumerate(batch.groups):
         st = states[i]
         p = params[i]["gate.crowd_surge"]
-        current, count = st.get("minute") or (int(minute[group[0]]), 0)
-        base = st.get("base")
-        for m in np.unique(minute[group]).tolist():
-            if m < current:
-                continue  # a late pass of a minute already judged
-            members = group[minute[group] == m]
-            if m > current:
-                if base is None:
-                    base = st["base"] = new_baseline()
-                j = int(members[0])
-                normal = expected(base, current * MINUTE_MS)
-                if normal is not None:
-                    most = p["ratio"] * normal + p["min_excess"]
-                    seen[j], bad[j], ok[j] = True, count >= most, count < 0.7 * most
-                    value[j], limit[j] = count, most
-                if normal is None:
-                    learn(base, current * MINUTE_MS, count, SURGE_RATE)
-                elif not bad[j]:
-                    learn(base, current * MINUTE_MS, count, SURGE_RATE, high=1.5 * normal + 2)
-                current, count = m, 0
-            count += int(passes[members].sum())
-        st["minute"] = [current, count]
+        minutes = minute[group]
+        current, count = st.get("minute") or (int(minutes[0]), 0)
+        newest = np.maximum.accumulate(np.concatenate(([current], minutes)))
+        counted = (passes[group] & (minutes >= newest[:-1])).astype(np.int64)  # a late pass counts nowhere
+        last = 0
+        for k in np.flatnonzero(newest[1:] > newest[:-1]).tolist():  # the first event of a later minute
+            count += int(counted[last:k].sum())
+            j = int(group[k])
+            base = st.setdefault("base", new_baseline())
+            at = int(newest[k]) * MINUTE_MS
+            normal = expected(base, at)
+            if normal is None:
+                learn(base, at, count, SURGE_RATE)
+            else:
+                most = p["ratio"] * normal + p["min_excess"]
+                seen[j], bad[j], ok[j], value[j], limit[j] = True, count >= most, count < 0.7 * most, count, most
+                if not bad[j]:
+                    learn(base, at, count, SURGE_RATE, high=1.5 * normal + 2)
+            count, last = 0, k
+        st["minute"] = [int(newest[-1]), count + int(counted[last:].sum())]
     return Condition(bad, ok, value, limit, seen)
