@@ -22,7 +22,7 @@ from typing import Any
 from services.city import City
 from services.simulator import KINDS, generate
 from streams import events as contract
-from streams.detectors import Batch, Detection, detector, new_state
+from streams.detectors import Batch, Detection, SilenceWatch, detector, new_state
 from streams.registry import Registry
 from streams.rules import RuleBook
 from streams.topics import DOMAINS
@@ -37,7 +37,7 @@ def detect_city(city: City, minutes: int, seed: int, every_s: float,
     rules = rules or RuleBook()
     detectors = {d: detector(d, rules, registry) for d in DOMAINS}
     states: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in DOMAINS}
-    seen: dict[str, dict[str, int]] = {d: {} for d in DOMAINS}
+    watches = {d: SilenceWatch() for d in DOMAINS}
     found: list[Detection] = []
     truth: list[dict] = []
     n = 0
@@ -53,9 +53,8 @@ def detect_city(city: City, minutes: int, seed: int, every_s: float,
             det = detectors[domain]
             found += det.detect(batch, mine)
             for e, st in zip(batch.entities, mine):
-                seen[domain][e] = st["seen"]
-            found += det.silent(seen[domain], int(batch.ts.max()),
-                                lambda e, d=domain: states[d][e])
+                det.watch(watches[domain], e, st["seen"])
+            found += det.silent(watches[domain], int(batch.ts.max()), lambda e, d=domain: states[d][e])
     return found, truth, n
 
 

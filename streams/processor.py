@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 
 from streams import events as contract
-from streams.detectors import Batch, Detector, new_state
+from streams.detectors import Batch, Detector, SilenceWatch, new_state
 from streams.partitioning import partition_for
 from streams.registry import LEVELS, Registry
 from streams.windows import SHAPES, aggregate_by, empty, late_mask, merge, stream_times
@@ -50,7 +50,6 @@ ROLLUP_LEVELS = LEVELS + ("city",)
 # Closed windows stay as markers this long before their tombstones: longer than Faust's
 # commit interval, so a replay can only start after the close was saved.
 TOMBSTONE_DELAY_MS = 15_000
-SILENCE_SCAN_MS = 1_000  # look for silent entities at most once per second of stream time
 
 
 @dataclass(frozen=True)
@@ -109,16 +108,13 @@ class PartitionProcessor:
         self.detector = detector
         # partition → window start → state keys of that window (open or closed markers)
         self._index: dict[int, dict[int, set[str]]] = {}
-        # partition → entity → its last event time, and the stream time of the last look
-        # for entities gone silent
-        self._seen: dict[int, dict[str, int]] = {}
-        self._scanned: dict[int, int] = {}
+        # partition → its entities by when they go silent
+        self._watch: dict[int, SilenceWatch] = {}
 
     def forget_partitions(self) -> None:
         """After a rebalance the table holds other partitions: rebuild indexes lazily."""
         self._index.clear()
-        self._seen.clear()
-        self._scanned.clear()
+        self._watch.clear()
 
     def step(self, partition: int, records: Sequence[Record], state: Mapping[str, Any],
              all_keys: Callable[[], Iterable[str]]) -> Step:
@@ -236,7 +232,7 @@ class PartitionProcessor:
                 before: np.ndarray, progress: dict[str, Any], current: Callable[[str], Any], values: dict[str, Any],
                 out: Step) -> None:
         assert self.detector is not None
-        seen = self._seen[partition]
+        watch = self._watch[partition]
         loaded: dict[str, dict[str, Any]] = {}  # one object per entity: the rocksdb store decodes anew
 
         def state_of(entity: str) -> dict[str, Any]:
@@ -253,12 +249,10 @@ class PartitionProcessor:
             detections += self.detector.detect(batch, states)
             for entity, st, group in zip(batch.entities, states, batch.groups):
                 st["o"] = int(offsets[fresh[int(group.max())]])
-                seen[entity] = st["seen"]
+                self.detector.watch(watch, entity, st["seen"])
                 values[detector_key(entity)] = st
-        stream_time = progress["stream_time"]
-        if stream_time is not None and stream_time - self._scanned.get(partition, 0) >= SILENCE_SCAN_MS:
-            self._scanned[partition] = stream_time
-            for d in self.detector.silent(seen, stream_time, state_of):
+        if progress["stream_time"] is not None:
+            for d in self.detector.silent(watch, progress["stream_time"], state_of):
                 detections.append(d)
                 values[detector_key(d.entity)] = state_of(d.entity)
         out.detections += [(d.key, orjson.dumps(d.doc())) for d in detections]
@@ -294,7 +288,7 @@ class PartitionProcessor:
 
     def _build_index(self, partition: int, keys: Iterable[str], state: Mapping[str, Any]) -> dict[int, set[str]]:
         index: dict[int, set[str]] = {}
-        seen = self._seen[partition] = {}
+        watch = self._watch[partition] = SilenceWatch()
         prefix = f"@{partition}/"
         for k in keys:
             if k.startswith("#"):
@@ -303,8 +297,8 @@ class PartitionProcessor:
                 entity = k[1:]
                 if partition_for(entity, self.partitions) == partition:
                     last = state[k]["seen"]
-                    if last is not None:
-                        seen[entity] = last
+                    if last is not None and self.detector is not None:
+                        self.detector.watch(watch, entity, last)
                 continue
             head, _, ws = k.rpartition("|")
             mine = k.startswith(prefix) if k.startswith("@") else \

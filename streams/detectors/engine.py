@@ -15,6 +15,7 @@ plus whatever history the domain's conditions keep under their own keys.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -183,23 +184,24 @@ class Detector:
                     last = t if last is None else max(last, t)
         return out
 
-    def silent(self, seen: Mapping[str, int], stream_time: int,
-               state_of: Callable[[str], dict[str, Any]]) -> list[Detection]:
-        """Entities that have sent nothing for their rule's timeout, by stream time.
-
-        `seen` maps each entity of a partition to its last event time; `state_of` gives
-        (and lets this update) an entity's state. The alert's time is when the silence
-        crossed the timeout, so it doesn't depend on when the partition noticed.
-        """
-        out: list[Detection] = []
+    def watch(self, watch: "SilenceWatch", entity: str, last: int) -> None:
+        """Note an entity's newest event time, to find it when it goes silent."""
         for rule in self.silence:
-            for entity, last in seen.items():
-                p = self.params(entity)[rule]
-                if not p["enabled"] or last + p["timeout_s"] * 1000 > stream_time:
-                    continue
-                state = state_of(entity)
+            p = self.params(entity)[rule]
+            if p["enabled"]:
+                watch.saw(entity, last, last + int(p["timeout_s"] * 1000))
+
+    def silent(self, watch: "SilenceWatch", stream_time: int,
+               state_of: Callable[[str], dict[str, Any]]) -> list[Detection]:
+        """Entities that have sent nothing for their rule's timeout, by stream time. The
+        alert's time is when the silence crossed the timeout, so it doesn't depend on
+        when the partition noticed; `state_of` gives (and lets this update) a state."""
+        out: list[Detection] = []
+        for entity, last in watch.due(stream_time):
+            state = state_of(entity)
+            for rule in self.silence:
                 if rule not in state["r"]:
-                    out.append(self._went_silent(rule, entity, last, p, state))
+                    out.append(self._went_silent(rule, entity, last, self.params(entity)[rule], state))
         return out
 
     def _went_silent(self, rule: str, entity: str, last: int, p: dict[str, Any],
@@ -219,3 +221,25 @@ class Detector:
             summary = CATALOGUE[rule].summary
         return Detection(rule, entity, status, severity, float(value), float(threshold), int(ts),
                          int(episode), int(seq), summary, self.registry.area(entity))
+
+
+class SilenceWatch:
+    """One partition's entities ordered by when they go silent: a heap of (due, entity,
+    last seen), stale entries skipped, so each step looks only at what fell due."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+        self._heap: list[tuple[int, str, int]] = []
+
+    def saw(self, entity: str, last: int, due: int) -> None:
+        if self.seen.get(entity) != last:
+            self.seen[entity] = last
+            heapq.heappush(self._heap, (due, entity, last))
+
+    def due(self, stream_time: int) -> list[tuple[str, int]]:
+        out = []
+        while self._heap and self._heap[0][0] <= stream_time:
+            _, entity, last = heapq.heappop(self._heap)
+            if self.seen.get(entity) == last:
+                out.append((entity, last))
+        return out
