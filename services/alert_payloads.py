@@ -26,7 +26,7 @@ STATUSES = ("firing", "acknowledged", "resolved")
 # What Alertmanager puts in a webhook's endsAt while an alert fires; receivers test for it.
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _TEXT = ("id", "rule", "severity", "domain", "entity")
-_KEPT = _TEXT + ("status", "summary", "value", "threshold", "count", "acked_by", "seq")
+_KEPT = _TEXT + ("status", "summary", "value", "threshold", "count", "acked_by", "resolved_by", "seq")
 
 
 def rfc3339(ms: int) -> str:
@@ -71,7 +71,7 @@ def labels(alert: Alert) -> Labels:
 def annotations(alert: Alert) -> dict[str, str]:
     """Annotation values are strings in Alertmanager; absent fields are left out."""
     out = {"summary": alert.get("summary") or alert["rule"], "citybrain_status": alert["status"]}
-    for name in ("value", "threshold", "count", "acked_by"):
+    for name in ("value", "threshold", "count", "acked_by", "resolved_by"):
         if alert.get(name) is not None:
             out[name] = str(alert[name])
     return out
