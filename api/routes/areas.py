@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from api.auth import require
 from streams.registry import LEVELS
@@ -15,7 +15,10 @@ router = APIRouter(prefix="/api/v1", tags=["areas"])
 
 
 @router.get("/areas/{level}/{area_id}", dependencies=[Depends(require("viewer"))])
-async def area(request: Request, level: str, area_id: str) -> dict[str, Any]:
+async def area(request: Request,
+               level: Annotated[str, Path(examples=["district"],
+                                          description="district, street, community or grid_cell")],
+               area_id: Annotated[str, Path(examples=["市南区"])]) -> dict[str, Any]:
     """One area's newest window and last 15 minutes per domain, the number of devices it
     holds, and its children one level down (none for a grid cell) to drill into."""
     if level not in LEVELS:

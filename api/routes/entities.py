@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from api.auth import require
 from streams.events import ENTITY_FIELD, Invalid, parse_ts
@@ -29,7 +29,9 @@ def _instant(name: str, value: str | None) -> int | None:
 
 
 @router.get("/entities/{domain}/{entity_id}", dependencies=[Depends(require("viewer"))])
-async def entity(request: Request, domain: str, entity_id: str,
+async def entity(request: Request,
+                 domain: Annotated[str, Path(examples=["grid"], description="gate, traffic or grid")],
+                 entity_id: Annotated[str, Path(examples=["F-0001"])],
                  from_: str | None = Query(None, alias="from", description="RFC 3339 or epoch ms"),
                  to: str | None = Query(None, description="RFC 3339 or epoch ms")) -> dict[str, Any]:
     """Windows of one entity whose start lies in [from, to), with their figures, and sliding

@@ -3,10 +3,19 @@
 "use strict";
 
 const TOKEN_KEY = "citybrain.token";           // sessionStorage only
+const OFFICER_KEY = "citybrain.officer";       // who acknowledges and resolves, asked once
 const DISTRICTS = ["市南区", "市北区", "李沧区", "崂山区", "城阳区", "黄岛区", "即墨区"];
 const LEVEL_NAMES = { district: "区 District", street: "街道 Street", community: "社区 Community", grid_cell: "网格 Grid cell" };
 const DOMAIN_NAMES = { gate: "门禁 Gates", traffic: "交通 Traffic", grid: "电网 Grid" };
 const SPARK_FIGURE = { traffic: "speed_kmh_mean", grid: "load_kw_mean", gate: "passes" };
+const SEVERITY_NAMES = { critical: "紧急 Critical", major: "重要 Major", minor: "次要 Minor", warning: "警告 Warning", info: "提示 Info" };
+const SEVERITIES = Object.keys(SEVERITY_NAMES);   // most severe first
+const STATUS_NAMES = { firing: "告警中 Firing", acknowledged: "已确认 Acknowledged", resolved: "已解除 Resolved" };
+const ACTION_NAMES = { fired: "触发 Fired", acknowledged: "确认 Acknowledged", resolved: "解除 Resolved",
+  escalated: "升级 Escalated", reopened: "复发 Reopened" };
+const ACTS = { ack: "确认 Ack", resolve: "解除 Resolve" };
+const SHOWN_ALERTS = 200;      // rows a wall screen can usefully show; the rest are counted
+const KEEP_RESOLVED = 500;     // resolved alerts remembered, so an older state can't revive one
 const $ = (id) => document.getElementById(id);
 
 // ---------- helpers ----------
@@ -27,16 +36,30 @@ function fmt(v, digits = 0, unit = "") {
   return v.toLocaleString("zh-CN", { maximumFractionDigits: digits, minimumFractionDigits: digits }) + unit;
 }
 const clock = (ms) => (isNum(ms) ? new Date(ms).toLocaleTimeString("zh-CN", { hour12: false }) : "—");
+const stamp = (iso) => {
+  const ms = Date.parse(iso);
+  return Number.isNaN(ms) ? "—" : new Date(ms).toLocaleString("zh-CN", { hour12: false, month: "2-digit",
+    day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+};
+// A value used in a class name only if it is one the page knows.
+const known = (value, names) => (Object.prototype.hasOwnProperty.call(names, value) ? value : "unknown");
+const urlPath = (...parts) => parts.map(encodeURIComponent).join("/");
 const perMin = (n, minutes) => (isNum(n) && minutes > 0 ? n / minutes : null);
 
 class ApiError extends Error {
   constructor(status, detail) { super(detail); this.status = status; }
 }
 
-async function api(path) {
+async function api(path, body) {   // with a body: POSTed as JSON
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) { showLogin(); throw new ApiError(401, "no token"); }
-  const res = await fetch(path, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  const headers = { Authorization: `Bearer ${token}` };
+  const init = { headers, cache: "no-store" };
+  if (body !== undefined) {
+    Object.assign(init, { method: "POST", body: JSON.stringify(body) });
+    headers["Content-Type"] = "application/json";
+  }
+  const res = await fetch(path, init);
   if (res.status === 401) {
     sessionStorage.removeItem(TOKEN_KEY);
     showLogin("令牌无效或已过期 Token rejected — please enter it again");
@@ -112,12 +135,23 @@ async function refreshVitals() {
       ["事件/秒 Events/s", fmt(d.events_per_s, 1), ""],
       ["事件总数 Total events", fmt(d.events), ""],
       ["拒收 Rejected", fmt(d.rejected), d.rejected > 0 ? "warn" : ""],
+      ["未处理告警 Open alerts", fmt(d.open_alerts ?? 0), d.open_alerts > 0 ? "bad" : ""],
     ];
     renderDl(tile.querySelector("dl"), rows);
     tile.querySelector(".foot").textContent =
       `${windowText(city?.window)} · 最新事件 Latest event ${clock(d.latest_event_ts)} · 分区 Partitions ${fmt(d.partitions)}`;
   }
+  renderOpenAlerts(data.open_alerts);
   setStatus(`更新于 Updated ${clock(data.generated_at)} · 设备 Devices ${fmt(data.entities)}`);
+}
+
+function renderOpenAlerts(open) {
+  $("open-alerts").replaceChildren(
+    el("span", { class: "label", text: `告警 Alerts ${fmt(open?.total ?? 0)}` }),
+    ...SEVERITIES.map((s) => {
+      const n = open?.by_severity?.[s] ?? 0;
+      return el("span", { class: `chip sev-${s}${n ? "" : " zero"}`, text: `${SEVERITY_NAMES[s]} ${fmt(n)}` });
+    }));
 }
 
 function setStatus(text, bad = false) {
@@ -166,7 +200,7 @@ async function openArea(level, id, quiet = false) {
   currentArea = { level, id };
   const view = $("area-view");
   if (!quiet) renderBreadcrumb([{ level, id }]);
-  const data = await load(view, `/api/v1/areas/${encodeURIComponent(level)}/${encodeURIComponent(id)}`, quiet);
+  const data = await load(view, `/api/v1/areas/${urlPath(level, id)}`, quiet);
   if (data === null) return;
   if (currentArea?.level !== level || currentArea?.id !== id) return;   // user moved on
   const crumbs = Object.entries(data.path ?? {}).filter(([, v]) => v).map(([lv, v]) => ({ level: lv, id: v }));
@@ -218,16 +252,27 @@ function sparkline(values) {
   return svg;
 }
 
-async function openEntity(domain, id, quiet = false) {
-  currentEntity = { domain, id };
-  const view = $("entity-view");
-  const data = await load(view, `/api/v1/entities/${encodeURIComponent(domain)}/${encodeURIComponent(id)}`, quiet);
-  if (data === null) return;
-  if (currentEntity?.domain !== domain || currentEntity?.id !== id) return;
+// An entity's trend: the line of figures and the sparkline under it.
+function entityChart(domain, data) {
   const figure = SPARK_FIGURE[domain];
   const values = (data.windows ?? []).map((w) => w.figures?.[figure] ?? null);
   const latest = [...values].reverse().find(isNum);
   const nums = values.filter(isNum);
+  return [
+    el("p", { class: "muted",
+      text: `${figure} · ${values.length} 个窗口 windows ${clock(data.from)}–${clock(data.to)} · ` +
+        `最新 latest ${fmt(latest, 1)} · 最小 min ${fmt(nums.length ? Math.min(...nums) : null, 1)} · ` +
+        `最大 max ${fmt(nums.length ? Math.max(...nums) : null, 1)}` }),
+    sparkline(values),
+  ];
+}
+
+async function openEntity(domain, id, quiet = false) {
+  currentEntity = { domain, id };
+  const view = $("entity-view");
+  const data = await load(view, `/api/v1/entities/${urlPath(domain, id)}`, quiet);
+  if (data === null) return;
+  if (currentEntity?.domain !== domain || currentEntity?.id !== id) return;
   const area = el("p", {}, "区域 Area: ");
   Object.entries(data.area ?? {}).forEach(([level, name], i) => {
     if (i) area.append(" › ");
@@ -239,11 +284,7 @@ async function openEntity(domain, id, quiet = false) {
   view.replaceChildren(
     el("h3", { text: `${data.entity} · ${DOMAIN_NAMES[data.domain] ?? data.domain}` }),
     area,
-    el("p", { class: "muted",
-      text: `${figure} · ${values.length} 个窗口 windows ${clock(data.from)}–${clock(data.to)} · ` +
-        `最新 latest ${fmt(latest, 1)} · 最小 min ${fmt(nums.length ? Math.min(...nums) : null, 1)} · ` +
-        `最大 max ${fmt(nums.length ? Math.max(...nums) : null, 1)}` }),
-    sparkline(values),
+    ...entityChart(domain, data),
     el("div", { class: "cols" },
       el("div", { class: "tile small" }, el("h3", { text: "近5分钟 Last 5 min" }),
         renderDl(el("dl"), figureRows(domain, data.sliding?.last_5m, 5))),
@@ -251,11 +292,277 @@ async function openEntity(domain, id, quiet = false) {
         renderDl(el("dl"), figureRows(domain, data.sliding?.last_15m, 15)))));
 }
 
+// ---------- alerts ----------
+// Every alert state seen, open or resolved, is kept by id and replaced only by a newer one
+// (higher seq), so the initial list and the live feed may arrive in either order.
+const feed = {
+  alerts: new Map(),   // id → alert; insertion order is recency
+  position: null,      // the feed position last received: a reconnect resumes from there
+  loaded: false,       // the open alerts were listed since sign-in
+  socket: null, retries: 0, timer: null, watchdog: null,
+  selected: null,      // the alert whose detail is shown
+};
+const FEED_SILENCE_MS = 60000;   // the server pings every 25 s; silence this long is a dead link
+const DETAIL_HINT = "点击告警查看设备曲线与处理记录 · Click an alert for its device trend and history";
+const ACT_ERRORS = {
+  403: "无权操作：此令牌只能查看，确认和解除告警需要值班员（operator）令牌 · " +
+    "Not allowed: this token is view-only; acknowledging and resolving need an operator token",
+  404: "告警不存在 No such alert",
+  409: "告警已解除 This alert is already resolved",
+};
+
+function remember(alert) {
+  const held = feed.alerts.get(alert.id);
+  if (held && (held.seq ?? 0) >= (alert.seq ?? 0)) return false;
+  feed.alerts.delete(alert.id);
+  feed.alerts.set(alert.id, alert);
+  if (alert.status === "resolved") {
+    const resolved = [...feed.alerts.values()].filter((a) => a.status === "resolved");
+    for (const a of resolved.slice(0, -KEEP_RESOLVED)) feed.alerts.delete(a.id);
+  }
+  return true;
+}
+
+const rank = (a) => (SEVERITIES.includes(a.severity) ? SEVERITIES.indexOf(a.severity) : SEVERITIES.length);
+const byUrgency = (a, b) => rank(a) - rank(b) ||
+  (Date.parse(b.started_at) || 0) - (Date.parse(a.started_at) || 0) || a.id.localeCompare(b.id);
+const areaText = (area) => Object.keys(LEVEL_NAMES).map((level) => area?.[level])
+  .filter((name) => name && name !== "unassigned").join(" › ") || "未分配 unassigned";
+
+function badge(alert) {
+  const sev = known(alert.severity, SEVERITY_NAMES);
+  return el("span", { class: `badge sev-${sev}`, text: SEVERITY_NAMES[sev] ?? alert.severity });
+}
+
+function statusLabel(alert) {
+  const status = known(alert.status, STATUS_NAMES);
+  return el("span", { class: `status st-${status}`, text: STATUS_NAMES[status] ?? alert.status });
+}
+
+function alertRow(a) {
+  const actions = el("div", { class: "actions" });
+  for (const kind of a.status === "firing" ? ["ack", "resolve"] : ["resolve"]) {
+    actions.append(el("button", { type: "button", class: `act act-${kind}`, text: ACTS[kind],
+      onclick: () => act(a, kind) }));
+  }
+  const cls = `alert sev-${known(a.severity, SEVERITY_NAMES)} st-${known(a.status, STATUS_NAMES)}`;
+  return el("li", { class: a.id === feed.selected ? `${cls} selected` : cls, "data-id": a.id },
+    badge(a),
+    el("button", { type: "button", class: "alert-open", onclick: () => showAlert(a.id) },
+      el("strong", { text: a.summary || a.rule }),
+      el("span", { class: "muted", text: `${a.rule} · ${a.entity} · ${areaText(a.area)}` })),
+    el("div", { class: "when" },
+      statusLabel(a),
+      el("span", { class: "muted", text: `${stamp(a.started_at)} · ×${fmt(a.count)}` }),
+      a.acked_by ? el("span", { class: "muted", text: `确认人 By ${a.acked_by}` }) : null),
+    actions);
+}
+
+function renderAlerts() {
+  const open = [...feed.alerts.values()].filter((a) => a.status !== "resolved").sort(byUrgency);
+  const list = $("alert-list");
+  list.replaceChildren(...open.slice(0, SHOWN_ALERTS).map(alertRow));
+  if (!open.length) {
+    list.append(el("li", { class: "muted",
+      text: feed.loaded ? "暂无未处理告警 No open alerts" : "加载中 Loading…" }));
+  }
+  const more = open.length - SHOWN_ALERTS;
+  $("alert-more").textContent = more > 0 ? `另有 ${more} 条较轻或较早的告警 · ${more} more, less severe or older` : "";
+}
+
+async function showAlert(id, quiet = false) {
+  feed.selected = id;
+  if (!quiet) renderAlerts();
+  const view = $("alert-detail");
+  const alert = await load(view, `/api/v1/alerts/${urlPath(id)}`, quiet);
+  if (alert === null || feed.selected !== id) return;
+  let trend;
+  try {
+    trend = entityChart(alert.domain, await api(`/api/v1/entities/${urlPath(alert.domain, alert.entity)}`));
+  } catch (err) {
+    trend = [el("p", { class: "muted", text: `设备曲线 Device trend: ${errorText(err)}` })];
+  }
+  if (feed.selected !== id) return;
+  view.replaceChildren(
+    el("h3", {}, badge(alert), " ", alert.summary || alert.rule),
+    renderDl(el("dl", { class: "facts" }), [
+      ["状态 Status", STATUS_NAMES[alert.status] ?? alert.status, `st-${known(alert.status, STATUS_NAMES)}`],
+      ["规则 Rule", alert.rule],
+      ["设备 Device", `${alert.entity} · ${DOMAIN_NAMES[alert.domain] ?? alert.domain}`],
+      ["区域 Area", areaText(alert.area)],
+      ["数值 / 阈值 Value / threshold", `${fmt(alert.value, 2)} / ${fmt(alert.threshold, 2)}`],
+      ["开始 Started", stamp(alert.started_at)],
+      ["更新 Updated", stamp(alert.updated_at)],
+      ["次数 Count", fmt(alert.count)],
+    ]),
+    ...trend,
+    el("button", { type: "button", text: "设备详情 Device details", onclick: () => {
+      openEntity(alert.domain, alert.entity);
+      $("entity").scrollIntoView({ behavior: "smooth" });
+    } }),
+    el("h4", { text: "处理记录 History" }),
+    el("ol", { class: "history" }, ...(alert.history ?? []).map((h) => el("li", {},
+      el("span", { class: "muted", text: stamp(h.at) }), " ",
+      el("strong", { text: ACTION_NAMES[h.action] ?? h.action }),
+      ` · ${h.by ?? "—"}${h.note ? ` — ${h.note}` : ""}`))));
+}
+
+let noticeTimer = null;
+function notice(text, kind = "bad") {
+  const p = $("alert-notice");
+  clearTimeout(noticeTimer);
+  p.textContent = text;
+  p.className = `notice ${kind}`;
+  p.hidden = !text;
+  if (kind === "ok") noticeTimer = setTimeout(() => { p.hidden = true; }, 8000);
+}
+
+// The officer's name is asked once per browser session, then offered again; the note is per action.
+function askOfficer(alert, kind) {
+  const dialog = $("act-dialog");
+  const officer = sessionStorage.getItem(OFFICER_KEY) ?? "";
+  $("act-title").textContent = `${ACTS[kind]} · ${alert.summary || alert.rule} · ${alert.entity}`;
+  $("act-by").value = officer;
+  $("act-note").value = "";
+  dialog.returnValue = "";
+  dialog.showModal();
+  (officer ? $("act-note") : $("act-by")).focus();
+  return new Promise((resolve) => dialog.addEventListener("close", () => {
+    if (dialog.returnValue !== "ok") return resolve(null);
+    const by = $("act-by").value.trim();
+    sessionStorage.setItem(OFFICER_KEY, by);
+    return resolve({ by, note: $("act-note").value.trim() || null });
+  }, { once: true }));
+}
+
+async function act(alert, kind) {
+  const body = await askOfficer(alert, kind);
+  if (!body) return;
+  notice("");
+  try {
+    const result = await api(`/api/v1/alerts/${urlPath(alert.id, kind)}`, body);
+    // 202: accepted but not applied yet; it carries the alert as it was, and the feed brings the change.
+    if (remember(result.alert ?? result)) renderAlerts();
+    if (feed.selected === alert.id) showAlert(alert.id, true);
+    notice(result.detail ? "已受理，稍后生效 · Accepted; it shows once applied"
+      : `${ACTS[kind]} ✓ ${alert.summary || alert.rule} · ${alert.entity}`, result.detail ? "info" : "ok");
+  } catch (err) {
+    if (err.status !== 401) notice(ACT_ERRORS[err.status] ?? errorText(err));
+  }
+}
+
+async function loadOpenAlerts() {
+  try {
+    let cursor = null;
+    do {
+      const page = await api("/api/v1/alerts?status=firing,acknowledged&limit=1000" +
+        (cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""));
+      for (const a of page.alerts) remember(a);
+      cursor = page.next_cursor;
+    } while (cursor);
+    feed.loaded = true;
+  } catch (err) {
+    if (err.status !== 401) notice(`告警列表 Alert list: ${errorText(err)}`);
+  }
+  renderAlerts();
+}
+
+function setFeedState(text, cls) {
+  const s = $("feed-state");
+  s.textContent = text;
+  s.className = `feed-state ${cls}`;
+}
+
+function connectFeed() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) return;
+  const resuming = feed.position !== null;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/api/v1/alerts/live`);
+  feed.socket = socket;
+  setFeedState("连接中 Connecting…", "warn");
+  // Browsers can't set headers on a WebSocket, and a token in the URL would end up in logs.
+  socket.onopen = () => socket.send(JSON.stringify(resuming ? { token, position: feed.position } : { token }));
+  socket.onmessage = (e) => { if (socket === feed.socket) onFeedMessage(JSON.parse(e.data), resuming); };
+  socket.onclose = (e) => { if (socket === feed.socket) onFeedClosed(e.code); };
+  armWatchdog();
+}
+
+function onFeedMessage(msg, resuming) {
+  armWatchdog();
+  if (msg.type === "hello") {
+    feed.retries = 0;
+    // A resume's replay follows hello; its position is the one caught_up brings.
+    if (!resuming) feed.position = msg.position;
+    setFeedState("● 实时 Live", "ok");
+    if (!feed.loaded) loadOpenAlerts();
+  } else if (msg.type === "alert") {
+    if (msg.position) feed.position = msg.position;
+    if (remember(msg.alert)) {
+      renderAlerts();
+      if (msg.alert.id === feed.selected) showAlert(feed.selected, true);
+    }
+  } else if (msg.type === "caught_up") {
+    feed.position = msg.position;
+  }
+}
+
+function onFeedClosed(code) {
+  feed.socket = null;
+  clearTimeout(feed.watchdog);
+  if (code === 4401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin("令牌无效或已过期 Token rejected — please enter it again");
+    return;
+  }
+  if (code === 4403) {
+    setFeedState("此令牌无权查看告警 This token may not view alerts", "bad");
+    return;
+  }
+  if (code === 4422) {              // the position was refused: start afresh
+    Object.assign(feed, { position: null, loaded: false });
+    feed.alerts.clear();
+  }
+  const delay = Math.min(30000, 1000 * 2 ** feed.retries) * (0.5 + Math.random() / 2);
+  feed.retries += 1;
+  const seconds = Math.ceil(delay / 1000);
+  setFeedState(`已断开，${seconds} 秒后重连 · Reconnecting in ${seconds} s`, "bad");
+  feed.timer = setTimeout(connectFeed, delay);
+}
+
+function dropSocket() {
+  const socket = feed.socket;
+  feed.socket = null;               // its late events are ignored
+  socket?.close();
+}
+
+// A link that died without a close (a sleeping laptop, a dropped NAT entry) is noticed here.
+function armWatchdog() {
+  clearTimeout(feed.watchdog);
+  feed.watchdog = setTimeout(() => { dropSocket(); onFeedClosed(1006); }, FEED_SILENCE_MS);
+}
+
+function startFeed() {
+  $("alert-detail").replaceChildren(el("p", { class: "muted", text: DETAIL_HINT }));
+  renderAlerts();
+  connectFeed();
+}
+
+function stopFeed() {
+  dropSocket();
+  clearTimeout(feed.timer);
+  clearTimeout(feed.watchdog);
+  Object.assign(feed, { position: null, loaded: false, retries: 0, selected: null });
+  feed.alerts.clear();
+  notice("");
+}
+
 // ---------- login / polling ----------
 let timer = null, tick = 0, busy = false;
 
 function showLogin(message = "") {
   clearInterval(timer); timer = null;
+  stopFeed();
   $("app").hidden = true;
   $("sign-out").hidden = true;
   $("token-form").hidden = false;
@@ -271,6 +578,7 @@ async function poll() {
     if (++tick % 5 === 0) {            // area and device views every 10 s
       if (currentArea) await openArea(currentArea.level, currentArea.id, true);
       if (currentEntity) await openEntity(currentEntity.domain, currentEntity.id, true);
+      if (feed.selected) await showAlert(feed.selected, true);
     }
   } catch (err) {
     if (err.status !== 401) setStatus(`连接异常 ${err.message}`, true);
@@ -283,6 +591,7 @@ function start() {
   $("sign-out").hidden = false;
   poll();
   if (!timer) timer = setInterval(poll, 2000);
+  startFeed();
 }
 
 function init() {
@@ -299,6 +608,7 @@ function init() {
   $("sign-out").addEventListener("click", (e) => {
     e.preventDefault();
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(OFFICER_KEY);
     currentArea = currentEntity = null;
     setStatus("—");
     showLogin();
@@ -313,6 +623,7 @@ function init() {
     const id = $("entity-id").value.trim();
     if (id) openEntity($("entity-domain").value, id);
   });
+  $("act-cancel").addEventListener("click", () => $("act-dialog").close());
   if (sessionStorage.getItem(TOKEN_KEY)) start(); else showLogin();
 }
 
