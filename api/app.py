@@ -6,7 +6,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -47,6 +49,14 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
     app.state.tokens = TokenBook(tokens)
     app.state.metrics = registry
     app.add_middleware(HttpMetrics, registry=registry)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each bad input back; input that isn't text (a lone
+        # surrogate is valid JSON) can't be encoded, and echoing input helps nobody.
+        return JSONResponse(status_code=422, content={"detail": [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()]})
     if settings.cors_origins:
         # Closed unless configured: a browser on another origin gets no CORS headers.
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins.split(","),

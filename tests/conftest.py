@@ -122,19 +122,28 @@ class Api:
         return httpx.get(self.url + path, headers=headers, timeout=10, **kw)
 
 
+def launch_api(settings: Settings, log_dir: Path) -> Api:
+    """`citybrain api` on a free port with the test tokens, once it answers."""
+    port = free_port()
+    spec = ",".join(f"{t}={r}" for t, r in TOKENS.items())
+    proc = Proc(["api", "--api-port", str(port)], child_env(settings, CITYBRAIN_API_TOKENS=spec),
+                log_dir / f"api-{port}.log")
+    a = Api(proc, f"http://127.0.0.1:{port}")
+    try:
+        wait_for(lambda: _responds(a), timeout=30)
+    except AssertionError:
+        proc.stop()
+        raise
+    return a
+
+
 @pytest.fixture
 def start_api(settings: Settings, tmp_path: Path) -> Iterator[Callable[[], Api]]:
     apis: list[Api] = []
 
     def start() -> Api:
-        port = free_port()
-        spec = ",".join(f"{t}={r}" for t, r in TOKENS.items())
-        proc = Proc(["api", "--api-port", str(port)], child_env(settings, CITYBRAIN_API_TOKENS=spec),
-                    tmp_path / f"api-{port}.log")
-        a = Api(proc, f"http://127.0.0.1:{port}")
-        apis.append(a)
-        wait_for(lambda: _responds(a), timeout=30)
-        return a
+        apis.append(launch_api(settings, tmp_path))
+        return apis[-1]
 
     yield start
     for a in apis:

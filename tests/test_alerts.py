@@ -106,6 +106,9 @@ def test_an_outage_becomes_one_alert_that_people_handle_and_that_survives_a_rest
     assert acked.status_code == 200 and acked.json()["status"] == "acknowledged"
     assert acked.json()["acked_by"] == "值班员 王伟"
     assert act(api, alert["id"], "ack").json()["status"] == "acknowledged"  # idempotent
+    lone_surrogate = httpx.post(f"{api.url}/api/v1/alerts/{alert['id']}/resolve", content=rb'{"by": "\ud800"}',
+                                headers={"Authorization": "Bearer to", "Content-Type": "application/json"})
+    assert lone_surrogate.status_code == 422  # valid JSON, but not text
     wait_for(lambda: any(a["status"] == "acknowledged" for a in live.alerts()), timeout=10)
 
     # The breaker closes: the alert resolves by itself after the clear time (30 s).

@@ -53,11 +53,15 @@ def test_openapi_describes_the_routes(api: Api) -> None:
 
 
 ROUTES = [("GET", "/api/v1/overview", "viewer"),
+          ("GET", "/api/v1/alerts", "viewer"),
+          ("GET", "/api/v1/alerts/0123456789abcdef", "viewer"),
+          ("POST", "/api/v1/alerts/0123456789abcdef/ack", "operator"),
+          ("POST", "/api/v1/alerts/0123456789abcdef/resolve", "operator"),
           ("GET", "/api/v1/entities/traffic/T-0001", "viewer"),
           ("GET", "/api/v1/areas/district/市南区", "viewer"),
           ("POST", "/api/v1/ingest/traffic", "ingest")]
-TOKEN_OF = {"viewer": "tv", "ingest": "ti"}
-WRONG_ROLE = {"viewer": "ti", "ingest": "ta"}  # ingest stands apart: even admin may not ingest
+TOKEN_OF = {"viewer": "tv", "operator": "to", "ingest": "ti"}
+WRONG_ROLE = {"viewer": "ti", "operator": "tv", "ingest": "ta"}  # ingest stands apart: even admin may not ingest
 
 
 @pytest.mark.parametrize("method, path, role", ROUTES)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.requests import HTTPConnection
 
 from api.alerts import AlertView, format_position, parse_position, summary
@@ -39,6 +39,13 @@ _EXAMPLE = {
 class Action(BaseModel):
     by: str = Field(min_length=1, max_length=100, description="who acts: a name or staff id")
     note: str | None = Field(None, max_length=2000)
+
+    @field_validator("by", "note")
+    @classmethod
+    def encodable(cls, v: str | None) -> str | None:
+        if v is not None:
+            v.encode()  # a lone surrogate (valid JSON, not text) raises: a 422, not a 500
+        return v
 
     model_config = {"json_schema_extra": {"examples": [{"by": "值班员 王伟", "note": "抢修队已派出"}]}}
 
@@ -198,11 +205,22 @@ async def live(websocket: WebSocket, position: str | None = None) -> None:
             for alert in view.since(start):
                 await websocket.send_text(_message("alert", alert=summary(alert)))
             await websocket.send_text(_message("caught_up", position=format_position(view.position)))
+        # Listen too: a client that leaves is let go at once, not at the next ping (which
+        # would also hold up a graceful shutdown of the API).
+        left = asyncio.ensure_future(websocket.receive())
         while not feed.overflowed or not feed.queue.empty():
-            try:
-                await websocket.send_text(await asyncio.wait_for(feed.queue.get(), PING_S))
-            except asyncio.TimeoutError:
+            message = asyncio.ensure_future(feed.queue.get())
+            await asyncio.wait({message, left}, timeout=PING_S, return_when=asyncio.FIRST_COMPLETED)
+            if left.done() and left.result()["type"] == "websocket.disconnect":
+                message.cancel()
+                return
+            if left.done():
+                left = asyncio.ensure_future(websocket.receive())  # clients have nothing to say
+            if not message.done():
+                message.cancel()
                 await websocket.send_text(_message("ping"))
+            else:
+                await websocket.send_text(message.result())
         await websocket.close(1013, "client too slow; reconnect with your last position")
     except WebSocketDisconnect:
         pass
