@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from itertools import accumulate
 from typing import Iterator
 
 from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from api.views import ReadModels
+from streams.topics import LATENCY_BUCKETS
 
 
 class ReadModelCollector:
@@ -25,12 +27,28 @@ class ReadModelCollector:
         events = CounterMetricFamily("citybrain_events", "Events processed by the stream workers",
                                      labels=["domain", "outcome"])
         records = CounterMetricFamily("citybrain_records", "Kafka records consumed", labels=["domain"])
+        deadletters = CounterMetricFamily("citybrain_deadletters", "Records and events sent to the "
+                                          "dead-letter topic", labels=["domain", "reason"])
+        closes = CounterMetricFamily("citybrain_window_closes", "Entity windows closed", labels=["domain"])
+        lag = GaugeMetricFamily("citybrain_consumer_lag", "Records in the event topic not yet "
+                                "processed, as of each partition's latest report", labels=["domain"])
         for domain, t in self.views.vitals.totals().items():
             events.add_metric([domain, "valid"], t["events"])
             events.add_metric([domain, "rejected"], t["rejected"])
+            events.add_metric([domain, "late"], t["late"])
+            deadletters.add_metric([domain, "invalid"], t["rejected"])
+            deadletters.add_metric([domain, "late"], t["late"])
             records.add_metric([domain], t["records"])
-        yield events
-        yield records
+            closes.add_metric([domain], t["closes"])
+            lag.add_metric([domain], t["lag"])
+        yield from (events, records, deadletters, closes, lag)
+        latency = HistogramMetricFamily("citybrain_processing_latency_seconds", "From a record's "
+                                        "Kafka timestamp to its batch processed", labels=["domain"])
+        for domain, (counts, total) in self.views.vitals.latency().items():
+            cumulative = list(accumulate(counts))
+            bounds = [str(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+            latency.add_metric([domain], list(zip(bounds, cumulative)), total)
+        yield latency
         by_state = GaugeMetricFamily("citybrain_alerts", "Alerts by status and severity",
                                      labels=["status", "severity"])
         counts: dict[tuple[str, str], int] = {}

@@ -42,17 +42,28 @@ class Vitals:
             pass
 
     def totals(self) -> dict[str, dict[str, Any]]:
-        out = {d: {"events": 0, "rejected": 0, "records": 0, "partitions": 0,
-                   "latest_event_ts": None} for d in DOMAINS}
+        out = {d: {"events": 0, "rejected": 0, "late": 0, "records": 0, "closes": 0, "lag": 0,
+                   "partitions": 0, "latest_event_ts": None} for d in DOMAINS}
         for doc in self.partitions.values():
             t = out.get(doc.get("domain"))
             if t is None:
                 continue
-            for k in ("events", "rejected", "records"):
+            for k in ("events", "rejected", "late", "records", "closes", "lag"):
                 t[k] += int(doc.get(k) or 0)
             t["partitions"] += 1
             if doc.get("max_ts") is not None:
                 t["latest_event_ts"] = max(t["latest_event_ts"] or 0, doc["max_ts"])
+        return out
+
+    def latency(self) -> dict[str, tuple[list[int], float]]:
+        """Per domain: processing-latency bucket counts and sum, added over partitions."""
+        out: dict[str, tuple[list[int], float]] = {}
+        for doc in self.partitions.values():
+            lat = doc.get("latency")
+            if not lat or doc.get("domain") not in DOMAINS:
+                continue
+            counts, total = out.get(doc["domain"], ([0] * len(lat["counts"]), 0.0))
+            out[doc["domain"]] = ([a + b for a, b in zip(counts, lat["counts"])], total + lat["sum"])
         return out
 
     def rates(self) -> dict[str, float]:

@@ -27,9 +27,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import faust
+import numpy as np
 import orjson
 from faust.streams import _current_event
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from services.config import Settings
 from streams.codecs import ORJSON, UTF8
@@ -38,7 +39,7 @@ from streams.alerting import BadInput, Policy, apply
 from streams.detectors import detector
 from streams.processor import ORIGIN_HEADER, PartitionProcessor, Record
 from streams.registry import Registry
-from streams.topics import DOMAINS
+from streams.topics import DOMAINS, LATENCY_BUCKETS
 from streams.topicview import TopicView
 from streams.transport import deliver_in_batches
 
@@ -113,6 +114,8 @@ class DomainAgent:
             settings.lateness_s * 1000, registry, settings.max_batch,
             detector=detector(domain, settings.rule_book(), registry))
         self.dirty: set[str] = set()
+        # per partition: counts per latency bucket (the last is +Inf), and their sum
+        self.latency: dict[int, list] = {}
         app.agent(self.source, name=f"citybrain.{domain}")(self.run)
         app.timer(LIVE_EVERY_S)(self.publish_live)
         app.on_partitions_assigned.connect(self._on_assigned)
@@ -148,10 +151,24 @@ class DomainAgent:
         progress = dict(step.writes[-1][1])
         for noisy in ("forwarded", "closing"):
             progress.pop(noisy)
+        highwater = self.app.consumer.highwater(TP(self.source.get_topic_name(), partition))
         await send(self.topics.vitals, f"{self.domain}/{partition}".encode(),
                    orjson.dumps({"domain": self.domain, "partition": partition, **progress,
+                                 "lag": None if highwater is None else max(highwater - progress["offset"] - 1, 0),
+                                 "latency": self._latency(partition, event.value),
                                  "worker": WORKER, "updated_at": int(time.time() * 1000)}),
                    None, None, None)
+
+    def _latency(self, partition: int, records: list) -> dict[str, Any]:
+        """This worker's cumulative histogram of record timestamp → processed, which the
+        API sums over partitions into citybrain_processing_latency_seconds."""
+        seconds = time.time() - np.fromiter((r.timestamp for r in records), float, len(records)) / 1000
+        counts, total = self.latency.setdefault(partition, [[0] * (len(LATENCY_BUCKETS) + 1), 0.0])
+        for i, n in enumerate(np.bincount(np.searchsorted(LATENCY_BUCKETS, seconds),
+                                          minlength=len(counts)).tolist()):
+            counts[i] += n
+        self.latency[partition][1] = total + float(seconds.sum())
+        return {"counts": counts, "sum": self.latency[partition][1]}
 
     async def _publish(self, kind: str, key: bytes, doc: bytes | None) -> None:
         topic = self.topics.aggregates if kind == "aggregates" else self.topics.rollups

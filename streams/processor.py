@@ -73,7 +73,7 @@ class Step:
 
 def new_progress() -> dict[str, Any]:
     return {"offset": -1, "records": 0, "events": 0, "rejected": 0, "late": 0, "duplicates": 0,
-            "stream_time": None, "max_ts": None, "forwarded": {}, "closed_through": None,
+            "stream_time": None, "max_ts": None, "forwarded": {}, "closed_through": None, "closes": 0,
             "closing": []}
 
 
@@ -273,6 +273,8 @@ class PartitionProcessor:
                         continue
                     values[k] = {**v, "closed": True}
                     out.published.append(self.publication(k, values[k]))
+                    if not k.startswith("@"):  # entity windows; area shares close with them
+                        progress["closes"] = progress.get("closes", 0) + 1
                 progress["closing"].append([now_ms, ws])
                 progress["closed_through"] = ws
         still = []

@@ -22,6 +22,11 @@ EVENTS = {"retention.ms": str(7 * 86_400_000)}
 WINDOWED = {"cleanup.policy": "compact,delete", "retention.ms": str(2 * 86_400_000)}
 
 
+# Bounds (seconds) of the processing-latency histogram each vitals record carries:
+# record timestamp → its batch processed.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str

@@ -38,6 +38,10 @@ def test_overview_and_metrics_reflect_what_the_workers_processed(
     assert 'citybrain_events_total{domain="grid",outcome="valid"} 25.0' in metrics
     assert 'citybrain_events_total{domain="grid",outcome="rejected"} 1.0' in metrics
     assert 'citybrain_http_requests_total{method="GET",route="/api/v1/overview",status="200"}' in metrics
+    assert 'citybrain_deadletters_total{domain="grid",reason="invalid"} 1.0' in metrics
+    assert 'citybrain_processing_latency_seconds_count{domain="grid"} 26.0' in metrics  # every record
+    for family in ("citybrain_consumer_lag", "citybrain_window_closes_total", "citybrain_alerts_open"):
+        assert family in metrics
 
 
 def test_registry_topic_feeds_the_api(settings: Settings, api: Api) -> None:
