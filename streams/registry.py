@@ -51,6 +51,7 @@ def _line(path: Path, number: int, line: bytes) -> Any:
 class Registry:
     def __init__(self, entities: Iterable[Entity] = ()) -> None:
         self._entities: dict[str, Entity] = {}
+        self.version = 0  # +1 on every change, so readers can cache what they derive
         for e in entities:
             self.put(e)
 
@@ -70,6 +71,7 @@ class Registry:
 
     def put(self, entity: Entity) -> None:
         self._entities[entity["id"]] = entity
+        self.version += 1
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """One registry-topic record: an entity, or a tombstone (null value) removing one.
@@ -77,6 +79,7 @@ class Registry:
         if value is None:
             if key is not None:
                 self._entities.pop(key.decode(errors="replace"), None)
+                self.version += 1
             return
         try:
             self.put(parse_entity(orjson.loads(value)))

@@ -123,9 +123,17 @@ class Detector:
     def __init__(self, domain: str, conditions: Conditions, rules: RuleBook, registry: Registry) -> None:
         self.domain, self.conditions, self.rules, self.registry = domain, conditions, rules, registry
         self.silence = [r for r in ("gate.offline", "grid.offline") if r.startswith(domain + ".")]
+        self._params: dict[str, Params] = {}
+        self._params_version = -1
 
     def params(self, entity: str) -> Params:
-        return self.rules.for_entity(self.domain, entity, self.registry.area(entity))
+        if self._params_version != self.registry.version:  # an entity moved: areas may differ
+            self._params.clear()
+            self._params_version = self.registry.version
+        p = self._params.get(entity)
+        if p is None:
+            p = self._params[entity] = self.rules.for_entity(self.domain, entity, self.registry.area(entity))
+        return p
 
     def detect(self, batch: Batch, states: list[dict[str, Any]]) -> list[Detection]:
         """Advance the states (one per `batch.entities`, updated in place) over the batch."""
@@ -168,7 +176,7 @@ class Detector:
             earliest = np.minimum.reduceat(first, batch.starts) if batch.n else first
             latest = np.maximum.reduceat(batch.before[batch.order], batch.starts) if batch.n else first
             maybe = latest >= earliest + timeout[batch.order][batch.starts]
-            for i in set(np.flatnonzero(maybe).tolist()) | {i for i, s in enumerate(states) if rule in s["r"]}:
+            for i in sorted(set(np.flatnonzero(maybe).tolist()) | {i for i, s in enumerate(states) if rule in s["r"]}):
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
