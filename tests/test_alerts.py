@@ -130,16 +130,24 @@ def test_an_outage_becomes_one_alert_that_people_handle_and_that_survives_a_rest
     back = Live(api, position=hello)
     wait_for(lambda: any(m["type"] == "caught_up" for m in back.messages), timeout=10)
     assert [a["status"] for a in back.alerts() if a["id"] == alert["id"]] == ["resolved"]
+    last = [m["position"] for m in live.messages if m.get("position")][-1]
     live.close()
     back.close()
 
-    # A restarted API rebuilds its view: the alert and every transition are still there.
+    # A restarted API rebuilds its view: the alert and every transition are still there,
+    # and a client that reconnects with its last position gets what changed meanwhile.
     api.proc.stop()
+    produce(settings, grid, event_records(outage(3600, 60), "feeder_id"))  # an hour later: a new alert
     again = start_api()
     wait_for(lambda: again.get("/readyz", token=None).status_code == 200, timeout=60)
     assert again.get(f"/api/v1/alerts/{alert['id']}").json()["history"] == history
+    resumed = Live(again, position=last)
+    wait_for(lambda: any(a["id"] != alert["id"] and a["status"] == "firing" for a in resumed.alerts()),
+             timeout=60)
+    assert alert["id"] not in {a["id"] for a in resumed.alerts()}  # nothing it had already
+    resumed.close()
     overview = again.get("/api/v1/overview").json()
-    assert overview["open_alerts"]["total"] == 0
+    assert overview["open_alerts"]["total"] == 1
     metrics = again.get("/metrics", token=None).text
     assert 'citybrain_alerts{severity="critical",status="resolved"} 1.0' in metrics
 
