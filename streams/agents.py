@@ -118,11 +118,25 @@ class DomainAgent:
         self.latency: dict[int, list] = {}
         app.agent(self.source, name=f"citybrain.{domain}")(self.run)
         app.timer(LIVE_EVERY_S)(self.publish_live)
-        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_partitions_revoked.connect(self._on_rebalance)
+        app.on_partitions_assigned.connect(self._on_rebalance)
+        self.state.on_recover(self._announce_open_windows)
 
-    async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
+    async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
+        # Unpublished figures of a partition that moves are the new owner's to announce
+        # (below); publishing them here could overwrite newer ones from that owner.
         self.processor.forget_partitions()
         self.dirty.clear()
+
+    async def _announce_open_windows(self) -> None:
+        """Once the tables are recovered, republish every open window of the partitions
+        this worker now owns: a previous owner killed between a state write and its next
+        live publish left the latest figures in the changelog only, and a window that gets
+        no more events would show stale figures until it closed."""
+        topic = self.source.get_topic_name()
+        mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        self.dirty.update(k for k in list(self.state.keys())
+                          if k[0] not in "#!" and self.processor.owner(k) in mine)
 
     async def run(self, stream: faust.StreamT) -> None:
         deadline = time.monotonic() + REGISTRY_WAIT_S

@@ -288,25 +288,25 @@ class PartitionProcessor:
 
     # ------------------------------------------------------------ views
 
+    def owner(self, key: str) -> int:
+        """The partition a state key belongs to."""
+        if key.startswith(("#", "@")):
+            return int(key[1:].partition("/")[0])
+        entity = key[1:] if key.startswith("!") else key.rpartition("|")[0]
+        return partition_for(entity, self.partitions)
+
     def _build_index(self, partition: int, keys: Iterable[str], state: Mapping[str, Any]) -> dict[int, set[str]]:
         index: dict[int, set[str]] = {}
         watch = self._watch[partition] = SilenceWatch()
-        prefix = f"@{partition}/"
         for k in keys:
-            if k.startswith("#"):
+            if k.startswith("#") or self.owner(k) != partition:
                 continue
             if k.startswith("!"):
-                entity = k[1:]
-                if partition_for(entity, self.partitions) == partition:
-                    last = state[k]["seen"]
-                    if last is not None and self.detector is not None:
-                        self.detector.watch(watch, entity, last)
-                continue
-            head, _, ws = k.rpartition("|")
-            mine = k.startswith(prefix) if k.startswith("@") else \
-                partition_for(head, self.partitions) == partition
-            if mine:
-                index.setdefault(int(ws), set()).add(k)
+                last = state[k]["seen"]
+                if last is not None and self.detector is not None:
+                    self.detector.watch(watch, k[1:], last)
+            else:
+                index.setdefault(int(k.rpartition("|")[2]), set()).add(k)
         return index
 
     def publication(self, key: str, value: dict[str, Any]) -> tuple[str, bytes, bytes]:
