@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,6 +60,10 @@ class Stack:
         s = self.settings
         (s.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         if s.embedded:
+            # The broker starts empty: a worker's local (rocksdb) tables from an earlier run
+            # would claim offsets the new topics don't have, and records would be skipped.
+            for stale in s.data_dir.glob("worker-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             self.broker = EmbeddedBroker(s.broker_port, s.data_dir / "broker").start()
             # Supervised like the other parts: with a memory-only broker gone, nothing works.
             assert self.broker.proc is not None
