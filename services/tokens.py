@@ -35,10 +35,11 @@ def generate(path: Path) -> dict[str, str]:
     tokens = {secrets.token_urlsafe(32): role for role in ROLES}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # open() keeps the mode of a file that was already there: narrow it before writing.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("# citybrain API tokens, one token=role per line (Authorization: Bearer <token>)\n")
         f.writelines(f"{t}={r}\n" for t, r in tokens.items())
-    os.chmod(path, 0o600)
     return tokens
 
 
