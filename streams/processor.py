@@ -43,7 +43,7 @@ from streams import events as contract
 from streams.detectors import Batch, Detector, SilenceWatch, new_state
 from streams.partitioning import partition_for
 from streams.registry import LEVELS, Registry
-from streams.windows import SHAPES, aggregate_by, empty, late_mask, merge, stream_times
+from streams.windows import SHAPES, aggregate_by, late_mask, merge, stream_times
 
 ORIGIN_HEADER = "citybrain-origin"
 ROLLUP_LEVELS = LEVELS + ("city",)
@@ -226,7 +226,7 @@ class PartitionProcessor:
             if old is None:
                 index.setdefault(int(k.rsplit("|", 1)[1]), set()).add(k)
             values[k] = {"o": last_offset[k], "closed": False,
-                         "agg": merge(old["agg"], agg) if old else merge(empty(self.shape), agg)}
+                         "agg": merge(old["agg"], agg) if old else agg}
 
     def _detect(self, partition: int, events: list[contract.Event], offsets: np.ndarray,
                 before: np.ndarray, progress: dict[str, Any], current: Callable[[str], Any], values: dict[str, Any],
