@@ -1,7 +1,9 @@
 """`make bench`: the benchmark harness. `python -m benchmarks [--quick]`.
 
 Starts its own embedded broker, pre-loads a simulated city's events as single-event and
-as batch records, measures the ceiling and the pipeline on the same records, prints a
+as batch records, measures the ceiling and the pipeline on the same records; then runs
+`citybrain up` under live load at half the pipeline's single-event rate and measures the
+latency from an event to its alert on the live feed (benchmarks/latency.py). Prints a
 table with ratios and writes benchmarks/results/latest.json.
 """
 
@@ -9,21 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-from benchmarks import memory
+from benchmarks import latency, memory
 from benchmarks.throughput import ROOT, ceiling, machine, peer, pipeline, preload
 from services.broker import EmbeddedBroker
 from services.config import Settings
 
-SIZES = {  # simulated seconds of a city sized for 1000 events/s
-    "standard": {"single": 240, "batch": 720},
-    "quick": {"single": 20, "batch": 40},
+SIZES = {  # simulated seconds of a city sized for 1000 events/s; latency probes and top rate
+    "standard": {"single": 240, "batch": 720, "probes": 240, "max_rate": None},
+    "quick": {"single": 20, "batch": 40, "probes": 20, "max_rate": 300},
 }
 BATCH = 100
 
@@ -34,13 +35,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args()
     size = "quick" if args.quick else "standard"
-    with tempfile.TemporaryDirectory(prefix="citybrain-bench-") as tmp, socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
-        with EmbeddedBroker(port, Path(tmp) / "broker") as broker:
+    with tempfile.TemporaryDirectory(prefix="citybrain-bench-") as tmp:
+        with EmbeddedBroker(latency.free_port(), Path(tmp) / "broker") as broker:
             base = Settings(broker=broker.address, data_dir=Path(tmp), session_timeout_s=2.0)
             results = run(base, size, Path(tmp))
+        # After the throughput broker is gone: the live stack brings its own, as `up` does.
+        lat = live_latency(size, results["pipeline_single_eps"], Path(tmp) / "latency")
+    results |= {"latency_p50_ms": lat["p50_ms"], "latency_p99_ms": lat["p99_ms"],
+                "latency_rate_eps": lat["rate"], "latency_probes": lat["probes"]}
+    results["runs"]["latency"] = lat
     results |= {"size": size, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
@@ -67,19 +70,25 @@ def run(base: Settings, size: str, workdir: Path) -> dict:
         "pipeline_single_eps": round(out["single"]["pipeline"]["events_per_s"]),
         "naive_faust_eps": _rate(out["single"]["naive_faust"]),
         "quix_eps": _rate(out["single"]["quix"]),
-        "latency_p50_ms": None, "latency_p99_ms": None,
         "bytes_per_entity": out["memory"]["bytes_per_entity"],
-        "not_measured_yet": ["latency_p50_ms", "latency_p99_ms"],
         "runs": out,
     }
+
+
+def live_latency(size: str, pipeline_single_eps: int, workdir: Path) -> dict:
+    """Latency under half the pipeline's single-event rate (capped for a quick run)."""
+    rate = pipeline_single_eps / 2
+    if SIZES[size]["max_rate"] is not None:
+        rate = min(rate, SIZES[size]["max_rate"])
+    return latency.measure(workdir, round(rate), SIZES[size]["probes"])
 
 
 def _rate(measured: dict) -> int | None:
     return round(measured["events_per_s"]) if "events_per_s" in measured else None
 
 
-def _shown(rate: int | None) -> str:
-    return f"{rate:,}" if rate is not None else "could not run (see runs)"
+def _shown(figure: float | None) -> str:
+    return f"{figure:,}" if figure is not None else "could not run (see runs)"
 
 
 def table(r: dict) -> str:
@@ -98,10 +107,18 @@ def table(r: dict) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     m = r["runs"]["memory"]
+    lat = r["runs"]["latency"]
+    given_up = ", ".join(f"{o['rate']:,}" for o in lat["overloaded_at"])
+    caveats = f" (the live stack fell behind at {given_up} events/s)" if given_up else ""
+    if not lat["sustained"]:
+        caveats += "; it fell behind at this rate too, so the figures include a growing backlog"
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows) + (
         f"\n\nwindow state: {m['bytes_per_entity']:,} bytes of heap per entity with "
         f"{m['open_windows_per_entity']} open windows ({m['changelog_bytes_per_entity']:,} bytes in the "
-        f"changelog), measured on {m['entities']:,} entities")
+        f"changelog), measured on {m['entities']:,} entities"
+        f"\nlatency, event produced → alert on the live feed: p50 {_shown(r['latency_p50_ms'])} ms, "
+        f"p99 {_shown(r['latency_p99_ms'])} ms ({lat['arrived']}/{lat['probes']} probes arrived) under "
+        f"{r['latency_rate_eps']:,} events/s of live load{caveats}")
 
 
 if __name__ == "__main__":

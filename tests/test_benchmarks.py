@@ -12,7 +12,7 @@ import orjson
 from tests.conftest import ROOT
 
 
-def test_quick_benchmark_processes_every_record_it_loaded(tmp_path: Path) -> None:
+def test_quick_benchmark_processes_every_record_it_loaded_and_every_probe_alerts(tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
     run = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -29,3 +29,26 @@ def test_quick_benchmark_processes_every_record_it_loaded(tmp_path: Path) -> Non
     assert all(r[k] > 0 for k in ("ceiling_eps", "pipeline_batch_eps", "pipeline_single_eps",
                                   "naive_faust_eps", "quix_eps", "bytes_per_entity"))
     assert r["machine"]["versions"]["faust-streaming"]
+    # Latency: every probe's alert came over the live feed, and the figures are its own.
+    lat = r["runs"]["latency"]
+    assert lat["arrived"] == lat["probes"] == r["latency_probes"] > 0
+    assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] <= lat["max_ms"]
+    assert r["latency_rate_eps"] == lat["rate"] > 0
+    assert "alert on the live feed" in run.stdout
+
+
+def test_soak_summary_counts_memory_growth_from_the_end_of_the_warmup() -> None:
+    from benchmarks.soak import summary, table
+
+    samples = [{"t_s": t, "worker_rss_mb": 100.0 + t, "api_rss_mb": 50.0, "lag": lag, "uncommitted": 2 * lag,
+                "produced_eps": 500,
+                "probes": 60, "arrived": 60, "p50_ms": 900.0, "p99_ms": p99, "max_ms": p99}
+               for t, lag, p99 in ((30, 9000, 5000.0), (60, 400, 1500.0), (90, 500, 1800.0), (120, 300, 1600.0))]
+    s = summary(samples, warmup_s=60)
+    assert s["worker"] == {"rss_mb_after_warmup": 160.0, "rss_mb_end": 220.0, "growth_pct": 37.5}
+    assert s["api"]["growth_pct"] == 0.0
+    assert s["lag"] == {"max": 9000, "end": 300, "after_warmup_max": 500, "uncommitted_end": 600}
+    assert s["p99_ms"] == {"min": 1500.0, "max": 1800.0}
+    result = {"rate": 500, "seconds": 120, "warmup_s": 60, "stopped_early": None, "samples": samples, "summary": s,
+              "latency": {"p50_ms": 900.0, "p99_ms": 4000.0, "probes": 240, "arrived": 240}}
+    assert "the worker grew 37.5%" in table(result) and "2:00" in table(result)

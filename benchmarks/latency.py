@@ -1,0 +1,280 @@
+"""Latency: an event produced → its alert on `WS /api/v1/alerts/live`, under load.
+
+The stack is `citybrain up --simulate RATE` as a child process (embedded broker, topics,
+one worker, one API and the live simulator, event time = now), the same command and code
+paths a city runs. Probes go beside the simulator's load: each a `gate.pass` with a
+fever temperature on a gate of its own (`P-00000`, `P-00001`, …), which the `gate.fever`
+rule turns into an alert at once. A WebSocket client of the live feed notes when each
+probe's alert arrives; latency is that arrival minus the moment the probe was handed to
+the producer, both on this process's monotonic clock.
+
+Probes are sent open-loop at jittered intervals (never waiting for an answer, and not in
+step with the simulator's once-a-second bursts), so a slow alert doesn't thin out the
+probes around it. `soak.py` uses the same `LiveStack`, `Lag` and `Prober`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from websockets.asyncio.client import connect
+
+from api.views import Vitals
+from services.config import Settings
+from services.processes import spawn, stop
+from streams.topics import DOMAINS
+from streams.topicview import TopicView
+from streams.watermarks import end_offsets
+
+ROOT = Path(__file__).resolve().parents[1]
+FEVER_C = 38.2  # above gate.fever's 37.3 °C threshold: the rule fires on the first pass
+READY_TIMEOUT_S = 300.0  # a city sized for 10k events/s takes a while to register
+# Keeping up: less than this many seconds of load not yet processed. The simulator sends
+# each second's events at once, so even a stack that keeps up is up to a second behind.
+KEEPING_UP_S = 3.0
+ATTEMPTS = 3  # rates tried before the latency is measured at whatever the last one does
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ProcessLookupError(pid)
+
+
+@dataclass
+class LiveStack:
+    """`citybrain up --simulate rate` in `workdir`, on free ports, with one viewer token."""
+
+    workdir: Path
+    rate: float
+    settings: Settings = field(init=False)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    def __post_init__(self) -> None:
+        self.settings = Settings(broker_port=free_port(), api_port=free_port(), data_dir=self.workdir,
+                                 simulate=self.rate, api_tokens=f"{self.token}=viewer")
+        self.log = self.workdir / "up.log"
+
+    def __enter__(self) -> LiveStack:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
+        env.update(self.settings.environ())
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = spawn([sys.executable, "-m", "services.cli", "up"], env=env, cwd=ROOT, output=out)
+        try:
+            self._wait_ready()
+        except BaseException:
+            stop(self.proc, grace_s=30.0)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self.proc, grace_s=30.0)  # up stops its children one by one, each with a grace
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"citybrain up exited with {self.proc.returncode}; see {self.log}")
+            try:
+                if httpx.get(f"{self.settings.api_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API was not ready within {READY_TIMEOUT_S:g}s; see {self.log}")
+            time.sleep(1.0)
+
+    def pids(self) -> dict[str, int]:
+        """The worker's and the API's process ids, found among up's children."""
+        found = {}
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        for pid in map(int, children):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"services.cli" in argv:
+                found[argv[argv.index(b"services.cli") + 1].decode()] = pid
+        return {"worker": found["worker"], "api": found["api"]}
+
+
+class Lag:
+    """Event records the workers have not processed yet: each event partition's end offset
+    minus the offset the worker last reported done for it on the vitals topic. And the
+    consumer group's lag as Kafka tools show it (end minus committed offsets), which also
+    counts what is processed but not yet safe: Faust commits only once the state writes
+    before it are produced."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.vitals = Vitals()
+        self._view = TopicView(settings.bootstrap, settings.topics.vitals, self.vitals.apply)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        topics, n = settings.topics, settings.partitions
+        self._parts = {(d, p): TopicPartition(topics.events(d), p) for d in DOMAINS for p in range(n)}
+
+    async def __aenter__(self) -> Lag:
+        await self._view.start()
+        await self._admin.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._admin.close()
+        await self._view.stop()
+
+    async def offsets(self) -> tuple[int, int]:
+        """(records produced to the event topics, records of them not processed yet)."""
+        ends = await end_offsets(self.settings.bootstrap, self._parts.values())
+        done = self.vitals.partitions
+        lag = sum(ends[tp] - done.get(f"{d}/{p}", {}).get("offset", -1) - 1 for (d, p), tp in self._parts.items())
+        return sum(ends.values()), lag
+
+    async def uncommitted(self) -> int:
+        """Event records past the worker group's committed offsets."""
+        ends = await end_offsets(self.settings.bootstrap, self._parts.values())
+        committed = await self._admin.list_consumer_group_offsets(self.settings.topics.app_id,
+                                                                  partitions=list(self._parts.values()))
+        return sum(end - max(committed[tp].offset, 0) if tp in committed else end for tp, end in ends.items())
+
+    async def settle(self, rate: float, timeout_s: float = 180.0) -> int:
+        """Wait until the backlog that built up while the worker joined its group is worked
+        off, or until 30 s of load went in without that (the stack can't sustain `rate`);
+        the lag then."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            produced, lag = await self.offsets()
+            if ((produced >= 5 * rate and lag < KEEPING_UP_S * rate) or produced >= 30 * rate
+                    or time.monotonic() > deadline):
+                return lag
+            await asyncio.sleep(2.0)
+
+    def processed_eps(self) -> float:
+        """Events/s the worker reports processing over the last 10 s."""
+        return sum(self.vitals.rates().values())
+
+
+@dataclass
+class Probe:
+    entity: str
+    sent_at: float  # time.monotonic() when handed to the producer
+    arrived_at: float | None = None
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.arrived_at is None else (self.arrived_at - self.sent_at) * 1000
+
+
+class Prober:
+    """Sends fever probes and watches the live feed for their alerts."""
+
+    def __init__(self, stack: LiveStack, seed: int = 7) -> None:
+        self.stack = stack
+        self.probes: dict[str, Probe] = {}
+        self._rng = np.random.default_rng(seed)
+
+    async def __aenter__(self) -> Prober:
+        s = self.stack.settings
+        self._ws = await connect(s.api_url.replace("http://", "ws://") + "/api/v1/alerts/live")
+        await self._ws.send(orjson.dumps({"token": self.stack.token}).decode())
+        hello = orjson.loads(await self._ws.recv())
+        if hello.get("type") != "hello":
+            raise RuntimeError(f"the live feed answered {hello!r}")
+        self._reader = asyncio.create_task(self._read())
+        self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks=1, linger_ms=0)
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._producer.stop()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self._ws.close()
+
+    async def _read(self) -> None:
+        async for message in self._ws:
+            now = time.monotonic()
+            doc = orjson.loads(message)
+            if doc["type"] != "alert" or doc["alert"]["rule"] != "gate.fever":
+                continue
+            probe = self.probes.get(doc["alert"]["entity"])
+            if probe is not None and probe.arrived_at is None:
+                probe.arrived_at = now
+
+    async def send(self, count: int, every_s: float) -> None:
+        """`count` probes, one every `every_s` on average (uniformly jittered ±50 %)."""
+        topic = self.stack.settings.topics.events("gate")
+        for _ in range(count):
+            await asyncio.sleep(every_s * self._rng.uniform(0.5, 1.5))
+            entity = f"P-{len(self.probes):05d}"
+            event = {"type": "gate.pass", "ts": int(time.time() * 1000), "gate_id": entity,
+                     "direction": "in", "method": "face", "result": "granted", "subject": "probe",
+                     "temperature_c": FEVER_C}
+            self.probes[entity] = Probe(entity, time.monotonic())
+            await self._producer.send(topic, orjson.dumps(event), key=entity.encode())
+
+    async def arrived(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for every probe's alert."""
+        deadline = time.monotonic() + timeout_s
+        while any(p.arrived_at is None for p in self.probes.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+
+
+def percentiles(probes: list[Probe]) -> dict[str, Any]:
+    """p50/p99/max of the probes' latencies in ms, and how many arrived of how many sent."""
+    done = [p.latency_ms for p in probes if p.latency_ms is not None]
+    figures = (np.percentile(done, [50, 99]).tolist() + [max(done)]) if done else [None] * 3
+    return {"probes": len(probes), "arrived": len(done),
+            **{k: None if v is None else round(v, 1) for k, v in zip(("p50_ms", "p99_ms", "max_ms"), figures)}}
+
+
+def measure(workdir: Path, rate: float, probes: int, every_s: float = 0.25) -> dict[str, Any]:
+    """Latency of `probes` fever probes over a stack under `rate` events/s of simulated city.
+
+    The pipeline's rate comes from pre-loaded topics, read in big batches; live load
+    arrives in small ones, which cost more per event. If the live stack can't keep up
+    with `rate`, latency would only measure a growing backlog: then it starts again at
+    half of what it did process (at most half the rate), up to `ATTEMPTS` rates in all,
+    and the last one is probed whatever it does. `overloaded_at` lists the rates given up."""
+    overloaded: list[dict[str, Any]] = []
+    while True:
+        last = len(overloaded) == ATTEMPTS - 1
+        with LiveStack(workdir / f"attempt-{len(overloaded)}", rate) as stack:
+            result = asyncio.run(_measure(stack, probes, every_s, give_up_behind=not last))
+        if result["sustained"] or last:
+            return result | {"overloaded_at": overloaded}
+        overloaded.append(result)
+        rate = round(min(rate, result["processed_eps"]) / 2)
+
+
+async def _measure(stack: LiveStack, count: int, every_s: float, give_up_behind: bool) -> dict[str, Any]:
+    async with Lag(stack.settings) as lag, Prober(stack) as prober:
+        # Events produced while the worker joined its group are a backlog, not load.
+        backlog = await lag.settle(stack.rate)
+        out: dict[str, Any] = {"rate": stack.rate, "lag_at_start": backlog, "load_avg": os.getloadavg()[0]}
+        if give_up_behind and backlog >= KEEPING_UP_S * stack.rate:
+            return out | {"sustained": False, "processed_eps": round(lag.processed_eps())}
+        await prober.send(count, every_s)
+        await prober.arrived(timeout_s=60.0)
+        behind = (await lag.offsets())[1]
+        return out | {"sustained": behind < KEEPING_UP_S * stack.rate, "lag_at_end": behind,
+                      "processed_eps": round(lag.processed_eps()), "every_s": every_s,
+                      **percentiles(list(prober.probes.values()))}
