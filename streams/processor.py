@@ -43,7 +43,7 @@ from streams import events as contract
 from streams.detectors import Batch, Detector, SilenceWatch, new_state
 from streams.partitioning import partition_for
 from streams.registry import LEVELS, Registry
-from streams.windows import SHAPES, aggregate_by, late_mask, merge, stream_times
+from streams.windows import SHAPES, Columns, aggregate_by, late_mask, merge, stream_times
 
 ORIGIN_HEADER = "citybrain-origin"
 ROLLUP_LEVELS = LEVELS + ("city",)
@@ -136,12 +136,13 @@ class PartitionProcessor:
 
         starts = [e["ts"] - e["ts"] % self.window_ms for e in on_time]
         wkeys = [window_key(e["entity"], ws) for e, ws in zip(on_time, starts)]
-        self._fold(wkeys, on_time, on_offsets, current, values, index)
+        cols = Columns.of(self.shape, on_time)
+        self._fold(wkeys, cols, on_offsets, current, values, index)
         areas = [self.registry.area(e["entity"]) for e in on_time]
         for level in ROLLUP_LEVELS:
             rkeys = [rollup_key(partition, level, a.get(level, "city"), ws)
                      for a, ws in zip(areas, starts)]
-            self._fold(rkeys, on_time, on_offsets, current, values, index)
+            self._fold(rkeys, cols, on_offsets, current, values, index)
         out.touched.update(values)
         if self.detector is not None:
             self._detect(partition, on_time, on_offsets, before[keep], progress, current, values, out)
@@ -207,7 +208,7 @@ class PartitionProcessor:
             progress["max_ts"] = max(progress["max_ts"] or newest, newest)
         return on_time, off[keep], keep
 
-    def _fold(self, keys: list[str], events: list[contract.Event], offsets: np.ndarray,
+    def _fold(self, keys: list[str], cols: Columns, offsets: np.ndarray,
               current: Callable[[str], Any], values: dict[str, Any], index: dict[int, set[str]]) -> None:
         """Merge each key's new events into its state: one write per key per step."""
         if not keys:
@@ -216,12 +217,12 @@ class PartitionProcessor:
         fresh = [i for i, k in enumerate(keys) if stored[k] is None or offsets[i] > stored[k]["o"]]
         if len(fresh) < len(keys):
             keys = [keys[i] for i in fresh]
-            events = [events[i] for i in fresh]
+            cols = cols.take(fresh)
             offsets = offsets[fresh]
         last_offset: dict[str, int] = {}
         for k, o in zip(keys, offsets.tolist()):
             last_offset[k] = o  # offsets ascend, so the last one wins
-        for k, agg in aggregate_by(self.shape, events, keys).items():
+        for k, agg in aggregate_by(cols, keys).items():
             old = stored[k]
             if old is None:
                 index.setdefault(int(k.rsplit("|", 1)[1]), set()).add(k)

@@ -147,19 +147,51 @@ def _column(events: Sequence[Event], name: str) -> np.ndarray:
     return np.array([e.get(name) for e in events], dtype=float)
 
 
+@dataclass(frozen=True)
+class Columns:
+    """A batch's events as one array per statistic, extracted once and then grouped any
+    number of ways (entity windows, then each area level)."""
+
+    fields: dict[str, np.ndarray]
+    counters: dict[str, np.ndarray]
+    products: dict[str, np.ndarray]
+    ts: np.ndarray
+    states: list[Any] | None  # the categorical state field's value per event
+
+    @classmethod
+    def of(cls, shape: Shape, events: Sequence[Event]) -> "Columns":
+        n = len(events)
+        return cls(
+            fields={f: _column(events, f) for f in shape.fields},
+            counters={c: np.fromiter(map(pred, events), bool, n) for c, pred in shape.counters},
+            products={p: np.nan_to_num(_column(events, a) * _column(events, b), nan=0.0)
+                      for p, a, b in shape.products},
+            ts=np.fromiter((e["ts"] for e in events), np.int64, n),
+            states=[e.get(shape.state) for e in events] if shape.state else None)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def take(self, idx: Sequence[int]) -> "Columns":
+        return Columns({f: v[idx] for f, v in self.fields.items()},
+                       {c: v[idx] for c, v in self.counters.items()},
+                       {p: v[idx] for p, v in self.products.items()}, self.ts[idx],
+                       None if self.states is None else [self.states[i] for i in idx])
+
+
 def window_keys(events: Sequence[Event], window_ms: int) -> list[tuple[str, int]]:
     return [(e["entity"], e["ts"] - e["ts"] % window_ms) for e in events]
 
 
 def aggregate(shape: Shape, events: Sequence[Event], window_ms: int) -> dict[tuple[str, int], Agg]:
     """Aggregate validated events by (entity, window start)."""
-    return aggregate_by(shape, events, window_keys(events, window_ms))
+    return aggregate_by(Columns.of(shape, events), window_keys(events, window_ms))
 
 
-def aggregate_by(shape: Shape, events: Sequence[Event], keys: Sequence[K]) -> dict[K, Agg]:
+def aggregate_by(cols: Columns, keys: Sequence[K]) -> dict[K, Agg]:
     """Aggregate events by any hashable key per event (entity window, area window, ...),
     vectorised per field: one numpy reduction per statistic, not a loop per event."""
-    n = len(events)
+    n = len(cols)
     if n == 0:
         return {}
     ids: dict[K, int] = {}
@@ -173,8 +205,8 @@ def aggregate_by(shape: Shape, events: Sequence[Event], keys: Sequence[K]) -> di
     sizes = np.diff(np.append(starts, n))
 
     fields = {}
-    for f in shape.fields:
-        x = _column(events, f)[order]
+    for f, column in cols.fields.items():
+        x = column[order]
         ok = ~np.isnan(x)
         count = np.add.reduceat(ok.astype(np.int64), starts)
         total = np.add.reduceat(np.where(ok, x, 0.0), starts)
@@ -182,21 +214,18 @@ def aggregate_by(shape: Shape, events: Sequence[Event], keys: Sequence[K]) -> di
         dev = np.where(ok, x - mean[group], 0.0)
         fields[f] = (count, mean, np.add.reduceat(dev * dev, starts),
                      np.fmin.reduceat(x, starts), np.fmax.reduceat(x, starts))
-    counters = {c: np.add.reduceat(np.fromiter(map(pred, events), bool, n)[order].astype(np.int64), starts)
-                for c, pred in shape.counters}
-    products = {}
-    for p, a, b in shape.products:
-        ab = (_column(events, a) * _column(events, b))[order]
-        products[p] = np.add.reduceat(np.nan_to_num(ab, nan=0.0), starts)
-    states = _latest_states(shape, events, order, starts) if shape.state else None
+    counters = {c: np.add.reduceat(v[order].astype(np.int64), starts).tolist()
+                for c, v in cols.counters.items()}
+    products = {p: np.add.reduceat(v[order], starts).tolist() for p, v in cols.products.items()}
+    states = _latest_states(cols, order, starts) if cols.states is not None else None
 
     out: dict[K, Agg] = {}
-    for g, i in enumerate(starts):
+    for g, i in enumerate(starts.tolist()):
         out[keys[order[i]]] = {
             "n": int(sizes[g]),
             "f": {f: _field_list(v, g) for f, v in fields.items()},
-            "c": {c: int(v[g]) for c, v in counters.items()},
-            "p": {p: float(v[g]) for p, v in products.items()},
+            "c": {c: v[g] for c, v in counters.items()},
+            "p": {p: v[g] for p, v in products.items()},
             "s": states[g] if states is not None else None,
         }
     return out
@@ -209,16 +238,15 @@ def _field_list(v: tuple[np.ndarray, ...], g: int) -> list:
     return [count, float(v[1][g]), float(v[2][g]), float(v[3][g]), float(v[4][g])]
 
 
-def _latest_states(shape: Shape, events: Sequence[Event], order: np.ndarray,
-                   starts: np.ndarray) -> list[list | None]:
-    assert shape.state is not None
+def _latest_states(cols: Columns, order: np.ndarray, starts: np.ndarray) -> list[list | None]:
+    assert cols.states is not None
     out: list[list | None] = []
     for lo, hi in zip(starts, np.append(starts[1:], len(order))):
         best = None
-        for i in order[lo:hi]:
-            value = events[i].get(shape.state)
+        for i in order[lo:hi].tolist():
+            value = cols.states[i]
             if value is not None:
-                best = _later(best, [events[i]["ts"], value])
+                best = _later(best, [int(cols.ts[i]), value])
         out.append(best)
     return out
 
