@@ -89,7 +89,9 @@ class Windows:
     aggregates and rollups topics. Keeps `retention_ms` of event time per entity or area,
     counted back from its newest window, so memory stays bounded on a long run."""
 
-    def __init__(self, retention_ms: int = 6 * 3_600_000) -> None:
+    # What the entity route serves by default (the last hour) and a little more: a read
+    # model, not a time-series store; longer history belongs in Prometheus or a TSDB.
+    def __init__(self, retention_ms: int = 75 * 60_000) -> None:
         self.retention_ms = retention_ms
         self.entities: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
         self.areas: dict[tuple[str, str, str], dict[int, dict[int, dict[str, Any]]]] = {}
@@ -98,14 +100,16 @@ class Windows:
         doc = _json(value)
         if doc is not None:
             windows = self.entities.setdefault((doc["domain"], doc["entity"]), {})
-            windows[doc["window_start"]] = doc
+            # only what the routes read: the area and names live once, in the registry
+            windows[doc["window_start"]] = {k: doc[k] for k in ("window_end", "closed", "agg")}
             self._prune(windows)
 
     def apply_rollup(self, key: bytes | None, value: bytes | None) -> None:
         doc = _json(value)
         if doc is not None:
             windows = self.areas.setdefault((doc["domain"], doc["level"], doc["area"]), {})
-            windows.setdefault(doc["window_start"], {})[doc["partition"]] = doc
+            windows.setdefault(doc["window_start"], {})[doc["partition"]] = {
+                k: doc[k] for k in ("window_end", "closed", "agg")}
             self._prune(windows)
 
     def _prune(self, windows: dict[int, Any]) -> None:

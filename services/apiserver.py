@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import uvicorn
 
@@ -23,6 +24,15 @@ def run_api(settings: Settings) -> int:
                           f"{settings.api_host} is already in use")
     asyncio.run(ensure_topics(settings))
     app = create_app(settings, book)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port,
-                log_level=settings.log_level.lower(), access_log=False)
+    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
+                            log_level=settings.log_level.lower(), access_log=False)
+    logging.getLogger("uvicorn.error").addFilter(NoFrames())  # after Config set up logging
+    uvicorn.Server(config).run()
     return 0
+
+
+class NoFrames(logging.Filter):
+    """At debug the WebSocket protocol logs every frame, the live feed's token with them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.DEBUG and str(record.msg).startswith(("< ", "> ")))

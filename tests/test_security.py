@@ -67,16 +67,12 @@ def test_every_route_but_the_public_ones_needs_a_token(client: TestClient) -> No
             assert path in PUBLIC or operation.get("security") == [{"HTTPBearer": []}], (method, path)
 
 
-@pytest.mark.xfail(reason="FastAPI reads and parses a declared JSON body before the auth dependency runs, "
-                          "and nothing caps its size outside ingest (README, Security)", strict=False)
 def test_a_request_without_a_token_is_refused_before_its_body_is_read(client: TestClient) -> None:
     r = client.post("/api/v1/alerts/x/ack", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 401
 
 
-@pytest.mark.parametrize("level", ["info", pytest.param("debug", marks=pytest.mark.xfail(
-    reason="at debug the websockets library logs every frame, the live feed's first message with its "
-           "token too (README, Security)", strict=False))])
+@pytest.mark.parametrize("level", ["info", "debug"])
 def test_no_token_reaches_a_log_or_an_answer(settings: Settings, tmp_path: Path, level: str) -> None:
     viewer, operator, wrong = (secrets.token_urlsafe(32) for _ in range(3))
     port = free_port()

@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 
 from api.alerts import AlertView, format_position, parse_position, summary
 from api.auth import require
+from api.bodies import body_schema, read_model
 from api.routes.entities import _instant
 from streams.alerting import command, input_key
 from streams.registry import LEVELS
@@ -149,20 +150,25 @@ async def _act(request: Request, alert_id: str, kind: str, body: Action) -> Any:
     return view.with_history(alert_id)
 
 
+ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "accepted, not yet applied by the worker"}, 404: {"description": "no such alert"},
+    409: {"description": "already resolved"}, 413: {"description": "body over 64 KiB"}}
+
+
 @router.post("/alerts/{alert_id}/ack", dependencies=[Depends(require("operator"))],
-             responses={202: {"description": "accepted, not yet applied by the worker"},
-                        404: {"description": "no such alert"}, 409: {"description": "already resolved"}})
-async def ack(request: Request, alert_id: str, body: Action) -> Any:
-    """Acknowledge: a person has seen it and is on it. Returns the alert once applied."""
-    return await _act(request, alert_id, "ack", body)
+             openapi_extra=body_schema(Action), responses=ACTION_RESPONSES)
+async def ack(request: Request, alert_id: str) -> Any:
+    """Acknowledge: a person has seen it and is on it. Body `{"by", "note"}`. Returns the
+    alert once applied."""
+    return await _act(request, alert_id, "ack", await read_model(request, Action))
 
 
 @router.post("/alerts/{alert_id}/resolve", dependencies=[Depends(require("operator"))],
-             responses={202: {"description": "accepted, not yet applied by the worker"},
-                        404: {"description": "no such alert"}, 409: {"description": "already resolved"}})
-async def resolve(request: Request, alert_id: str, body: Action) -> Any:
-    """Resolve by hand; the alert stays resolved while its current condition lasts."""
-    return await _act(request, alert_id, "resolve", body)
+             openapi_extra=body_schema(Action), responses=ACTION_RESPONSES)
+async def resolve(request: Request, alert_id: str) -> Any:
+    """Resolve by hand; the alert stays resolved while its current condition lasts. Body
+    `{"by", "note"}`."""
+    return await _act(request, alert_id, "resolve", await read_model(request, Action))
 
 
 @router.websocket("/alerts/live")

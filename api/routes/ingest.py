@@ -11,24 +11,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import require
+from api.bodies import read_body
 from streams import events as contract
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
 EXAMPLE = [{"type": "traffic.flow", "ts": "2026-11-21T08:00:00+08:00", "sensor_id": "T-0001",
             "interval_s": 60, "volume": 23, "speed_kmh": 42.5, "occupancy": 0.18}]
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"request body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"request body over {limit} bytes")
-    return bytes(body)
 
 
 @router.post(
@@ -46,7 +35,7 @@ async def _body(request: Request, limit: int) -> bytes:
 async def ingest(request: Request, domain: str) -> JSONResponse:
     if domain not in contract.ENTITY_FIELD:
         raise HTTPException(404, f"unknown domain {domain!r}; one of {', '.join(contract.ENTITY_FIELD)}")
-    raw = await _body(request, request.app.state.settings.max_body_bytes)
+    raw = await read_body(request, request.app.state.settings.max_body_bytes)
     try:
         doc = contract.loads(raw)
     except contract.Invalid as exc:
