@@ -94,12 +94,10 @@ class StateTable(faust.Table):
         if not pending:
             return
         topic = self.changelog_topic.get_topic_name()
-        send = self.app.producer.send
-        futures = [await send(topic, key.encode(), None if value is None else orjson.dumps(value),
-                              partition, None, None) for partition, key, value in pending]
         newest: dict[int, int] = {}
-        for fut in futures:
-            sent = await fut
+        for sent in await send_all(self.app, [
+                (topic, key.encode(), None if value is None else orjson.dumps(value), partition, None)
+                for partition, key, value in pending]):
             newest[sent.partition] = max(newest.get(sent.partition, -1), sent.offset)
         for partition, offset in newest.items():
             # where a rocksdb store's recovery resumes reading the changelog
@@ -132,12 +130,11 @@ async def write(table: StateTable, event: EventT, writes: Any) -> None:
 Output = tuple[str, bytes | None, bytes | None, int | None, Any]  # topic, key, value, partition, headers
 
 
-async def send_all(app: faust.App, records: list[Output]) -> None:
-    """Produce and wait until the broker has every record."""
+async def send_all(app: faust.App, records: list[Output]) -> list[Any]:
+    """Produce and wait until the broker has every record; their metadata, in order."""
     futures = [await app.producer.send(topic, key, value, partition, None, headers)
                for topic, key, value, partition, headers in records]
-    for fut in futures:
-        await fut
+    return [await fut for fut in futures]
 
 
 def _origin(headers: Any) -> tuple[int, int] | None:
@@ -164,7 +161,7 @@ class DomainAgent:
             detector=detector(domain, settings.rule_book(), registry))
         self.dirty: set[str] = set()
         # per partition: counts per latency bucket (the last is +Inf), and their sum
-        self.latency: dict[int, list] = {}
+        self.latency: dict[int, dict[str, Any]] = {}
         app.agent(self.source, name=f"citybrain.{domain}")(self.run)
         app.timer(LIVE_EVERY_S)(self.publish_live)
         app.on_partitions_revoked.connect(self._on_rebalance)
@@ -226,12 +223,11 @@ class DomainAgent:
         """This worker's cumulative histogram of record timestamp → processed, which the
         API sums over partitions into citybrain_processing_latency_seconds."""
         seconds = time.time() - np.fromiter((r.timestamp for r in records), float, len(records)) / 1000
-        counts, total = self.latency.setdefault(partition, [[0] * (len(LATENCY_BUCKETS) + 1), 0.0])
-        for i, n in enumerate(np.bincount(np.searchsorted(LATENCY_BUCKETS, seconds),
-                                          minlength=len(counts)).tolist()):
-            counts[i] += n
-        self.latency[partition][1] = total + float(seconds.sum())
-        return {"counts": counts, "sum": self.latency[partition][1]}
+        hist = self.latency.setdefault(partition, {"counts": [0] * (len(LATENCY_BUCKETS) + 1), "sum": 0.0})
+        new = np.bincount(np.searchsorted(LATENCY_BUCKETS, seconds), minlength=len(hist["counts"]))
+        hist["counts"] = [a + b for a, b in zip(hist["counts"], new.tolist())]
+        hist["sum"] += float(seconds.sum())
+        return hist
 
     def _window_topic(self, kind: str) -> str:
         return self.topics.aggregates if kind == "aggregates" else self.topics.rollups

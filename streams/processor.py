@@ -126,9 +126,7 @@ class PartitionProcessor:
             index = self._index[partition] = self._build_index(partition, all_keys(), state)
 
         events, offsets = self._accept(partition, records, progress, out)
-        before = stream_times(np.fromiter((e["ts"] for e in events), np.int64, len(events)),
-                              progress["stream_time"])
-        on_time, on_offsets, keep = self._drop_late(partition, events, offsets, progress, out)
+        on_time, on_offsets, before = self._drop_late(partition, events, offsets, progress, out)
         values: dict[str, Any] = {}
 
         def current(key: str) -> Any:
@@ -145,7 +143,7 @@ class PartitionProcessor:
             self._fold(rkeys, cols, on_offsets, current, values, index)
         out.touched.update(values)
         if self.detector is not None:
-            self._detect(partition, on_time, on_offsets, before[keep], progress, current, values, out)
+            self._detect(partition, on_time, on_offsets, before, progress, current, values, out)
         self._close_due(partition, progress, current, values, index, out)
         out.writes.extend(values.items())
         out.writes.append((pkey, progress))
@@ -188,9 +186,12 @@ class PartitionProcessor:
 
     def _drop_late(self, partition: int, events: list[contract.Event], offsets: list[int],
                    progress: dict[str, Any], out: Step) -> tuple[list[contract.Event], np.ndarray, np.ndarray]:
+        """The on-time events, their offsets, and the stream time just before each."""
         ts = np.fromiter((e["ts"] for e in events), np.int64, len(events))
-        late, progress["stream_time"] = late_mask(ts, self.window_ms, self.lateness_ms,
-                                                  progress["stream_time"])
+        times = stream_times(ts, progress["stream_time"])
+        late = late_mask(ts, self.window_ms, self.lateness_ms, times[:-1])
+        if len(ts):
+            progress["stream_time"] = int(times[-1])
         off = np.asarray(offsets, dtype=np.int64)
         for i in np.flatnonzero(late):
             e = events[i]
@@ -206,7 +207,7 @@ class PartitionProcessor:
         if on_time:
             newest = int(ts[keep].max())
             progress["max_ts"] = max(progress["max_ts"] or newest, newest)
-        return on_time, off[keep], keep
+        return on_time, off[keep], times[:-1][keep]
 
     def _fold(self, keys: list[str], cols: Columns, offsets: np.ndarray,
               current: Callable[[str], Any], values: dict[str, Any], index: dict[int, set[str]]) -> None:

@@ -123,23 +123,19 @@ def window_start(ts: np.ndarray | int, window_ms: int) -> Any:
 
 
 def stream_times(ts: np.ndarray, stream_time: int | None) -> np.ndarray:
-    """The stream time just before each event: the largest event time seen so far in the
-    partition. Judging each event against it, not against the batch's end, is what makes
-    every decision independent of how records were cut into batches."""
+    """The partition's stream time (the largest event time seen so far) just before each
+    event, and last, after the batch. Judging each event against the stream time before
+    it, not against the batch's end, is what makes every decision independent of how
+    records were cut into batches."""
     start = np.iinfo(np.int64).min if stream_time is None else stream_time
-    return np.maximum.accumulate(np.concatenate(([start], ts[:-1])))
+    return np.maximum.accumulate(np.concatenate(([start], ts)))
 
 
-def late_mask(ts: np.ndarray, window_ms: int, lateness_ms: int, stream_time: int | None
-              ) -> tuple[np.ndarray, int | None]:
-    """Which events arrive after their window closed, in arrival order, and the new stream time.
-
-    A window [s, s + W) closes once stream time reaches s + W + lateness.
-    """
-    if len(ts) == 0:
-        return np.zeros(0, bool), stream_time
-    late = window_start(ts, window_ms) + window_ms + lateness_ms <= stream_times(ts, stream_time)
-    return late, int(ts.max() if stream_time is None else max(stream_time, ts.max()))
+def late_mask(ts: np.ndarray, window_ms: int, lateness_ms: int, before: np.ndarray) -> np.ndarray:
+    """Which events arrive after their window closed, given the stream time before each
+    (`stream_times(...)[:-1]`): a window [s, s + W) closes once stream time reaches
+    s + W + lateness."""
+    return window_start(ts, window_ms) + window_ms + lateness_ms <= before
 
 
 def _column(events: Sequence[Event], name: str) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streams.windows import SHAPES, aggregate, empty, figures, late_mask, merge, merge_all
+from streams.windows import SHAPES, aggregate, empty, figures, late_mask, merge, merge_all, stream_times
 from tests.reference import assert_matches, reference_windows
 
 W = 60_000
@@ -78,14 +78,17 @@ def test_sliding_views_merge_tumbling_windows() -> None:
 
 def test_late_events_are_judged_against_stream_time_before_them() -> None:
     ts = np.array([T0 + 10, T0 + 3 * W + 5, T0 + 20, T0 + W + 1, T0 + 4 * W, T0 + 2 * W + 7])
-    late, now = late_mask(ts, W, 2 * W, None)
+    times = stream_times(ts, None)
+    late, now = late_mask(ts, W, 2 * W, times[:-1]), times[-1]
     # T0+20: window [T0, T0+W) closes at T0+3W, stream time T0+3W+5 → late.
     # T0+W+1: closes at T0+4W > T0+3W+5 → on time. T0+2W+7: closes at T0+5W → on time.
     assert late.tolist() == [False, False, True, False, False, False]
     assert now == T0 + 4 * W
     # Batching must not matter: the same events in two calls give the same answer.
-    a, mid = late_mask(ts[:3], W, 2 * W, None)
-    b, end = late_mask(ts[3:], W, 2 * W, mid)
+    first = stream_times(ts[:3], None)
+    a, mid = late_mask(ts[:3], W, 2 * W, first[:-1]), int(first[-1])
+    second = stream_times(ts[3:], mid)
+    b, end = late_mask(ts[3:], W, 2 * W, second[:-1]), second[-1]
     assert np.concatenate([a, b]).tolist() == late.tolist() and end == now
 
 

@@ -16,7 +16,7 @@ from starlette.requests import HTTPConnection
 from api.alerts import AlertView, format_position, parse_position, summary
 from api.auth import require
 from api.bodies import body_schema, read_model
-from api.routes.entities import _instant
+from api.routes.entities import parse_instant
 from streams.alerting import command, input_key
 from streams.registry import LEVELS
 from streams.rules import SEVERITIES
@@ -96,7 +96,7 @@ async def list_alerts(
     """Alerts, most recently updated first, `limit` per page; follow `next_cursor`."""
     statuses = _choices("status", status, STATUSES)
     severities = _choices("severity", severity, SEVERITIES)
-    since_ms = _instant("since", since)
+    since_ms = parse_instant("since", since)
     after = _after(cursor) if cursor else None
     picked = []
     for a in _view(request).alerts.values():
@@ -116,7 +116,7 @@ async def list_alerts(
 
 
 def _ms(stamp: str) -> int:
-    return _instant("updated_at", stamp) or 0
+    return parse_instant("updated_at", stamp) or 0
 
 
 @router.get("/alerts/{alert_id}", dependencies=[Depends(require("viewer"))],

@@ -17,7 +17,7 @@ HOUR_MS = 3_600_000
 SLIDING = {"last_5m": 5, "last_15m": 15}
 
 
-def _instant(name: str, value: str | None) -> int | None:
+def parse_instant(name: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
@@ -46,8 +46,8 @@ async def entity(request: Request,
     if not windows and info is None:
         raise HTTPException(404, f"no {domain} entity {entity_id!r} in the registry or the windows")
     newest_end = max(windows) + views.window_ms if windows else int(time.time() * 1000)
-    end = _instant("to", to) or newest_end
-    start = _instant("from", from_) or end - HOUR_MS
+    end = parse_instant("to", to) or newest_end
+    start = parse_instant("from", from_) or end - HOUR_MS
     if start >= end:
         raise HTTPException(422, "from must be before to")
     aggs = {ws: w["agg"] for ws, w in windows.items()}

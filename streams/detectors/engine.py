@@ -139,11 +139,14 @@ class Detector:
         """Advance the states (one per `batch.entities`, updated in place) over the batch."""
         params = [self.params(e) for e in batch.entities]
         ratings = [self.registry.get(e) or {} for e in batch.entities]
-        out = self._silences_ended(batch, states, params)
+        ongoing: dict[str, set[int]] = {}  # rule → entities with a condition pending or firing
+        for i, st in enumerate(states):
+            for rule in st["r"]:
+                ongoing.setdefault(rule, set()).add(i)
+        out = self._silences_ended(batch, states, params, ongoing)
         for rule, cond in self.conditions(batch, states, params, ratings).items():
             active = set(np.unique(batch.code[cond.bad if cond.seen is None else cond.bad & cond.seen]).tolist())
-            active.update(i for i, s in enumerate(states) if rule in s["r"])
-            for i in sorted(active):
+            for i in sorted(active | ongoing.get(rule, set())):
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
@@ -163,7 +166,8 @@ class Detector:
             st["seen"] = t if st["seen"] is None else max(st["seen"], t)
         return out
 
-    def _silences_ended(self, batch: Batch, states: list[dict[str, Any]], params: list[Params]) -> list[Detection]:
+    def _silences_ended(self, batch: Batch, states: list[dict[str, Any]], params: list[Params],
+                        ongoing: dict[str, set[int]]) -> list[Detection]:
         """Silences that an event of this batch ends: an entity already flagged, and gaps
         inside the batch (its next event came after stream time had passed its timeout),
         which fire and resolve here, just as they would have across two batches."""
@@ -176,7 +180,7 @@ class Detector:
             earliest = np.minimum.reduceat(first, batch.starts) if batch.n else first
             latest = np.maximum.reduceat(batch.before[batch.order], batch.starts) if batch.n else first
             maybe = latest >= earliest + timeout[batch.order][batch.starts]
-            for i in sorted(set(np.flatnonzero(maybe).tolist()) | {i for i, s in enumerate(states) if rule in s["r"]}):
+            for i in sorted(set(np.flatnonzero(maybe).tolist()) | ongoing.get(rule, set())):
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
