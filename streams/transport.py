@@ -19,6 +19,15 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
    already moved past them, so a worker restarted before its group's first commit
    silently skipped them. Seeking such partitions to their beginning makes "no commit
    yet" mean what `auto_offset_reset=earliest` promises.
+
+3. Commits that fall behind: when offsets jump between two messages, Faust notes the
+   records in between as a gap that counts as acked, but its gap runs up to and
+   including the new message's own offset, which is then acked a second time. The
+   duplicate splits the list of acked offsets, each commit advances past one message
+   only, and the list grows with the stream (robinhood/faust#625): in a 30-minute soak,
+   934k processed records stayed uncommitted and the worker slowed down sorting them.
+   With one message per fetch every message follows such a jump, so here the gap ends
+   before the message.
 """
 
 from __future__ import annotations
@@ -74,6 +83,10 @@ def _as_one(records: list[ConsumerRecord]) -> ConsumerRecord:
 class Consumer(driver.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        # `offset_to` is the offset of the message that revealed the gap: it is acked itself
+        await super()._add_gap(tp, offset_from, offset_to - 1)
 
     async def _wait_next_records(self, timeout: float) -> Tuple[Optional[Any], Optional[Set[TP]]]:
         records, active = await super()._wait_next_records(timeout)
