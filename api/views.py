@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from api.alerts import AlertView, Archive
+from api.window_history import WindowHistory
 from services.config import Settings
 from streams.registry import Registry
 from streams.topics import DOMAINS
@@ -84,67 +85,102 @@ class Vitals:
         return {d: round(r, 1) for d, r in rates.items()}
 
 
+# What the entity route serves by default (the last hour) and a little more: a read model,
+# not a time-series store; longer history belongs in Prometheus or a TSDB.
+WINDOW_RETENTION_MS = 75 * 60_000
+
+
 class Windows:
     """Window figures per entity, and per area summed over the partitions' shares, from the
-    aggregates and rollups topics. Keeps `retention_ms` of event time per entity or area,
-    counted back from its newest window, so memory stays bounded on a long run."""
+    aggregates and rollups topics: open windows in memory, closed ones in a
+    `WindowHistory` on disk, as far back as its retention."""
 
-    # What the entity route serves by default (the last hour) and a little more: a read
-    # model, not a time-series store; longer history belongs in Prometheus or a TSDB.
-    def __init__(self, retention_ms: int = 75 * 60_000) -> None:
-        self.retention_ms = retention_ms
-        self.entities: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-        self.areas: dict[tuple[str, str, str], dict[int, dict[int, dict[str, Any]]]] = {}
+    def __init__(self, history: WindowHistory) -> None:
+        self.history = history
+        # series → window start → share → window; an entity's window is its only share
+        self.open: dict[str, dict[int, dict[int, dict[str, Any]]]] = {}
 
     def apply_aggregate(self, key: bytes | None, value: bytes | None) -> None:
         doc = _json(value)
         if doc is not None:
-            windows = self.entities.setdefault((doc["domain"], doc["entity"]), {})
-            # only what the routes read: the area and names live once, in the registry
-            windows[doc["window_start"]] = {k: doc[k] for k in ("window_end", "closed", "agg")}
-            self._prune(windows)
+            self._apply(entity_series(doc["domain"], doc["entity"]), ENTITY_SHARE, doc)
 
     def apply_rollup(self, key: bytes | None, value: bytes | None) -> None:
         doc = _json(value)
         if doc is not None:
-            windows = self.areas.setdefault((doc["domain"], doc["level"], doc["area"]), {})
-            windows.setdefault(doc["window_start"], {})[doc["partition"]] = {
-                k: doc[k] for k in ("window_end", "closed", "agg")}
-            self._prune(windows)
+            self._apply(area_series(doc["domain"], doc["level"], doc["area"]), doc["partition"], doc)
 
-    def _prune(self, windows: dict[int, Any]) -> None:
-        if len(windows) > 1:
-            horizon = max(windows) - self.retention_ms
-            for ws in [ws for ws in windows if ws < horizon]:
-                del windows[ws]
+    def _apply(self, series: str, share: int, doc: dict[str, Any]) -> None:
+        ws = doc["window_start"]
+        window = {k: doc[k] for k in ("window_end", "closed", "agg")}  # the area lives in the registry
+        windows = self.open.setdefault(series, {})
+        if window["closed"]:
+            self.history.add(series, ws, share, window)
+            shares = windows.get(ws, {})
+            shares.pop(share, None)
+            if not shares:
+                windows.pop(ws, None)
+        else:
+            windows.setdefault(ws, {})[share] = window
+        horizon = self.history.horizon()
+        for old in [w for w in windows if w < horizon]:
+            del windows[old]
+        if not windows:
+            del self.open[series]
+
+    def flush(self) -> None:
+        """After each fetch of a topic: closed windows to disk."""
+        self.history.flush()
+
+    def _shares(self, series: str, since: int) -> dict[int, dict[int, dict[str, Any]]]:
+        shares: dict[int, dict[int, dict[str, Any]]] = {}
+        for ws, share, w in self.history.windows(series, since):
+            shares.setdefault(ws, {})[share] = w
+        for ws, open_shares in self.open.get(series, {}).items():
+            if ws >= since:
+                shares.setdefault(ws, {}).update(open_shares)
+        return shares
 
     def entity(self, domain: str, entity: str) -> dict[int, dict[str, Any]]:
-        return self.entities.get((domain, entity), {})
+        """Per window start: the entity's window, open or closed."""
+        return {ws: by[ENTITY_SHARE] for ws, by in self._shares(entity_series(domain, entity), 0).items()}
 
-    def area(self, domain: str, level: str, area: str) -> dict[int, dict[str, Any]]:
-        """Per window start: the area's aggregate, its partitions' shares merged."""
+    def area(self, domain: str, level: str, area: str, since: int = 0) -> dict[int, dict[str, Any]]:
+        """Per window start from `since`: the area's aggregate, its partitions' shares merged."""
+        shares = self._shares(area_series(domain, level, area), since)
         shape = SHAPES[domain]
-        out = {}
-        for ws, shares in self.areas.get((domain, level, area), {}).items():
-            out[ws] = {"window_start": ws, "window_end": next(iter(shares.values()))["window_end"],
-                       "closed": all(d["closed"] for d in shares.values()),
-                       # Sorted, so every replica adds floats in the same order and agrees
-                       # to the last bit.
-                       "agg": merge_all(shape, (shares[p]["agg"] for p in sorted(shares)))}
-        return out
-
+        return {ws: {"window_start": ws, "window_end": next(iter(by.values()))["window_end"],
+                     "closed": all(d["closed"] for d in by.values()),
+                     # Sorted, so every replica adds floats in the same order and agrees
+                     # to the last bit.
+                     "agg": merge_all(shape, (by[p]["agg"] for p in sorted(by)))}
+                for ws, by in sorted(shares.items())}
 
     def summary(self, domain: str, level: str, area: str, window_ms: int) -> dict[str, Any] | None:
         """An area's newest window and its last 15 minutes, as operator figures."""
-        windows = self.area(domain, level, area)
-        if not windows:
+        series = area_series(domain, level, area)
+        newest = max(self.open.get(series, {}), default=None)
+        if newest is None:
+            newest = self.history.newest_in(series)
+        if newest is None:
             return None
-        newest = max(windows)
+        since = newest + window_ms - 15 * 60_000
+        windows = self.area(domain, level, area, since)
         w = windows[newest]
         return {"window": {"start": newest, "end": w["window_end"], "closed": w["closed"]},
                 "figures": figures(domain, w["agg"]),
-                "last_15m": recent(domain, {ws: v["agg"] for ws, v in windows.items()},
-                                   newest + window_ms - 15 * 60_000)}
+                "last_15m": recent(domain, {ws: v["agg"] for ws, v in windows.items()}, since)}
+
+
+ENTITY_SHARE = -1
+
+
+def entity_series(domain: str, entity: str) -> str:
+    return f"e/{domain}/{entity}"
+
+
+def area_series(domain: str, level: str, area: str) -> str:
+    return f"a/{domain}/{level}/{area}"
 
 
 def _json(value: bytes | None) -> Any:
@@ -162,15 +198,16 @@ class ReadModels:
         self.vitals = Vitals()
         self.registry = (Registry.from_file(settings.registry_file)
                          if settings.registry_file else Registry())
-        self.windows = Windows()
+        self.windows = Windows(WindowHistory(settings.data_dir / "windows.sqlite3", WINDOW_RETENTION_MS))
         self.window_ms = settings.window_s * 1000
         self.alerts = AlertView(Archive(settings.data_dir / "alerts.sqlite3"))
         self._views = [
             TopicView(settings.bootstrap, topics.alerts, apply_at=self.alerts.apply),
             TopicView(settings.bootstrap, topics.vitals, self.vitals.apply),
             TopicView(settings.bootstrap, topics.registry, self.registry.apply),
-            TopicView(settings.bootstrap, topics.aggregates, self.windows.apply_aggregate),
-            TopicView(settings.bootstrap, topics.rollups, self.windows.apply_rollup),
+            TopicView(settings.bootstrap, topics.aggregates, self.windows.apply_aggregate,
+                      after_fetch=self.windows.flush),
+            TopicView(settings.bootstrap, topics.rollups, self.windows.apply_rollup, after_fetch=self.windows.flush),
         ]
 
     async def start(self) -> None:
@@ -181,6 +218,7 @@ class ReadModels:
         for v in self._views:
             await v.stop()
         self.alerts.archive.close()
+        self.windows.history.close()
 
     @property
     def ready(self) -> dict[str, bool]:

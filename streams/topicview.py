@@ -23,11 +23,14 @@ ApplyAt = Callable[[bytes | None, bytes | None, int, int], None]  # … partitio
 
 class TopicView:
     def __init__(self, bootstrap: str, topic: str, apply: Apply | None = None, *,
-                 apply_at: ApplyAt | None = None, refresh_s: float = 2.0) -> None:
+                 apply_at: ApplyAt | None = None, after_fetch: Callable[[], None] | None = None,
+                 refresh_s: float = 2.0) -> None:
         """`apply` gets each record's key and value; `apply_at` also its partition and
-        offset, for views that hand out resume positions."""
+        offset, for views that hand out resume positions; `after_fetch` is called once the
+        records of a fetch are applied, for views that write in batches."""
         self.bootstrap, self.topic = bootstrap, topic
         self._apply: ApplyAt = apply_at or (lambda k, v, p, o: apply(k, v))  # type: ignore[misc]
+        self._after_fetch = after_fetch
         self.refresh_s = refresh_s
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -85,6 +88,8 @@ class TopicView:
                 for r in records:
                     self._apply(r.key, r.value, r.partition, r.offset)
                 self.records += len(records)
+            if batches and self._after_fetch is not None:
+                self._after_fetch()
             if time.monotonic() - self._probed_at > self.refresh_s:
                 await self._probe()
             self.caught_up = self.reachable and not await self._behind()

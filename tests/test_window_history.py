@@ -1,0 +1,76 @@
+"""The windows read model keeps open windows in memory and closed ones on disk: figures
+are the same either way, they survive a restart of the API, and old ones are dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from api.views import Windows
+from api.window_history import WindowHistory
+from streams.windows import SHAPES, Columns, aggregate_by
+
+W = 60_000
+T0 = 1_795_219_200_000
+
+
+def agg(*loads: float) -> dict:
+    events = [{"load_kw": x, "voltage_kv": 10.0, "frequency_hz": 50.0, "power_factor": 0.95,
+               "breaker": "closed", "ts": T0} for x in loads]
+    return aggregate_by(Columns.of(SHAPES["grid"], events), ["k"] * len(events))["k"]
+
+
+def aggregate(entity: str, ws: int, closed: bool, *loads: float) -> bytes:
+    return orjson.dumps({"domain": "grid", "entity": entity, "window_start": ws, "window_end": ws + W,
+                         "closed": closed, "agg": agg(*loads), "area": {}})
+
+
+def rollup(partition: int, ws: int, closed: bool, *loads: float) -> bytes:
+    return orjson.dumps({"domain": "grid", "level": "district", "area": "shinan", "partition": partition,
+                         "window_start": ws, "window_end": ws + W, "closed": closed, "agg": agg(*loads)})
+
+
+def model(path: Path, retention_ms: int = 10 * W) -> Windows:
+    return Windows(WindowHistory(path / "windows.sqlite3", retention_ms))
+
+
+def test_closed_windows_leave_memory_and_survive_a_restart(tmp_path: Path) -> None:
+    windows = model(tmp_path)
+    windows.apply_aggregate(None, aggregate("F-1", T0, False, 100.0))
+    windows.apply_aggregate(None, aggregate("F-1", T0, True, 100.0, 300.0))
+    windows.apply_aggregate(None, aggregate("F-1", T0 + W, False, 50.0))
+    windows.flush()
+    assert list(windows.open["e/grid/F-1"]) == [T0 + W]  # only the open window in memory
+    got = windows.entity("grid", "F-1")
+    assert sorted(got) == [T0, T0 + W]
+    assert got[T0]["closed"] and got[T0]["agg"]["n"] == 2 and not got[T0 + W]["closed"]
+    windows.history.close()
+
+    again = model(tmp_path)  # a restarted API, before it has read the topic
+    assert again.entity("grid", "F-1") == {T0: got[T0]}
+
+
+def test_an_area_adds_closed_and_open_shares_of_its_partitions(tmp_path: Path) -> None:
+    windows = model(tmp_path)
+    windows.apply_rollup(None, rollup(0, T0, True, 100.0))
+    windows.apply_rollup(None, rollup(1, T0, False, 200.0, 300.0))
+    windows.flush()
+    area = windows.area("grid", "district", "shinan")
+    assert area[T0]["agg"]["n"] == 3 and not area[T0]["closed"]
+    windows.apply_rollup(None, rollup(1, T0, True, 200.0, 300.0))
+    windows.flush()
+    assert windows.area("grid", "district", "shinan")[T0]["closed"]
+    assert windows.open == {}
+    summary = windows.summary("grid", "district", "shinan", W)
+    assert summary is not None and summary["figures"]["events"] == 3
+
+
+def test_windows_older_than_the_retention_are_dropped(tmp_path: Path) -> None:
+    windows = model(tmp_path, retention_ms=5 * W)
+    for i in range(20):
+        windows.apply_aggregate(None, aggregate("F-1", T0 + i * W, True, float(i)))
+    windows.flush()
+    assert sorted(windows.entity("grid", "F-1")) == [T0 + i * W for i in range(15, 20)]
+    rows = windows.history.db.execute("SELECT count(*) FROM windows").fetchone()[0]
+    assert rows == 5  # deleted on disk too, not only hidden
