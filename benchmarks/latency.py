@@ -107,14 +107,16 @@ class LiveStack:
             time.sleep(1.0)
 
     def pids(self) -> dict[str, int]:
-        """The worker's and the API's process ids, found among up's children."""
+        """The worker's, the API's and the embedded broker's process ids, among up's children."""
         found = {}
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         for pid in map(int, children):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if b"services.cli" in argv:
                 found[argv[argv.index(b"services.cli") + 1].decode()] = pid
-        return {"worker": found["worker"], "api": found["api"]}
+            elif b"tansu" in argv[0]:
+                found["broker"] = pid
+        return {"worker": found["worker"], "api": found["api"], "broker": found["broker"]}
 
 
 class Lag:

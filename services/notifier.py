@@ -31,6 +31,7 @@ from services.config import ConfigError, Settings
 from services.notifier_store import NotifierStore
 from services.processes import port_in_use
 from services.provision import ensure_topics
+from streams.topics import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class Notifier:
             group_id=f"{self.s.topic_prefix}notifier", enable_auto_commit=False,
             # A new group starts at the beginning: an alert open before the notifier's first
             # start is notified; one resolved by then is not (see NotifierStore.apply).
-            auto_offset_reset="earliest", session_timeout_ms=session_ms,
+            auto_offset_reset="earliest", session_timeout_ms=session_ms, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             heartbeat_interval_ms=max(200, session_ms // 6),
             request_timeout_ms=max(30_000, session_ms * 2))
         await consumer.start()

@@ -5,10 +5,11 @@ Each message an agent receives is one partition's share of a fetch (streams/tran
 what comes back: its outputs (dead letters, forwards, detections, closed windows) straight
 to the producer (Faust's per-message send path costs more than the record it carries),
 awaited, then the state writes to a table whose changelog is co-partitioned with the
-source topic, awaited too (`StateTable`). Live window figures are published by a timer at
-most once a second per key, not once per event. The alert agent folds detections and
-commands into alerts the same way: alert states out, awaited, before its table
-remembers them.
+source topic and written in batches, each key's newest value at most once a second and
+always before an offset commit (`StateTable`). Live window figures are published by a
+timer at most once a second per key, not once per event. The alert agent folds
+detections and commands into alerts the same way: alert states out, awaited, before its
+table remembers them.
 
 Awaiting before the table write is what makes the pair safe without transactions: once
 the state that produced an output is saved, the output is on the broker; a crash in
@@ -44,11 +45,12 @@ from streams.processor import ORIGIN_HEADER, PartitionProcessor, Record
 from streams.registry import Registry
 from streams.topics import DOMAINS, LATENCY_BUCKETS
 from streams.topicview import TopicView
-from streams.transport import deliver_in_batches
+from streams.transport import deliver_in_batches, flush_before_commit
 
 log = logging.getLogger(__name__)
 
 LIVE_EVERY_S = 1.0
+FLUSH_EVERY_S = 1.0
 REGISTRY_WAIT_S = 30.0
 
 TABLES = tuple(f"{d}-state" for d in DOMAINS) + ("alerts-state",)
@@ -67,41 +69,57 @@ def acting_for(event: EventT) -> Iterator[None]:
 
 
 class StateTable(faust.Table):
-    """A Faust table whose changelog records its owner sends in one go and waits for.
+    """A Faust table whose changelog records its owner sends in batches and waits for.
 
     Faust sends each table write through its producer buffer, which hands records to
     the Kafka client one per event-loop turn; under live load (small batches, several
     writes per event) the buffer grew without bound in a soak run (1.35M records and
     8 GB after six minutes at 1,560 events/s) and offsets stopped being committed. Here
-    a write only notes its changelog record; `flush` produces a step's records and
-    awaits them, which is backpressure: a worker takes no new batch while its state
-    isn't on the broker. Ordering within a partition, which the processor's "progress
-    key last" rule needs, is the producer's.
+    a write only notes the key's newest value; `flush` produces them and awaits them, at
+    most once a second (`write`) and before every offset commit (the transport's
+    `flush_before_commit`). Coalescing matters as much: live steps are small, and every
+    step touches its partition's area keys, so a record per key per step was ten times
+    the events in broker writes, which the memory-only embedded broker keeps forever.
+
+    Why a crash loses nothing: a key written again moves to the end, so each partition's
+    progress key, written last in every step, stays last in a flush; the producer keeps
+    a partition's order, so what survives a crash mid-flush is a prefix: if the progress
+    key made it, so did everything it covers, and every other key skips by its own "o"
+    the events it already holds. Flushes take turns, so a newer value of a key is never
+    overtaken by an older one.
     """
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.pending: list[tuple[int, str, Any]] = []
+        self.pending: dict[str, tuple[int, Any]] = {}
+        self.flushed_at = time.monotonic()
+        self._flushing = asyncio.Lock()
+
+    async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
+        await self.flush()
 
     def on_key_set(self, key: str, value: Any) -> None:
-        self.pending.append((self.partition_for_key(key), key, value))
+        self.pending.pop(key, None)
+        self.pending[key] = (self.partition_for_key(key), value)
 
     def on_key_del(self, key: str) -> None:
-        self.pending.append((self.partition_for_key(key), key, None))
+        self.on_key_set(key, None)
 
     async def flush(self) -> None:
-        pending, self.pending = self.pending, []
-        if not pending:
-            return
-        topic = self.changelog_topic.get_topic_name()
-        newest: dict[int, int] = {}
-        for sent in await send_all(self.app, [
-                (topic, key.encode(), None if value is None else orjson.dumps(value), partition, None)
-                for partition, key, value in pending]):
-            newest[sent.partition] = max(newest.get(sent.partition, -1), sent.offset)
-        for partition, offset in newest.items():
-            # where a rocksdb store's recovery resumes reading the changelog
-            self.data.set_persisted_offset(TP(topic, partition), offset)
+        async with self._flushing:
+            pending, self.pending = self.pending, {}
+            self.flushed_at = time.monotonic()
+            if not pending:
+                return
+            topic = self.changelog_topic.get_topic_name()
+            newest: dict[int, int] = {}
+            for sent in await send_all(self.app, [
+                    (topic, key.encode(), None if value is None else orjson.dumps(value), partition, None)
+                    for key, (partition, value) in pending.items()]):
+                newest[sent.partition] = max(newest.get(sent.partition, -1), sent.offset)
+            for partition, offset in newest.items():
+                # where a rocksdb store's recovery resumes reading the changelog
+                self.data.set_persisted_offset(TP(topic, partition), offset)
 
 
 def state_table(app: faust.App, settings: Settings, name: str) -> StateTable:
@@ -112,19 +130,23 @@ def state_table(app: faust.App, settings: Settings, name: str) -> StateTable:
     # Faust picks a table's serializers from its key and value types (JSON unless they
     # are models); recovery must decode the changelog with the topic's codecs too.
     table.key_serializer, table.value_serializer = UTF8, ORJSON
+    flush_before_commit(app, table.flush)
+    # a partition's next owner recovers it from the changelog
+    app.on_partitions_revoked.connect(table._on_revoked)
     return table
 
 
 async def write(table: StateTable, event: EventT, writes: Any) -> None:
-    """Apply (key, value) writes in order, None deleting, on the event's partition, and
-    wait until their changelog records are on the broker."""
+    """Apply (key, value) writes in order, None deleting, on the event's partition; their
+    changelog records go out within a second, and before any commit covers the event."""
     with acting_for(event):
         for key, value in writes:
             if value is not None:
                 table[key] = value
             elif key in table:
                 del table[key]
-    await table.flush()
+    if time.monotonic() - table.flushed_at >= FLUSH_EVERY_S:
+        await table.flush()
 
 
 Output = tuple[str, bytes | None, bytes | None, int | None, Any]  # topic, key, value, partition, headers

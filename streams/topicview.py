@@ -15,6 +15,8 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streams.topics import FETCH_MAX_WAIT_MS
+
 log = logging.getLogger(__name__)
 
 Apply = Callable[[bytes | None, bytes | None], None]
@@ -42,7 +44,7 @@ class TopicView:
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-            auto_offset_reset="earliest", group_id=None)
+            auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         await self._consumer.start()
         await self._consumer.topics()  # fills the metadata cache partitions_for_topic reads
         parts = self._consumer.partitions_for_topic(self.topic) or set()

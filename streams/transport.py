@@ -28,12 +28,16 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
    934k processed records stayed uncommitted and the worker slowed down sorting them.
    With one message per fetch every message follows such a jump, so here the gap ends
    before the message.
+4. Fetch wait: Faust asks for fetches that may wait 1,500 ms; see FETCH_MAX_WAIT_MS.
+5. Commits after state: tables that write their changelog in batches (streams.agents.
+   StateTable) register a flush with `flush_before_commit`, and no offset is committed
+   before the state of the records below it is on the broker.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any, List, Mapping, Optional, Set, Tuple
+from typing import Any, Awaitable, Callable, List, Mapping, Optional, Set, Tuple
 
 import faust
 from aiokafka import TopicPartition
@@ -42,10 +46,16 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 from streams.codecs import RECORDS
+from streams.topics import FETCH_MAX_WAIT_MS
 from streams.watermarks import end_offsets
 
 
 class ConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: driver.Transport) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # Faust fixes it at 1,500 ms
+        return consumer
+
     async def _highwaters(self, partitions: List[TP]) -> Mapping[TP, int]:
         bootstrap = ",".join(f"{u.host}:{u.port}" for u in self.app.conf.broker)
         return await end_offsets(bootstrap, partitions)
@@ -65,6 +75,13 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 _BATCHED: "weakref.WeakKeyDictionary[faust.App, Set[str]]" = weakref.WeakKeyDictionary()
+_BEFORE_COMMIT: "weakref.WeakKeyDictionary[faust.App, list[Callable[[], Awaitable[None]]]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def flush_before_commit(app: faust.App, flush: Callable[[], Awaitable[None]]) -> None:
+    """Have `flush` awaited before the app's consumer commits any offset."""
+    _BEFORE_COMMIT.setdefault(app, []).append(flush)
 
 
 def deliver_in_batches(app: faust.App, topic: str) -> faust.TopicT:
@@ -83,6 +100,11 @@ def _as_one(records: list[ConsumerRecord]) -> ConsumerRecord:
 class Consumer(driver.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        for flush in _BEFORE_COMMIT.get(self.app, ()):
+            await flush()
+        return await super()._commit_offsets(offsets, start_new_transaction)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # `offset_to` is the offset of the message that revealed the gap: it is acked itself
