@@ -15,7 +15,7 @@ from api.alerts import AlertView, Archive
 from api.window_history import WindowHistory
 from services.config import Settings
 from streams.registry import Registry
-from streams.topics import DOMAINS
+from streams.topics import DOMAINS, FETCH_MAX_WAIT_MS
 from streams.topicview import TopicView
 from streams.windows import SHAPES, figures, merge_all, recent
 
@@ -202,7 +202,7 @@ class ReadModels:
         self.window_ms = settings.window_s * 1000
         self.alerts = AlertView(Archive(settings.data_dir / "alerts.sqlite3"))
         self._views = [
-            TopicView(settings.bootstrap, topics.alerts, apply_at=self.alerts.apply),
+            TopicView(settings.bootstrap, topics.alerts, apply_at=self.alerts.apply, fetch_max_wait_ms=FETCH_MAX_WAIT_MS),
             TopicView(settings.bootstrap, topics.vitals, self.vitals.apply),
             TopicView(settings.bootstrap, topics.registry, self.registry.apply),
             TopicView(settings.bootstrap, topics.aggregates, self.windows.apply_aggregate,

@@ -15,7 +15,7 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams.topics import FETCH_MAX_WAIT_MS
+from streams.topics import FETCH_MAX_WAIT_MS, VIEW_FETCH_MAX_WAIT_MS
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,15 @@ ApplyAt = Callable[[bytes | None, bytes | None, int, int], None]  # … partitio
 class TopicView:
     def __init__(self, bootstrap: str, topic: str, apply: Apply | None = None, *,
                  apply_at: ApplyAt | None = None, after_fetch: Callable[[], None] | None = None,
-                 refresh_s: float = 2.0) -> None:
+                 refresh_s: float = 2.0, fetch_max_wait_ms: int = VIEW_FETCH_MAX_WAIT_MS) -> None:
         """`apply` gets each record's key and value; `apply_at` also its partition and
         offset, for views that hand out resume positions; `after_fetch` is called once the
-        records of a fetch are applied, for views that write in batches."""
+        records of a fetch are applied, for views that write in batches. Views on an
+        alert's way to a person fetch with `FETCH_MAX_WAIT_MS` (streams/topics.py)."""
         self.bootstrap, self.topic = bootstrap, topic
         self._apply: ApplyAt = apply_at or (lambda k, v, p, o: apply(k, v))  # type: ignore[misc]
         self._after_fetch = after_fetch
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self.refresh_s = refresh_s
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -44,7 +46,7 @@ class TopicView:
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-            auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+            auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=self._fetch_max_wait_ms)
         await self._consumer.start()
         await self._consumer.topics()  # fills the metadata cache partitions_for_topic reads
         parts = self._consumer.partitions_for_topic(self.topic) or set()
@@ -100,7 +102,8 @@ class TopicView:
 async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[tuple[bytes | None, bytes | None]]:
     """Every record now in `topic`, as (key, value): a one-off read, the way views read."""
     records: list[tuple[bytes | None, bytes | None]] = []
-    view = TopicView(bootstrap, topic, lambda k, v: records.append((k, v)), refresh_s=0.5)
+    view = TopicView(bootstrap, topic, lambda k, v: records.append((k, v)), refresh_s=0.5,
+                     fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     await view.start()
     try:
         async with asyncio.timeout(timeout_s):
