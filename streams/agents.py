@@ -77,9 +77,11 @@ class StateTable(faust.Table):
     8 GB after six minutes at 1,560 events/s) and offsets stopped being committed. Here
     a write only notes the key's newest value; `flush` produces them and awaits them, at
     most once a second (`write`) and before every offset commit (the transport's
-    `flush_before_commit`). Coalescing matters as much: live steps are small, and every
-    step touches its partition's area keys, so a record per key per step was ten times
-    the events in broker writes, which the memory-only embedded broker keeps forever.
+    `flush_before_commit`). So a live step, a few records, no longer waits for a broker
+    round trip, and a key written by several steps within the second is sent once
+    (measured at 780 events/s: 5.0 changelog records per gate event, from 5.2; most keys
+    an event touches, its window, detector state and five area shares, see no other
+    event that second).
 
     Why a crash loses nothing: a key written again moves to the end, so each partition's
     progress key, written last in every step, stays last in a flush; the producer keeps
