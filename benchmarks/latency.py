@@ -29,7 +29,6 @@ import httpx
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from websockets.asyncio.client import connect
 
 from api.views import Vitals
@@ -37,7 +36,7 @@ from services.config import Settings
 from services.processes import spawn, stop
 from streams.topics import DOMAINS
 from streams.topicview import TopicView
-from streams.watermarks import end_offsets
+from streams.watermarks import end_offsets, uncommitted
 
 ROOT = Path(__file__).resolve().parents[1]
 FEVER_C = 38.2  # above gate.fever's 37.3 °C threshold: the rule fires on the first pass
@@ -130,17 +129,14 @@ class Lag:
         self.settings = settings
         self.vitals = Vitals()
         self._view = TopicView(settings.bootstrap, settings.topics.vitals, self.vitals.apply)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
         topics, n = settings.topics, settings.partitions
         self._parts = {(d, p): TopicPartition(topics.events(d), p) for d in DOMAINS for p in range(n)}
 
     async def __aenter__(self) -> Lag:
         await self._view.start()
-        await self._admin.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._admin.close()
         await self._view.stop()
 
     async def offsets(self) -> tuple[int, int]:
@@ -152,10 +148,7 @@ class Lag:
 
     async def uncommitted(self) -> int:
         """Event records past the worker group's committed offsets."""
-        ends = await end_offsets(self.settings.bootstrap, self._parts.values())
-        committed = await self._admin.list_consumer_group_offsets(self.settings.topics.app_id,
-                                                                  partitions=list(self._parts.values()))
-        return sum(end - max(committed[tp].offset, 0) if tp in committed else end for tp, end in ends.items())
+        return await uncommitted(self.settings.bootstrap, self.settings.topics.app_id, self._parts.values())
 
     async def settle(self, rate: float, timeout_s: float = 180.0) -> int:
         """Wait until the backlog that built up while the worker joined its group is worked

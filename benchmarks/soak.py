@@ -120,7 +120,7 @@ def summary(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
 def table(r: dict[str, Any]) -> str:
     head = ("t", "worker RSS MB", "API RSS MB", "broker RSS MB", "lag", "uncommitted", "produced/s", "probes", "p50 ms", "p99 ms")
     rows = [head] + [(f"{s['t_s'] // 60}:{s['t_s'] % 60:02d}", f"{s['worker_rss_mb']:,.0f}",
-                      f"{s['api_rss_mb']:,.0f}", f"{s.get('broker_rss_mb', 0):,.0f}", f"{s['lag']:,}", f"{s['uncommitted']:,}", f"{s['produced_eps']:,}",
+                      f"{s['api_rss_mb']:,.0f}", f"{s['broker_rss_mb']:,.0f}", f"{s['lag']:,}", f"{s['uncommitted']:,}", f"{s['produced_eps']:,}",
                       f"{s['arrived']}/{s['probes']}", _ms(s["p50_ms"]), _ms(s["p99_ms"]))
                      for s in r["samples"]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]

@@ -15,6 +15,7 @@ import time
 from typing import Iterable, Mapping, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 class _Partition(Protocol):
@@ -54,3 +55,17 @@ async def end_offsets(bootstrap: str, partitions: Iterable[TP],
         return {asked[tp]: max(found[tp], reported[tp]) for tp in tps}
     finally:
         await probe.stop()
+
+
+async def uncommitted(bootstrap: str, group: str, partitions: Iterable[TopicPartition]) -> int:
+    """Records past a consumer group's committed offsets (all of a partition it never
+    committed): what the group would read again after a restart."""
+    parts = list(partitions)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+    finally:
+        await admin.close()
+    ends = await end_offsets(bootstrap, parts)
+    return sum(end - max(committed[tp].offset, 0) if tp in committed else end for tp, end in ends.items())

@@ -40,7 +40,7 @@ def test_quick_benchmark_processes_every_record_it_loaded_and_every_probe_alerts
 def test_soak_summary_counts_memory_growth_from_the_end_of_the_warmup() -> None:
     from benchmarks.soak import summary, table
 
-    samples = [{"t_s": t, "worker_rss_mb": 100.0 + t, "api_rss_mb": 50.0, "lag": lag, "uncommitted": 2 * lag,
+    samples = [{"t_s": t, "worker_rss_mb": 100.0 + t, "api_rss_mb": 50.0, "broker_rss_mb": 200.0, "lag": lag, "uncommitted": 2 * lag,
                 "produced_eps": 500,
                 "probes": 60, "arrived": 60, "p50_ms": 900.0, "p99_ms": p99, "max_ms": p99}
                for t, lag, p99 in ((30, 9000, 5000.0), (60, 400, 1500.0), (90, 500, 1800.0), (120, 300, 1600.0))]

@@ -13,13 +13,12 @@ import orjson
 import pytest
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from services.config import Settings
 from streams.events import ENTITY_FIELD
 from streams.partitioning import partition_for
 from streams.topics import DOMAINS
-from streams.watermarks import end_offsets
+from streams.watermarks import uncommitted
 from tests.conftest import Api, Proc, produce, read_all, vitals_totals, wait_for
 from tests.reference import assert_matches, reference_windows
 
@@ -205,21 +204,6 @@ def test_closed_windows_are_published_as_closed(settings: Settings, worker: Proc
         assert doc["closed"] == (ws + W + LATENESS <= now), (domain, entity, ws)
 
 
-def uncommitted(settings: Settings) -> int:
-    """Event records past the worker group's committed offsets: what a restart reads again."""
-    async def count() -> int:
-        parts = [TopicPartition(settings.topics.events(d), p) for d in DOMAINS for p in range(settings.partitions)]
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(settings.topics.app_id, partitions=parts)
-        finally:
-            await admin.close()
-        ends = await end_offsets(settings.bootstrap, parts)
-        return sum(end - max(committed[tp].offset, 0) if tp in committed else end for tp, end in ends.items())
-    return asyncio.run(count())
-
-
 def test_the_group_commits_every_processed_record(settings: Settings, worker: Proc) -> None:
     # Many fetches per partition: Faust's gap bookkeeping used to advance a partition's
     # commit by one fetch per commit interval (2.8 s), which would take a minute here
@@ -230,7 +214,9 @@ def test_the_group_commits_every_processed_record(settings: Settings, worker: Pr
         produce_all(settings, records(events[i::rounds], 1, settings.partitions))
         wait_for(lambda: sum(t["records"] for t in vitals_totals(settings).values()) == (i + 1) * len(events) // rounds,
                  timeout=60, every=0.2)
-    wait_for(lambda: uncommitted(settings) == 0, timeout=20, every=0.5)
+    parts = [TopicPartition(settings.topics.events(d), p) for d in DOMAINS for p in range(settings.partitions)]
+    wait_for(lambda: asyncio.run(uncommitted(settings.bootstrap, settings.topics.app_id, parts)) == 0,
+             timeout=20, every=0.5)
 
 
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])
