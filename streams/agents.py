@@ -3,10 +3,10 @@
 Each message an agent receives is one partition's share of a fetch (streams/transport.py,
 `deliver_in_batches`). A domain agent hands those records to the processor and applies
 what comes back: its outputs (dead letters, forwards, detections, closed windows) straight
-to the producer (Faust's per-message send path costs more than the record it carries),
-awaited, then the state writes to a table whose changelog is co-partitioned with the
-source topic and written in batches, each key's newest value at most once a second and
-always before an offset commit (`StateTable`). Live window figures are published by a
+to the producer as record batches (streams/produce.py; Faust's per-message send path
+costs more than the record it carries), awaited, then the state writes to a table whose
+changelog is co-partitioned with the source topic and written in batches, each key's
+newest value once, before the next offset commit (`StateTable`). Live window figures are published by a
 timer at most once a second per key, not once per event. The alert agent folds
 detections and commands into alerts the same way: alert states out, awaited, before its
 table remembers them.
@@ -37,10 +37,12 @@ from faust.streams import _current_event
 from faust.types import TP, EventT
 
 from services.config import Settings
-from streams.codecs import ORJSON, UTF8
 from streams import events as contract
+from streams import produce
 from streams.alerting import BadInput, Policy, apply
+from streams.codecs import ORJSON, UTF8
 from streams.detectors import detector
+from streams.produce import Output
 from streams.processor import ORIGIN_HEADER, PartitionProcessor, Record
 from streams.registry import Registry
 from streams.topics import DOMAINS, LATENCY_BUCKETS
@@ -50,7 +52,6 @@ from streams.transport import deliver_in_batches, flush_before_commit
 log = logging.getLogger(__name__)
 
 LIVE_EVERY_S = 1.0
-FLUSH_EVERY_S = 1.0
 REGISTRY_WAIT_S = 30.0
 
 TABLES = tuple(f"{d}-state" for d in DOMAINS) + ("alerts-state",)
@@ -75,13 +76,12 @@ class StateTable(faust.Table):
     the Kafka client one per event-loop turn; under live load (small batches, several
     writes per event) the buffer grew without bound in a soak run (1.35M records and
     8 GB after six minutes at 1,560 events/s) and offsets stopped being committed. Here
-    a write only notes the key's newest value; `flush` produces them and awaits them, at
-    most once a second (`write`) and before every offset commit (the transport's
-    `flush_before_commit`). So a live step, a few records, no longer waits for a broker
-    round trip, and a key written by several steps within the second is sent once
-    (measured at 780 events/s: 5.0 changelog records per gate event, from 5.2; most keys
-    an event touches, its window, detector state and five area shares, see no other
-    event that second).
+    a write only notes the key's newest value; `flush` produces them as record batches
+    and awaits them before every offset commit (the transport's `flush_before_commit`,
+    every 2.8 s), and when partitions are revoked. So a live step no longer waits for a
+    broker round trip, and a key written by several steps between two commits is sent
+    once (measured on the benchmark's single-event load: 0.82 changelog records per
+    event, from 0.93 with a flush every second).
 
     Why a crash loses nothing: a key written again moves to the end, so each partition's
     progress key, written last in every step, stays last in a flush; the producer keeps
@@ -94,7 +94,6 @@ class StateTable(faust.Table):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.pending: dict[str, tuple[int, Any]] = {}
-        self.flushed_at = time.monotonic()
         self._flushing = asyncio.Lock()
 
     async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
@@ -110,16 +109,13 @@ class StateTable(faust.Table):
     async def flush(self) -> None:
         async with self._flushing:
             pending, self.pending = self.pending, {}
-            self.flushed_at = time.monotonic()
             if not pending:
                 return
             topic = self.changelog_topic.get_topic_name()
-            newest: dict[int, int] = {}
-            for sent in await send_all(self.app, [
-                    (topic, key.encode(), None if value is None else orjson.dumps(value), partition, None)
-                    for key, (partition, value) in pending.items()]):
-                newest[sent.partition] = max(newest.get(sent.partition, -1), sent.offset)
-            for partition, offset in newest.items():
+            last = await send_all(self.app, [
+                (topic, key.encode(), None if value is None else orjson.dumps(value), partition, None)
+                for key, (partition, value) in pending.items()])
+            for (_, partition), offset in last.items():
                 # where a rocksdb store's recovery resumes reading the changelog
                 self.data.set_persisted_offset(TP(topic, partition), offset)
 
@@ -138,27 +134,20 @@ def state_table(app: faust.App, settings: Settings, name: str) -> StateTable:
     return table
 
 
-async def write(table: StateTable, event: EventT, writes: Any) -> None:
+def write(table: StateTable, event: EventT, writes: Any) -> None:
     """Apply (key, value) writes in order, None deleting, on the event's partition; their
-    changelog records go out within a second, and before any commit covers the event."""
+    changelog records go out before any commit covers the event."""
     with acting_for(event):
         for key, value in writes:
             if value is not None:
                 table[key] = value
             elif key in table:
                 del table[key]
-    if time.monotonic() - table.flushed_at >= FLUSH_EVERY_S:
-        await table.flush()
 
 
-Output = tuple[str, bytes | None, bytes | None, int | None, Any]  # topic, key, value, partition, headers
-
-
-async def send_all(app: faust.App, records: list[Output]) -> list[Any]:
-    """Produce and wait until the broker has every record; their metadata, in order."""
-    futures = [await app.producer.send(topic, key, value, partition, None, headers)
-               for topic, key, value, partition, headers in records]
-    return [await fut for fut in futures]
+async def send_all(app: faust.App, records: list[Output]) -> dict[tuple[str, int], int]:
+    """Produce and wait until the broker has every record (streams/produce.py)."""
+    return await produce.send_all(app.producer._ensure_producer(), records)
 
 
 def _origin(headers: Any) -> tuple[int, int] | None:
@@ -184,6 +173,10 @@ class DomainAgent:
             settings.lateness_s * 1000, registry, settings.max_batch,
             detector=detector(domain, settings.rule_book(), registry))
         self.dirty: set[str] = set()
+        # A live figure is read from the table and sent under this lock, and a step's
+        # outputs are sent and its state written under it: so a window's live figures
+        # never follow its closed ones on the aggregates topic.
+        self.publishing = asyncio.Lock()
         # per partition: counts per latency bucket (the last is +Inf), and their sum
         self.latency: dict[int, dict[str, Any]] = {}
         app.agent(self.source, name=f"citybrain.{domain}")(self.run)
@@ -224,13 +217,14 @@ class DomainAgent:
         step = self.processor.step(partition, records, self.state, self.state.keys)
         # Every output of the step is on the broker before the state that made it: a crash
         # in between replays the records and sends the outputs again, never none of them.
-        await send_all(self.app, [
-            *((self.topics.deadletter, key, doc, None, None) for key, doc in step.deadletters),
-            *((self.source.get_topic_name(), key, value, home, [(ORIGIN_HEADER, f"{p}:{o}".encode())])
-              for home, key, value, (p, o) in step.forwards),
-            *((self.topics.alert_inputs, key, doc, None, None) for key, doc in step.detections),
-            *((self._window_topic(kind), key, doc, None, None) for kind, key, doc in step.published)])
-        await write(self.state, event, step.writes)
+        async with self.publishing:
+            await send_all(self.app, [
+                *((self.topics.deadletter, key, doc, None, None) for key, doc in step.deadletters),
+                *((self.source.get_topic_name(), key, value, home, [(ORIGIN_HEADER, f"{p}:{o}".encode())])
+                  for home, key, value, (p, o) in step.forwards),
+                *((self.topics.alert_inputs, key, doc, None, None) for key, doc in step.detections),
+                *((self._window_topic(kind), key, doc, None, None) for kind, key, doc in step.published)])
+            write(self.state, event, step.writes)
         self.dirty |= step.touched
         progress = dict(step.writes[-1][1])
         for noisy in ("forwarded", "closing"):
@@ -257,12 +251,15 @@ class DomainAgent:
         return self.topics.aggregates if kind == "aggregates" else self.topics.rollups
 
     async def publish_live(self) -> None:
-        dirty, self.dirty = self.dirty, set()
-        for key in dirty:
-            value = self.state.get(key)
-            if value is not None and not value["closed"]:
-                kind, key_bytes, doc = self.processor.publication(key, value)
-                await self.app.producer.send(self._window_topic(kind), key_bytes, doc, None, None, None)
+        async with self.publishing:
+            dirty, self.dirty = self.dirty, set()
+            live = []
+            for key in dirty:
+                value = self.state.get(key)
+                if value is not None and not value["closed"]:
+                    kind, key_bytes, doc = self.processor.publication(key, value)
+                    live.append((self._window_topic(kind), key_bytes, doc, None, None))
+            await send_all(self.app, live)
 
 
 class AlertAgent:
@@ -304,7 +301,7 @@ class AlertAgent:
                 changed[alert["id"]] = alert
         await send_all(self.app, rejected + [(self.topics.alerts, aid.encode(), orjson.dumps(a), None, None)
                                              for aid, a in changed.items()])
-        await write(self.state, event, states.items())
+        write(self.state, event, states.items())
 
 
 def register(app: faust.App, settings: Settings) -> list[DomainAgent]:

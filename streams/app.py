@@ -30,4 +30,7 @@ def create_app(settings: Settings, datadir: Path | None = None) -> faust.App:
         table_standby_replicas=0,
         web_enabled=False,
         producer_acks=1,
+        # Workers produce their outputs as whole record batches (streams/produce.py);
+        # below the 1 MiB that Kafka brokers accept by default.
+        producer_max_batch_size=512 * 1024,
     )
