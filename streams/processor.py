@@ -50,6 +50,7 @@ ROLLUP_LEVELS = LEVELS + ("city",)
 # Closed windows stay as markers this long before their tombstones: longer than Faust's
 # commit interval, so a replay can only start after the close was saved.
 TOMBSTONE_DELAY_MS = 15_000
+PREFIXES_KEPT = 200_000
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,11 @@ def progress_key(partition: int) -> str:
     return f"#{partition}"
 
 
-def window_key(entity: str, ws: int) -> str:
+def window_key(entity: str, ws: int | str) -> str:
     return f"{entity}|{ws}"
 
 
-def rollup_key(partition: int, level: str, area: str, ws: int) -> str:
+def rollup_key(partition: int, level: str, area: str, ws: int | str) -> str:
     return f"@{partition}/{level}:{area}|{ws}"
 
 
@@ -110,6 +111,8 @@ class PartitionProcessor:
         self._index: dict[int, dict[int, set[str]]] = {}
         # partition → its entities by when they go silent
         self._watch: dict[int, SilenceWatch] = {}
+        self._prefixes: dict[tuple[int, str], tuple[str, ...]] = {}
+        self._prefixes_version = -1
 
     def forget_partitions(self) -> None:
         """After a rebalance the table holds other partitions: rebuild indexes lazily."""
@@ -132,15 +135,13 @@ class PartitionProcessor:
         def current(key: str) -> Any:
             return values[key] if key in values else state.get(key)
 
-        starts = [e["ts"] - e["ts"] % self.window_ms for e in on_time]
-        wkeys = [window_key(e["entity"], ws) for e, ws in zip(on_time, starts)]
+        starts = [str(e["ts"] - e["ts"] % self.window_ms) for e in on_time]
+        entities = [e["entity"] for e in on_time]
         cols = Columns.of(self.shape, on_time)
-        self._fold(wkeys, cols, on_offsets, current, values, index)
-        areas = [self.registry.area(e["entity"]) for e in on_time]
-        for level in ROLLUP_LEVELS:
-            rkeys = [rollup_key(partition, level, a.get(level, "city"), ws)
-                     for a, ws in zip(areas, starts)]
-            self._fold(rkeys, cols, on_offsets, current, values, index)
+        self._fold([window_key(e, ws) for e, ws in zip(entities, starts)], cols, on_offsets, current, values, index)
+        areas = [self._rollup_prefixes(partition, e) for e in entities]
+        for level in range(len(ROLLUP_LEVELS)):
+            self._fold([a[level] + ws for a, ws in zip(areas, starts)], cols, on_offsets, current, values, index)
         out.touched.update(values)
         if self.detector is not None:
             self._detect(partition, on_time, on_offsets, before, progress, current, values, out)
@@ -148,6 +149,21 @@ class PartitionProcessor:
         out.writes.extend(values.items())
         out.writes.append((pkey, progress))
         return out
+
+    def _rollup_prefixes(self, partition: int, entity: str) -> tuple[str, ...]:
+        """The entity's area share keys in this partition, one per level, less the window
+        start; kept until the registry changes (five strings per event cost more than
+        the folding they feed)."""
+        if self._prefixes_version != self.registry.version or len(self._prefixes) > PREFIXES_KEPT:
+            self._prefixes.clear()  # also bounds what entities unknown to the registry cost
+            self._prefixes_version = self.registry.version
+        key = (partition, entity)
+        found = self._prefixes.get(key)
+        if found is None:
+            area = self.registry.area(entity)
+            found = self._prefixes[key] = tuple(rollup_key(partition, level, area.get(level, "city"), "")
+                                                for level in ROLLUP_LEVELS)
+        return found
 
     # ------------------------------------------------------------ stages
 

@@ -200,49 +200,46 @@ def aggregate_by(cols: Columns, keys: Sequence[K]) -> dict[K, Agg]:
     group = np.cumsum(first) - 1
     sizes = np.diff(np.append(starts, n))
 
-    fields = {}
-    for f, column in cols.fields.items():
+    # Per statistic one numpy reduction; then plain lists, since reading numpy scalars
+    # one group at a time cost more than the reductions.
+    fields = []
+    for column in cols.fields.values():
         x = column[order]
         ok = ~np.isnan(x)
         count = np.add.reduceat(ok.astype(np.int64), starts)
         total = np.add.reduceat(np.where(ok, x, 0.0), starts)
         mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
         dev = np.where(ok, x - mean[group], 0.0)
-        fields[f] = (count, mean, np.add.reduceat(dev * dev, starts),
-                     np.fmin.reduceat(x, starts), np.fmax.reduceat(x, starts))
-    counters = {c: np.add.reduceat(v[order].astype(np.int64), starts).tolist()
-                for c, v in cols.counters.items()}
-    products = {p: np.add.reduceat(v[order], starts).tolist() for p, v in cols.products.items()}
-    states = _latest_states(cols, order, starts) if cols.states is not None else None
+        fields.append([[c, m, q, lo, hi] if c else [0, 0.0, 0.0, None, None] for c, m, q, lo, hi in zip(
+            count.tolist(), mean.tolist(), np.add.reduceat(dev * dev, starts).tolist(),
+            np.fmin.reduceat(x, starts).tolist(), np.fmax.reduceat(x, starts).tolist())])
+    counters = [np.add.reduceat(v[order].astype(np.int64), starts).tolist() for v in cols.counters.values()]
+    products = [np.add.reduceat(v[order], starts).tolist() for v in cols.products.values()]
+    states = _latest_states(cols, order, starts) if cols.states is not None else [None] * len(starts)
 
-    out: dict[K, Agg] = {}
-    for g, i in enumerate(starts.tolist()):
-        out[keys[order[i]]] = {
-            "n": int(sizes[g]),
-            "f": {f: _field_list(v, g) for f, v in fields.items()},
-            "c": {c: v[g] for c, v in counters.items()},
-            "p": {p: v[g] for p, v in products.items()},
-            "s": states[g] if states is not None else None,
-        }
-    return out
+    names_f, names_c, names_p, g = list(cols.fields), list(cols.counters), list(cols.products), len(starts)
+    first_keys = [keys[i] for i in order[starts].tolist()]
+    return {k: {"n": n, "f": dict(zip(names_f, f)), "c": dict(zip(names_c, c)), "p": dict(zip(names_p, p)), "s": st}
+            for k, n, f, c, p, st in zip(first_keys, sizes.tolist(), _rows(fields, g), _rows(counters, g),
+                                         _rows(products, g), states)}
 
 
-def _field_list(v: tuple[np.ndarray, ...], g: int) -> list:
-    count = int(v[0][g])
-    if count == 0:
-        return [0, 0.0, 0.0, None, None]
-    return [count, float(v[1][g]), float(v[2][g]), float(v[3][g]), float(v[4][g])]
+def _rows(columns: list[list], groups: int) -> Iterable[tuple]:
+    """Each group's entries of the columns (empty tuples when there are none)."""
+    return zip(*columns) if columns else [()] * groups
 
 
 def _latest_states(cols: Columns, order: np.ndarray, starts: np.ndarray) -> list[list | None]:
     assert cols.states is not None
+    ts, order_ = cols.ts.tolist(), order.tolist()
+    bounds = starts.tolist() + [len(order_)]
     out: list[list | None] = []
-    for lo, hi in zip(starts, np.append(starts[1:], len(order))):
+    for lo, hi in zip(bounds, bounds[1:]):
         best = None
-        for i in order[lo:hi].tolist():
+        for i in order_[lo:hi]:
             value = cols.states[i]
             if value is not None:
-                best = _later(best, [int(cols.ts[i]), value])
+                best = _later(best, [ts[i], value])
         out.append(best)
     return out
 
