@@ -6,10 +6,10 @@ what comes back: its outputs (dead letters, forwards, detections, closed windows
 to the producer as record batches (streams/produce.py; Faust's per-message send path
 costs more than the record it carries), awaited, then the state writes to a table whose
 changelog is co-partitioned with the source topic and written in batches, each key's
-newest value once, before the next offset commit (`StateTable`). Live window figures are published by a
-timer at most once a second per key, not once per event. The alert agent folds
-detections and commands into alerts the same way: alert states out, awaited, before its
-table remembers them.
+newest value once, before the next offset commit (`StateTable`). Live window figures
+are published by a timer at most once a second per key, not once per event. The alert
+agent folds detections and commands into alerts the same way: alert states out,
+awaited, before its table remembers them.
 
 Awaiting before the table write is what makes the pair safe without transactions: once
 the state that produced an output is saved, the output is on the broker; a crash in
