@@ -42,7 +42,7 @@ import orjson
 from streams import events as contract
 from streams.detectors import Batch, Detector, SilenceWatch, new_state
 from streams.partitioning import partition_for
-from streams.registry import LEVELS, Registry
+from streams.registry import LEVELS, Derived, Registry
 from streams.windows import SHAPES, Columns, aggregate_by, late_mask, merge, stream_times
 
 ORIGIN_HEADER = "citybrain-origin"
@@ -50,7 +50,6 @@ ROLLUP_LEVELS = LEVELS + ("city",)
 # Closed windows stay as markers this long before their tombstones: longer than Faust's
 # commit interval, so a replay can only start after the close was saved.
 TOMBSTONE_DELAY_MS = 15_000
-PREFIXES_KEPT = 200_000
 
 
 @dataclass(frozen=True)
@@ -111,8 +110,9 @@ class PartitionProcessor:
         self._index: dict[int, dict[int, set[str]]] = {}
         # partition → its entities by when they go silent
         self._watch: dict[int, SilenceWatch] = {}
-        self._prefixes: dict[tuple[int, str], tuple[str, ...]] = {}
-        self._prefixes_version = -1
+        # (partition, entity) → its area share keys, one per level, less the window start:
+        # five strings built per event cost more than the folding they feed
+        self._prefixes: Derived[tuple[int, str], tuple[str, ...]] = Derived(registry, self._rollup_prefixes)
 
     def forget_partitions(self) -> None:
         """After a rebalance the table holds other partitions: rebuild indexes lazily."""
@@ -139,7 +139,7 @@ class PartitionProcessor:
         entities = [e["entity"] for e in on_time]
         cols = Columns.of(self.shape, on_time)
         self._fold([window_key(e, ws) for e, ws in zip(entities, starts)], cols, on_offsets, current, values, index)
-        areas = [self._rollup_prefixes(partition, e) for e in entities]
+        areas = [self._prefixes[partition, e] for e in entities]
         for level in range(len(ROLLUP_LEVELS)):
             self._fold([a[level] + ws for a, ws in zip(areas, starts)], cols, on_offsets, current, values, index)
         out.touched.update(values)
@@ -150,20 +150,10 @@ class PartitionProcessor:
         out.writes.append((pkey, progress))
         return out
 
-    def _rollup_prefixes(self, partition: int, entity: str) -> tuple[str, ...]:
-        """The entity's area share keys in this partition, one per level, less the window
-        start; kept until the registry changes (five strings per event cost more than
-        the folding they feed)."""
-        if self._prefixes_version != self.registry.version or len(self._prefixes) > PREFIXES_KEPT:
-            self._prefixes.clear()  # also bounds what entities unknown to the registry cost
-            self._prefixes_version = self.registry.version
-        key = (partition, entity)
-        found = self._prefixes.get(key)
-        if found is None:
-            area = self.registry.area(entity)
-            found = self._prefixes[key] = tuple(rollup_key(partition, level, area.get(level, "city"), "")
-                                                for level in ROLLUP_LEVELS)
-        return found
+    def _rollup_prefixes(self, key: tuple[int, str]) -> tuple[str, ...]:
+        partition, entity = key
+        area = self.registry.area(entity)
+        return tuple(rollup_key(partition, level, area.get(level, "city"), "") for level in ROLLUP_LEVELS)
 
     # ------------------------------------------------------------ stages
 

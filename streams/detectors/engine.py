@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from streams.detectors.blocks import Timing, idle, is_idle, sustain
-from streams.registry import Registry
+from streams.registry import Derived, Registry
 from streams.rules import CATALOGUE, RuleBook
 
 Event = dict[str, Any]
@@ -123,17 +123,12 @@ class Detector:
     def __init__(self, domain: str, conditions: Conditions, rules: RuleBook, registry: Registry) -> None:
         self.domain, self.conditions, self.rules, self.registry = domain, conditions, rules, registry
         self.silence = [r for r in ("gate.offline", "grid.offline") if r.startswith(domain + ".")]
-        self._params: dict[str, Params] = {}
-        self._params_version = -1
+        # an entity that moves may fall under other overrides: derived anew on every change
+        self._params: Derived[str, Params] = Derived(
+            registry, lambda entity: rules.for_entity(domain, entity, registry.area(entity)))
 
     def params(self, entity: str) -> Params:
-        if self._params_version != self.registry.version:  # an entity moved: areas may differ
-            self._params.clear()
-            self._params_version = self.registry.version
-        p = self._params.get(entity)
-        if p is None:
-            p = self._params[entity] = self.rules.for_entity(self.domain, entity, self.registry.area(entity))
-        return p
+        return self._params[entity]
 
     def detect(self, batch: Batch, states: list[dict[str, Any]]) -> list[Detection]:
         """Advance the states (one per `batch.entities`, updated in place) over the batch."""
