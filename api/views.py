@@ -17,7 +17,7 @@ from services.config import Settings
 from streams.registry import Registry
 from streams.topics import DOMAINS, FETCH_MAX_WAIT_MS
 from streams.topicview import TopicView
-from streams.windows import SHAPES, figures, merge_all, recent
+from streams.windows import SHAPES, area_rows, entity_rows, figures, merge_all, recent
 
 
 class Vitals:
@@ -91,28 +91,33 @@ WINDOW_RETENTION_MS = 75 * 60_000
 
 
 class Windows:
-    """Window figures per entity, and per area summed over the partitions' shares, from the
-    aggregates and rollups topics: open windows in memory, closed ones in a
-    `WindowHistory` on disk, as far back as its retention."""
+    """Window figures per entity and per area, each summed over the partitions' shares,
+    from the aggregates and rollups topics: open windows in memory, closed ones in a
+    `WindowHistory` on disk, as far back as its retention. (An entity has one share as
+    long as its producer keeps it on one partition, as every Kafka partitioner does.)"""
 
     def __init__(self, history: WindowHistory) -> None:
         self.history = history
-        # series → window start → share → window; an entity's window is its only share
+        # series → window start → share (the partition) → window
         self.open: dict[str, dict[int, dict[int, dict[str, Any]]]] = {}
 
     def apply_aggregate(self, key: bytes | None, value: bytes | None) -> None:
+        """A record of one partition's window: figures of some of its entities."""
         doc = _json(value)
         if doc is not None:
-            self._apply(entity_series(doc["domain"], doc["entity"]), ENTITY_SHARE, doc)
+            for entity, agg in entity_rows(doc):
+                self._apply(entity_series(doc["domain"], entity), doc["partition"], doc, agg)
 
     def apply_rollup(self, key: bytes | None, value: bytes | None) -> None:
+        """A record of one partition's window: its shares of some areas, per level."""
         doc = _json(value)
         if doc is not None:
-            self._apply(area_series(doc["domain"], doc["level"], doc["area"]), doc["partition"], doc)
+            for level, area, agg in area_rows(doc):
+                self._apply(area_series(doc["domain"], level, area), doc["partition"], doc, agg)
 
-    def _apply(self, series: str, share: int, doc: dict[str, Any]) -> None:
+    def _apply(self, series: str, share: int, doc: dict[str, Any], agg: dict[str, Any]) -> None:
         ws = doc["window_start"]
-        window = {k: doc[k] for k in ("window_end", "closed", "agg")}  # the area lives in the registry
+        window = {"window_end": doc["window_end"], "closed": doc["closed"], "agg": agg}
         windows = self.open.setdefault(series, {})
         if window["closed"]:
             self.history.add(series, ws, share, window)
@@ -143,11 +148,15 @@ class Windows:
 
     def entity(self, domain: str, entity: str) -> dict[int, dict[str, Any]]:
         """Per window start: the entity's window, open or closed."""
-        return {ws: by[ENTITY_SHARE] for ws, by in self._shares(entity_series(domain, entity), 0).items()}
+        return self._merged(domain, entity_series(domain, entity), 0)
 
     def area(self, domain: str, level: str, area: str, since: int = 0) -> dict[int, dict[str, Any]]:
-        """Per window start from `since`: the area's aggregate, its partitions' shares merged."""
-        shares = self._shares(area_series(domain, level, area), since)
+        """Per window start from `since`: the area's aggregate."""
+        return self._merged(domain, area_series(domain, level, area), since)
+
+    def _merged(self, domain: str, series: str, since: int) -> dict[int, dict[str, Any]]:
+        """Per window start from `since`: the partitions' shares merged."""
+        shares = self._shares(series, since)
         shape = SHAPES[domain]
         return {ws: {"window_start": ws, "window_end": next(iter(by.values()))["window_end"],
                      "closed": all(d["closed"] for d in by.values()),
@@ -170,9 +179,6 @@ class Windows:
         return {"window": {"start": newest, "end": w["window_end"], "closed": w["closed"]},
                 "figures": figures(domain, w["agg"]),
                 "last_15m": recent(domain, {ws: v["agg"] for ws, v in windows.items()}, since)}
-
-
-ENTITY_SHARE = -1
 
 
 def entity_series(domain: str, entity: str) -> str:

@@ -6,7 +6,8 @@ dicts grew the API by 0.6 MB/s in a soak until the hour was full. Here they go t
 under `--data-dir` (one transaction per fetch of the topic), and memory keeps only the
 open windows. Writes are idempotent (a replay of the topic, or replicas sharing the
 file, rewrite the same rows), and the history outlives a restart of the API or of the
-memory-only embedded broker.
+memory-only embedded broker. The table is `windows2`: since the worker's state layout 2 an
+aggregate holds sums, not means, so rows of an older version are left unread.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ PRUNE_EVERY_S = 60.0
 
 class WindowHistory:
     """Rows of (series, window start, partition share) → window document. A series is an
-    entity's or an area's windows; entity windows have share -1."""
+    entity's or an area's windows."""
 
     def __init__(self, path: Path, retention_ms: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,10 +32,10 @@ class WindowHistory:
         self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS windows (series TEXT, ws INTEGER, share INTEGER, doc BLOB, "
+        self.db.execute("CREATE TABLE IF NOT EXISTS windows2 (series TEXT, ws INTEGER, share INTEGER, doc BLOB, "
                         "PRIMARY KEY (series, ws, share)) WITHOUT ROWID")
         self.pending: list[tuple[str, int, int, bytes]] = []
-        self.newest = self.db.execute("SELECT max(ws) FROM windows").fetchone()[0] or 0
+        self.newest = self.db.execute("SELECT max(ws) FROM windows2").fetchone()[0] or 0
         self._pruned_at = 0.0
 
     def add(self, series: str, ws: int, share: int, doc: dict[str, Any]) -> None:
@@ -48,12 +49,12 @@ class WindowHistory:
             rows, self.pending = self.pending, []
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany("INSERT OR REPLACE INTO windows VALUES (?, ?, ?, ?)", rows)
+                self.db.executemany("INSERT OR REPLACE INTO windows2 VALUES (?, ?, ?, ?)", rows)
         if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
             self._pruned_at = time.monotonic()
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.execute("DELETE FROM windows WHERE ws < ?", (self.horizon(),))
+                self.db.execute("DELETE FROM windows2 WHERE ws < ?", (self.horizon(),))
 
     def horizon(self) -> int:
         """The oldest window start kept: the retention ends with the newest window."""
@@ -62,13 +63,13 @@ class WindowHistory:
     def windows(self, series: str, since: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
         """(window start, share, document) of a series from `since`, in start order."""
         for ws, share, doc in self.db.execute(
-                "SELECT ws, share, doc FROM windows WHERE series = ? AND ws >= ? ORDER BY ws, share",
+                "SELECT ws, share, doc FROM windows2 WHERE series = ? AND ws >= ? ORDER BY ws, share",
                 (series, max(since, self.horizon()))):
             yield ws, share, orjson.loads(doc)
 
     def newest_in(self, series: str) -> int | None:
         """The start of a series' newest closed window."""
-        return self.db.execute("SELECT max(ws) FROM windows WHERE series = ? AND ws >= ?",
+        return self.db.execute("SELECT max(ws) FROM windows2 WHERE series = ? AND ws >= ?",
                                (series, self.horizon())).fetchone()[0]
 
     def close(self) -> None:

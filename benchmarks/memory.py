@@ -1,63 +1,94 @@
-"""Memory of window state per entity: what a worker holds for 10,000 entities.
+"""Memory of a worker's state per entity: what it holds for a city of N traffic detectors.
 
-Feeds the processor (streams/processor.py, the worker's logic) three windows of one
-reading a minute from each of 10,000 traffic detectors, with the state in a plain dict as
-Faust's memory store keeps it, and measures the Python heap the state takes (tracemalloc)
-and its serialised size (the changelog). Only window state exists so far; detector state
-will add to it.
+Feeds the processor (streams/processor.py, the worker's logic, with the rules on) three
+windows of one reading a minute from each detector, into the partitions' columnar state
+(streams/state.py), and measures the Python heap that state takes (tracemalloc: window
+blocks, area shares, slot indexes and detector state), the size of its snapshot (what
+the changelog holds), and the step's events per second of CPU time (in a run without
+tracemalloc, which slows every allocation). Lateness is longer than the run, so every
+window stays open: the worst case for memory.
 """
 
 from __future__ import annotations
 
 import gc
+import time
 import tracemalloc
 from typing import Any
 
 import orjson
 
+from streams.detectors import detector
 from streams.partitioning import partition_for
 from streams.processor import PartitionProcessor, Record
 from streams.registry import Registry
+from streams.rules import RuleBook
+from streams.state import PartitionState, encode
+from streams.windows import SHAPES
 
 ENTITIES = 10_000
 T0 = 1_795_219_200_000
 PARTITIONS = 8
+STEP = 5000  # records per step, about a fetch
 
 
-def measure(entities: int = ENTITIES, windows: int = 3) -> dict[str, Any]:
-    registry = Registry({"id": f"T-{i:05d}", "domain": "traffic", "district": f"D{i % 7}",
-                         "street": f"S{i % 61}", "community": f"C{i % 400}", "grid_cell": f"G{i % 2000}"}
-                        for i in range(entities))
-    # Lateness longer than the run: every window stays open, the worst case for memory.
-    processor = PartitionProcessor("traffic", "t", PARTITIONS, 60_000, 10 * 60_000, registry)
-    state: dict[str, Any] = {}
+def city(entities: int, windows: int) -> dict[int, list[list[Record]]]:
+    """Per partition, its records in fetch-sized steps: `windows` minutes of one reading
+    per detector."""
+    steps: dict[int, list[list[Record]]] = {}
     offsets = [0] * PARTITIONS
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
     for w in range(windows):
         per_partition: dict[int, list[Record]] = {}
         for i in range(entities):
-            eid = f"T-{i:05d}"
+            eid = f"T-{i:07d}"
             p = partition_for(eid, PARTITIONS)
-            value = orjson.dumps({"type": "traffic.flow", "ts": T0 + w * 60_000 + i, "sensor_id": eid,
-                                  "interval_s": 60, "volume": i % 40, "speed_kmh": 40.0, "occupancy": 0.2})
+            value = orjson.dumps({"type": "traffic.flow", "ts": T0 + w * 60_000 + i % 60_000, "sensor_id": eid,
+                                  "interval_s": 60, "volume": i % 40, "speed_kmh": 40.0 + i % 7,
+                                  "occupancy": 0.2})
             per_partition.setdefault(p, []).append(Record(p, offsets[p], eid.encode(), value))
             offsets[p] += 1
         for p, records in per_partition.items():
-            step = processor.step(p, records, state, state.keys)
-            for key, value in step.writes:
-                if value is None:
-                    state.pop(key, None)
-                else:
-                    state[key] = value
+            steps.setdefault(p, []).extend(records[i:i + STEP] for i in range(0, len(records), STEP))
+    return steps
+
+
+def run(entities: int, steps: dict[int, list[list[Record]]], detect: bool) -> dict[int, PartitionState]:
+    registry = Registry({"id": f"T-{i:07d}", "domain": "traffic", "district": f"D{i % 7}",
+                         "street": f"S{i % 61}", "community": f"C{i % 400}", "grid_cell": f"G{i % 2000}"}
+                        for i in range(entities))
+    processor = PartitionProcessor("traffic", "t", PARTITIONS, 60_000, 10 * 60_000, registry,
+                                   clock=lambda: 4e9,
+                                   detector=detector("traffic", RuleBook(), registry) if detect else None)
+    states = {p: PartitionState(SHAPES["traffic"]) for p in steps}
+    for p, batches in steps.items():
+        for records in batches:
+            processor.step(p, records, states[p])
+    return states
+
+
+def measure(entities: int = ENTITIES, windows: int = 3, detect: bool = True) -> dict[str, Any]:
+    steps = city(entities, windows)
+    events = sum(len(b) for batches in steps.values() for b in batches)
+    start = time.process_time()
+    run(entities, steps, detect)
+    elapsed = time.process_time() - start
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    states = run(entities, steps, detect)
     gc.collect()
     heap = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    serialised = sum(len(k) + len(orjson.dumps(v)) for k, v in state.items())
-    return {"entities": entities, "open_windows_per_entity": windows, "state_keys": len(state),
+    snapshot = sum(len(c) for state in states.values() for c in encode(state))
+    return {"entities": entities, "open_windows_per_entity": windows, "detector_state": detect,
             "heap_bytes": heap, "bytes_per_entity": round(heap / entities),
-            "changelog_bytes_per_entity": round(serialised / entities)}
+            "snapshot_bytes_per_entity": round(snapshot / entities),
+            "events_per_s": round(events / elapsed)}
+
+
+def scale(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)) -> list[dict[str, Any]]:
+    """The same city at several sizes: events/s of the step and heap per entity."""
+    return [measure(n) for n in sizes]
 
 
 if __name__ == "__main__":

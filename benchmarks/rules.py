@@ -19,9 +19,11 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
 from services.city import City
 from services.simulator import KINDS, generate
-from streams import events as contract
+from streams.columns import decode
 from streams.detectors import Batch, Detection, SilenceWatch, detector, new_state
 from streams.registry import Registry
 from streams.rules import RuleBook
@@ -44,9 +46,10 @@ def detect_city(city: City, minutes: int, seed: int, every_s: float,
     for tick in generate(city, START, minutes * 60, seed=seed, anomaly_every_s=every_s):
         truth += [a.truth() for a in tick.began]
         for domain in DOMAINS:
-            events = [contract.validate(domain, e) for e in tick.events[domain]]
+            events, _ = decode(domain, [(0, None, orjson.dumps({"events": tick.events[domain]}))], None,
+                               max_batch=len(tick.events[domain]))
             n += len(events)
-            if not events:
+            if not len(events):
                 continue
             batch = Batch(events)
             mine = [states[domain].setdefault(e, new_state()) for e in batch.entities]

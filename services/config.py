@@ -43,6 +43,7 @@ class Settings:
     max_batch: int = 10_000  # events in one batch record
     window_s: int = 60  # tumbling window length, event time
     lateness_s: int = 120  # how long after its end a window still accepts events
+    clock_skew_s: float = 300.0  # events stamped further ahead of the clock are dead-lettered as future
     rules_file: Path | None = None  # YAML or JSON overrides of the rule catalogue (streams/rules.py)
     alert_flap_s: float = 300.0  # a condition back within this long reopens its resolved alert
     alert_escalate_s: float = 900.0  # an alert firing unacknowledged this long goes one severity up
@@ -161,6 +162,8 @@ def _validated(s: Settings) -> Settings:
         raise bad("window_s", f"{s.window_s} s is not in 1..86400")
     if not 0 <= s.lateness_s <= 86_400:
         raise bad("lateness_s", f"{s.lateness_s} s is not in 0..86400")
+    if not 0 <= s.clock_skew_s <= 7 * 86_400:
+        raise bad("clock_skew_s", f"{s.clock_skew_s:g} s is not in 0..604800")
     if not 1024 <= s.max_body_bytes <= 1 << 30:
         raise bad("max_body_bytes", f"{s.max_body_bytes} is not in 1024..{1 << 30}")
     for name in ("webhook_group_wait_s", "webhook_group_interval_s", "alertmanager_resend_s",

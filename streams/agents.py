@@ -1,22 +1,23 @@
 """The Faust agents: thin async shells around streams.processor and streams.alerting.
 
 Each message an agent receives is one partition's share of a fetch (streams/transport.py,
-`deliver_in_batches`). A domain agent hands those records to the processor and applies
-what comes back: its outputs (dead letters, forwards, detections, closed windows) straight
-to the producer as record batches (streams/produce.py; Faust's per-message send path
-costs more than the record it carries), awaited, then the state writes to a table whose
-changelog is co-partitioned with the source topic and written in batches, each key's
-newest value once, before the next offset commit (`StateTable`). Live window figures
-are published by a timer at most once a second per key, not once per event. The alert
-agent folds detections and commands into alerts the same way: alert states out,
-awaited, before its table remembers them.
+`deliver_in_batches`). A domain agent keeps each of its partitions' state in memory as
+numpy blocks (streams/state.py), hands the records to the processor, and sends what
+comes back (dead letters, detections, closed windows) straight to the producer
+as record batches (streams/produce.py), awaited. A timer publishes, once a second, the
+figures the steps changed (one record per partition and window, not one per key) and
+each partition's vitals.
 
-Awaiting before the table write is what makes the pair safe without transactions: once
-the state that produced an output is saved, the output is on the broker; a crash in
-between replays the input, and the output comes out again, identical (deduplicated
-downstream by its (episode, seq), the alert's seq, or a window's key). Live window
-figures are the exception, published by the timer; after a crash the new owner of a
-partition republishes its open windows once its tables are recovered.
+State is stored as snapshots in a Faust table whose changelog is co-partitioned with the
+source topic. Before each offset commit (the transport's `flush_before_commit`, every
+2.8 s) the agent writes a snapshot of each partition that changed, when it is worth it:
+the partition went quiet, or the input since the last snapshot has grown to twice its
+size, or a minute has passed; and always when partitions are revoked. The group's
+committed offset of a source partition is the offset its newest snapshot covers
+(`commit_ceilings`), so a crash replays the records after the snapshot, and every output
+of the replay repeats one already sent (deduplicated downstream by its (episode, seq),
+the alert's seq, or a window record's key). The alert agent folds detections and
+commands into alerts the same way, one table key per alert.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import socket
 import time
 import weakref
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import faust
@@ -43,23 +45,39 @@ from streams.alerting import BadInput, Policy, apply
 from streams.codecs import ORJSON, UTF8
 from streams.detectors import detector
 from streams.produce import Output
-from streams.processor import ORIGIN_HEADER, PartitionProcessor, Record
+from streams.processor import PartitionProcessor, Record, Touched
 from streams.registry import Registry
+from streams.state import PartitionState, Snapshot, load, snapshot_writes
 from streams.topics import DOMAINS, LATENCY_BUCKETS
 from streams.topicview import TopicView
-from streams.transport import deliver_in_batches, flush_before_commit
+from streams.transport import commit_ceilings, deliver_in_batches, flush_before_commit
 
 log = logging.getLogger(__name__)
 
 LIVE_EVERY_S = 1.0
 REGISTRY_WAIT_S = 30.0
+# A partition's snapshot is rewritten once the input since the last one is this many
+# times its size (so snapshots cost at most half a byte per input byte), or after
+# SNAPSHOT_MAX_AGE_S, which bounds the replay after a crash.
+SNAPSHOT_INPUT_RATIO = 2.0
+SNAPSHOT_MAX_AGE_S = 60.0
 
 TABLES = tuple(f"{d}-state" for d in DOMAINS) + ("alerts-state",)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who owns a partition, in its vitals
 
 
+class _At:
+    """Stands for an event of one partition, for Faust stores that place a write by the
+    current event's partition."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, partition: int) -> None:
+        self.message = type("Message", (), {"partition": partition})()
+
+
 @contextmanager
-def acting_for(event: EventT) -> Iterator[None]:
+def acting_for(event: Any) -> Iterator[None]:
     """Faust sends a table write to the changelog partition (and rocksdb bucket) of the
     event being processed; a batch spans partitions, so each write names its own."""
     token = _current_event.set(weakref.ref(event))
@@ -73,22 +91,12 @@ class StateTable(faust.Table):
     """A Faust table whose changelog records its owner sends in batches and waits for.
 
     Faust sends each table write through its producer buffer, which hands records to
-    the Kafka client one per event-loop turn; under live load (small batches, several
-    writes per event) the buffer grew without bound in a soak run (1.35M records and
-    8 GB after six minutes at 1,560 events/s) and offsets stopped being committed. Here
-    a write only notes the key's newest value; `flush` produces them as record batches
-    and awaits them before every offset commit (the transport's `flush_before_commit`,
-    every 2.8 s), and when partitions are revoked. So a live step no longer waits for a
-    broker round trip, and a key written by several steps between two commits is sent
-    once (measured on the benchmark's single-event load: 0.82 changelog records per
-    event, from 0.93 with a flush every second).
-
-    Why a crash loses nothing: a key written again moves to the end, so each partition's
-    progress key, written last in every step, stays last in a flush; the producer keeps
-    a partition's order, so what survives a crash mid-flush is a prefix: if the progress
-    key made it, so did everything it covers, and every other key skips by its own "o"
-    the events it already holds. Flushes take turns, so a newer value of a key is never
-    overtaken by an older one.
+    the Kafka client one per event-loop turn; under live load the buffer grew without
+    bound in a soak run (1.35M records and 8 GB after six minutes at 1,560 events/s) and
+    offsets stopped being committed. Here a write only notes the key's newest value;
+    `flush` produces them as record batches and awaits them, before every offset commit
+    and when partitions are revoked. Flushes take turns, so a newer value of a key is
+    never overtaken by an older one, and a partition's writes keep their order.
     """
 
     def __post_init__(self) -> None:
@@ -96,15 +104,20 @@ class StateTable(faust.Table):
         self.pending: dict[str, tuple[int, Any]] = {}
         self._flushing = asyncio.Lock()
 
-    async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
-        await self.flush()
-
     def on_key_set(self, key: str, value: Any) -> None:
         self.pending.pop(key, None)
         self.pending[key] = (self.partition_for_key(key), value)
+        self._sensor_on_set(self, key, value)
 
     def on_key_del(self, key: str) -> None:
         self.on_key_set(key, None)
+
+    def put(self, partition: int, key: str, value: bytes) -> None:
+        """Store a value for `partition` outside of any event (a snapshot chunk)."""
+        with acting_for(_At(partition)):
+            self.data[key] = value
+        self.pending.pop(key, None)
+        self.pending[key] = (partition, value)
 
     async def flush(self) -> None:
         async with self._flushing:
@@ -112,37 +125,34 @@ class StateTable(faust.Table):
             if not pending:
                 return
             topic = self.changelog_topic.get_topic_name()
+            encode = (lambda v: v) if self.value_serializer == "raw" else orjson.dumps
             last = await send_all(self.app, [
-                (topic, key.encode(), None if value is None else orjson.dumps(value), partition, None)
+                (topic, key.encode(), None if value is None else encode(value), partition, None)
                 for key, (partition, value) in pending.items()])
             for (_, partition), offset in last.items():
                 # where a rocksdb store's recovery resumes reading the changelog
                 self.data.set_persisted_offset(TP(topic, partition), offset)
 
 
-def state_table(app: faust.App, settings: Settings, name: str) -> StateTable:
-    codecs = {"key_serializer": UTF8, "value_serializer": ORJSON}
+def state_table(app: faust.App, settings: Settings, name: str, raw: bool = False) -> StateTable:
+    """A table co-partitioned with the sources; values as JSON, or as bytes (`raw`)."""
+    value_codec = "raw" if raw else ORJSON
+    codecs = {"key_serializer": UTF8, "value_serializer": value_codec}
     table = app.tables.add(StateTable(
         app, name=name, beacon=app.tables.beacon, partitions=settings.partitions,
         changelog_topic=app.topic(settings.topics.changelog(name), partitions=settings.partitions, **codecs)))
     # Faust picks a table's serializers from its key and value types (JSON unless they
     # are models); recovery must decode the changelog with the topic's codecs too.
-    table.key_serializer, table.value_serializer = UTF8, ORJSON
-    flush_before_commit(app, table.flush)
-    # a partition's next owner recovers it from the changelog
-    app.on_partitions_revoked.connect(table._on_revoked)
+    table.key_serializer, table.value_serializer = UTF8, value_codec
     return table
 
 
 def write(table: StateTable, event: EventT, writes: Any) -> None:
-    """Apply (key, value) writes in order, None deleting, on the event's partition; their
-    changelog records go out before any commit covers the event."""
+    """Apply (key, value) writes in order on the event's partition; their changelog
+    records go out before any commit covers the event."""
     with acting_for(event):
         for key, value in writes:
-            if value is not None:
-                table[key] = value
-            elif key in table:
-                del table[key]
+            table[key] = value
 
 
 async def send_all(app: faust.App, records: list[Output]) -> dict[tuple[str, int], int]:
@@ -150,12 +160,27 @@ async def send_all(app: faust.App, records: list[Output]) -> dict[tuple[str, int
     return await produce.send_all(app.producer._ensure_producer(), records)
 
 
-def _origin(headers: Any) -> tuple[int, int] | None:
-    for name, value in headers or ():
-        if name == ORIGIN_HEADER:
-            partition, _, offset = value.decode().partition(":")
-            return int(partition), int(offset)
-    return None
+@dataclass
+class Owned:
+    """A partition this worker processes: its state, and what is not yet stored or shown."""
+
+    state: PartitionState
+    snapshot: Snapshot | None
+    snapshot_at: float = field(default_factory=time.monotonic)
+    input_bytes: int = 0  # record bytes applied since the snapshot
+    changed: bool = False  # records applied since the snapshot
+    stepped: bool = False  # records applied since the last flush
+    touched: dict[int, Touched] = field(default_factory=dict)  # window start → figures to publish
+    latency: dict[str, Any] = field(default_factory=lambda: {"counts": [0] * (len(LATENCY_BUCKETS) + 1),
+                                                             "sum": 0.0})
+    vitals_due: bool = True
+
+    def snapshot_due(self, force: bool) -> bool:
+        if not self.changed:
+            return False
+        size = self.snapshot.size if self.snapshot else 0
+        return (force or not self.stepped or self.input_bytes >= SNAPSHOT_INPUT_RATIO * size
+                or time.monotonic() - self.snapshot_at >= SNAPSHOT_MAX_AGE_S)
 
 
 class DomainAgent:
@@ -166,42 +191,51 @@ class DomainAgent:
         self.registry_feed = registry_feed
         self.app = app
         self.source = deliver_in_batches(app, topics.events(domain))
+        self.topic = self.source.get_topic_name()
         self.topics = topics
-        self.state = state_table(app, settings, f"{domain}-state")
+        self.table = state_table(app, settings, f"{domain}-state", raw=True)
         self.processor = PartitionProcessor(
             domain, topics.events(domain), settings.partitions, settings.window_s * 1000,
             settings.lateness_s * 1000, registry, settings.max_batch,
-            detector=detector(domain, settings.rule_book(), registry))
-        self.dirty: set[str] = set()
-        # A live figure is read from the table and sent under this lock, and a step's
-        # outputs are sent and its state written under it: so a window's live figures
-        # never follow its closed ones on the aggregates topic.
+            detector=detector(domain, settings.rule_book(), registry),
+            max_ahead_ms=int(settings.clock_skew_s * 1000))
+        self.owned: dict[int, Owned] = {}
+        self.ceilings: dict[int, int] = {}  # partition → the offset its newest snapshot covers + 1
+        # Live figures are sent under this lock, and so are a step's outputs: so a
+        # window's live figures never follow its closed ones.
         self.publishing = asyncio.Lock()
-        # per partition: counts per latency bucket (the last is +Inf), and their sum
-        self.latency: dict[int, dict[str, Any]] = {}
         app.agent(self.source, name=f"citybrain.{domain}")(self.run)
         app.timer(LIVE_EVERY_S)(self.publish_live)
-        app.on_partitions_revoked.connect(self._on_rebalance)
-        app.on_partitions_assigned.connect(self._on_rebalance)
-        self.state.on_recover(self._announce_open_windows)
+        flush_before_commit(app, self.flush)
+        commit_ceilings(app, self.topic, lambda: self.ceilings)
+        app.on_partitions_revoked.connect(self._on_revoked)
+        self.table.on_recover(self._load_assigned)
 
-    async def _on_rebalance(self, *args: Any, **kwargs: Any) -> None:
-        # Unpublished figures of a partition that moves are the new owner's to announce
-        # (below); publishing them here could overwrite newer ones from that owner.
-        self.processor.forget_partitions()
-        self.dirty.clear()
+    async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
+        # Every partition is snapshotted before the group moves it, and reloaded from the
+        # table afterwards (a partition this worker keeps loads what it just stored).
+        await self.flush(force=True)
+        for p in list(self.owned):
+            self.processor.forget(p)
+        self.owned.clear()
 
-    async def _announce_open_windows(self) -> None:
-        """Once the tables are recovered, republish every open window of the partitions
-        this worker now owns: a previous owner killed between a state write and its next
-        live publish left the latest figures in the changelog only, and a window that gets
-        no more events would show stale figures until it closed."""
-        topic = self.source.get_topic_name()
-        mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
-        open_keys = [k for k in list(self.state.keys()) if k[0] not in "#!" and self.processor.owner(k) in mine]
-        self.dirty.update(open_keys)
-        log.info("%s: after recovery, republishing %d window and area keys of partitions %s",
-                 self.domain, len(open_keys), sorted(mine))
+    async def _load_assigned(self) -> None:
+        """Once the tables are recovered, load every partition this worker now owns, and
+        republish their open windows: a previous owner killed before its next live
+        publication left the latest figures in its snapshot only."""
+        mine = [tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topic]
+        for p in mine:
+            self._owned(p)
+        log.info("%s: partitions %s loaded", self.domain, sorted(mine))
+
+    def _owned(self, partition: int) -> Owned:
+        owned = self.owned.get(partition)
+        if owned is None:
+            state, meta = load(self.processor.shape, partition, self.table.data.get)
+            owned = self.owned[partition] = Owned(state, meta, touched=self.processor.open_touched(state))
+            if meta is not None:
+                self.ceilings[partition] = meta.offset + 1
+        return owned
 
     async def run(self, stream: faust.StreamT) -> None:
         deadline = time.monotonic() + REGISTRY_WAIT_S
@@ -212,54 +246,73 @@ class DomainAgent:
 
     async def process(self, event: EventT) -> None:
         partition = event.message.partition
-        records = [Record(partition, r.offset, r.key, r.value, _origin(r.headers))
-                   for r in event.value]
-        step = self.processor.step(partition, records, self.state, self.state.keys)
-        # Every output of the step is on the broker before the state that made it: a crash
-        # in between replays the records and sends the outputs again, never none of them.
+        owned = self._owned(partition)
+        records = [Record(partition, r.offset, r.key, r.value) for r in event.value]
+        step = self.processor.step(partition, records, owned.state)
         async with self.publishing:
             await send_all(self.app, [
                 *((self.topics.deadletter, key, doc, None, None) for key, doc in step.deadletters),
-                *((self.source.get_topic_name(), key, value, home, [(ORIGIN_HEADER, f"{p}:{o}".encode())])
-                  for home, key, value, (p, o) in step.forwards),
                 *((self.topics.alert_inputs, key, doc, None, None) for key, doc in step.detections),
-                *((self._window_topic(kind), key, doc, None, None) for kind, key, doc in step.published)])
-            write(self.state, event, step.writes)
-        self.dirty |= step.touched
-        progress = dict(step.writes[-1][1])
-        for noisy in ("forwarded", "closing"):
-            progress.pop(noisy)
-        highwater = self.app.consumer.highwater(TP(self.source.get_topic_name(), partition))
-        await self.app.producer.send(self.topics.vitals, f"{self.domain}/{partition}".encode(),
-                   orjson.dumps({"domain": self.domain, "partition": partition, **progress,
-                                 "lag": None if highwater is None else max(highwater - progress["offset"] - 1, 0),
-                                 "latency": self._latency(partition, event.value),
-                                 "worker": WORKER, "updated_at": int(time.time() * 1000)}),
-                   None, None, None)
+                *((self._window_topic(kind), key, doc, partition, None) for kind, key, doc in step.closed)])
+        owned.input_bytes += sum(len(r.value or b"") for r in records)
+        owned.changed = owned.stepped = owned.vitals_due = True
+        for ws in step.closed_starts:
+            owned.touched.pop(ws, None)
+        for ws, touched in step.touched.items():
+            owned.touched.setdefault(ws, Touched()).add(touched)
+        self._count_latency(owned, event.value)
 
-    def _latency(self, partition: int, records: list) -> dict[str, Any]:
+    @staticmethod
+    def _count_latency(owned: Owned, records: list) -> None:
         """This worker's cumulative histogram of record timestamp → processed, which the
         API sums over partitions into citybrain_processing_latency_seconds."""
         seconds = time.time() - np.fromiter((r.timestamp for r in records), float, len(records)) / 1000
-        hist = self.latency.setdefault(partition, {"counts": [0] * (len(LATENCY_BUCKETS) + 1), "sum": 0.0})
+        hist = owned.latency
         new = np.bincount(np.searchsorted(LATENCY_BUCKETS, seconds), minlength=len(hist["counts"]))
         hist["counts"] = [a + b for a, b in zip(hist["counts"], new.tolist())]
         hist["sum"] += float(seconds.sum())
-        return hist
 
     def _window_topic(self, kind: str) -> str:
         return self.topics.aggregates if kind == "aggregates" else self.topics.rollups
 
     async def publish_live(self) -> None:
+        """The figures changed since the last publication, and the vitals of every
+        partition that moved: one record per partition and window (or a few)."""
         async with self.publishing:
-            dirty, self.dirty = self.dirty, set()
-            live = []
-            for key in dirty:
-                value = self.state.get(key)
-                if value is not None and not value["closed"]:
-                    kind, key_bytes, doc = self.processor.publication(key, value)
-                    live.append((self._window_topic(kind), key_bytes, doc, None, None))
-            await send_all(self.app, live)
+            out: list[Output] = []
+            for p, owned in list(self.owned.items()):
+                touched, owned.touched = owned.touched, {}
+                for ws, t in sorted(touched.items()):
+                    out += [(self._window_topic(kind), key, doc, p, None)
+                            for kind, key, doc in self.processor.live_records(p, owned.state, ws, t)]
+                if owned.vitals_due:
+                    owned.vitals_due = False
+                    out.append((self.topics.vitals, f"{self.domain}/{p}".encode(), self._vitals(p, owned), None, None))
+            await send_all(self.app, out)
+
+    def _vitals(self, partition: int, owned: Owned) -> bytes:
+        progress = owned.state.progress
+        highwater = self.app.consumer.highwater(TP(self.topic, partition))
+        return orjson.dumps({"domain": self.domain, "partition": partition, **progress.public(),
+                             "lag": None if highwater is None else max(highwater - progress.offset - 1, 0),
+                             "latency": owned.latency, "entities": len(owned.state.entities),
+                             "worker": WORKER, "updated_at": int(time.time() * 1000)})
+
+    async def flush(self, force: bool = False) -> None:
+        """Snapshot the partitions that are due (every changed one when `force`), then
+        wait until the table's changelog has them."""
+        for p, owned in self.owned.items():
+            if owned.snapshot_due(force):
+                meta, writes = snapshot_writes(p, owned.state, owned.snapshot)
+                for key, value in writes:
+                    self.table.put(p, key, value)
+                owned.snapshot, owned.snapshot_at = meta, time.monotonic()
+                owned.input_bytes, owned.changed = 0, False
+            owned.stepped = False
+        await self.table.flush()
+        for p, owned in self.owned.items():
+            if owned.snapshot is not None:
+                self.ceilings[p] = owned.snapshot.offset + 1
 
 
 class AlertAgent:
@@ -271,7 +324,12 @@ class AlertAgent:
         self.policy = Policy(settings.alert_flap_s, settings.alert_escalate_s)
         self.source = deliver_in_batches(app, self.topics.alert_inputs)
         self.state = state_table(app, settings, "alerts-state")
+        flush_before_commit(app, self.state.flush)
+        app.on_partitions_revoked.connect(self._on_revoked)
         app.agent(self.source, name="citybrain.alerts")(self.run)
+
+    async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
+        await self.state.flush()
 
     async def run(self, stream: faust.StreamT) -> None:
         async for event in stream.events():

@@ -7,7 +7,14 @@ original dicts with two normalised keys added: `ts` as epoch milliseconds and
 
 Ranges reject what cannot physically be measured (negative volume, occupancy outside
 [0, 1]); values that are possible but implausible (a speed of 250 km/h) pass, because
-spotting a faulty sensor is the detectors' job, not the parser's.
+spotting a faulty sensor is the detectors' job, not the parser's. Time is the exception:
+an event stamped further ahead of the receiving process's clock than the allowed skew is
+rejected as `future`, because stream time only moves forward and one such event would
+close every open window of its partition (a gateway whose clock jumped to 2099 would make
+every real event after it late).
+
+This module judges one event at a time and words every reason; streams/columns.py judges
+whole batches with numpy and comes here only for the events it cannot pass.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Callable
+from datetime import datetime, timedelta, timezone
+from collections import defaultdict
+from typing import Any
 
+import numpy as np
 import orjson
 
 ENTITY_FIELD = {"gate": "gate_id", "traffic": "sensor_id", "grid": "feeder_id"}
@@ -26,6 +35,7 @@ MIN_TS_MS = 946_684_800_000  # 2000-01-01: older stamps are broken clocks, not h
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
 MAX_ID_LEN = 128
 DEFAULT_MAX_BATCH = 10_000
+DEFAULT_MAX_AHEAD_MS = 300_000  # how far an event may be stamped ahead of the clock
 
 Event = dict[str, Any]
 
@@ -42,49 +52,138 @@ class Reject:
 
 
 # ---------------------------------------------------------------- field checks
+# Each field of an event type is one spec; `check` judges one event and words the reason,
+# `passes` judges a whole column at once (streams/columns.py) and must never pass a value
+# that `check` would reject: it may only be stricter.
 
 
-def _number(ev: Event, name: str, lo: float, hi: float, required: bool = True) -> None:
-    v = ev.get(name)
-    if v is None:
-        if required:
-            raise Invalid(f"missing field: {name}")
-        return
-    if type(v) is bool or not isinstance(v, (int, float)):
-        raise Invalid(f"wrong type: {name} must be a number, got {type(v).__name__}")
-    # NaN fails both comparisons, so it is rejected here too.
-    if not lo <= v <= hi:
-        raise Invalid(f"out of range: {name}={v!r} not in [{lo:g}, {hi:g}]")
+@dataclass(frozen=True)
+class Number:
+    name: str
+    lo: float
+    hi: float
+    required: bool = True
+
+    def check(self, ev: Event) -> None:
+        v = ev.get(self.name)
+        if v is None:
+            if self.required:
+                raise Invalid(f"missing field: {self.name}")
+            return
+        if type(v) is bool or not isinstance(v, (int, float)):
+            raise Invalid(f"wrong type: {self.name} must be a number, got {type(v).__name__}")
+        # NaN fails both comparisons, so it is rejected here too.
+        if not self.lo <= v <= self.hi:
+            raise Invalid(f"out of range: {self.name}={v!r} not in [{self.lo:g}, {self.hi:g}]")
+
+    def passes(self, values: list[Any]) -> np.ndarray:
+        kind = kinds(values)
+        numeric = (kind == INT) | (kind == FLOAT)
+        x = floats(values, numeric)
+        return (numeric & (x >= self.lo) & (x <= self.hi)) | ((kind == NONE) & (not self.required))
 
 
-def _choice(ev: Event, name: str, allowed: frozenset[str], required: bool = True) -> None:
-    v = ev.get(name)
-    if v is None:
-        if required:
-            raise Invalid(f"missing field: {name}")
-        return
-    if not isinstance(v, str) or v not in allowed:
-        raise Invalid(f"bad value: {name}={_short(v)} not one of {', '.join(sorted(allowed))}")
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    allowed: frozenset[str]
+    required: bool = True
+
+    def check(self, ev: Event) -> None:
+        v = ev.get(self.name)
+        if v is None:
+            if self.required:
+                raise Invalid(f"missing field: {self.name}")
+            return
+        if not isinstance(v, str) or v not in self.allowed:
+            raise Invalid(f"bad value: {self.name}={_short(v)} not one of {', '.join(sorted(self.allowed))}")
+
+    def passes(self, values: list[Any]) -> np.ndarray:
+        kind = kinds(values)
+        text = kind == STR
+        member = np.fromiter((v in self.allowed if k else False for v, k in zip(values, text.tolist())),
+                             bool, len(values)) if not text.all() else np.fromiter(
+                                 map(self.allowed.__contains__, values), bool, len(values))
+        return member | ((kind == NONE) & (not self.required))
 
 
-def _text(ev: Event, name: str) -> str:
-    v = ev.get(name)
-    if v is None:
-        raise Invalid(f"missing field: {name}")
-    if not isinstance(v, str):
-        raise Invalid(f"wrong type: {name} must be a string, got {type(v).__name__}")
-    if not 0 < len(v) <= MAX_ID_LEN:
-        raise Invalid(f"out of range: {name} must be 1..{MAX_ID_LEN} characters")
-    try:
-        v.encode()
-    except UnicodeEncodeError:  # a lone surrogate escape: JSON syntax allows it, UTF-8 doesn't
-        raise Invalid(f"bad value: {name} is not valid Unicode text") from None
-    return v
+@dataclass(frozen=True)
+class Text:
+    name: str
+
+    def check(self, ev: Event) -> str:
+        v = ev.get(self.name)
+        if v is None:
+            raise Invalid(f"missing field: {self.name}")
+        if not isinstance(v, str):
+            raise Invalid(f"wrong type: {self.name} must be a string, got {type(v).__name__}")
+        if not 0 < len(v) <= MAX_ID_LEN:
+            raise Invalid(f"out of range: {self.name} must be 1..{MAX_ID_LEN} characters")
+        try:
+            v.encode()
+        except UnicodeEncodeError:  # a lone surrogate escape: JSON syntax allows it, UTF-8 doesn't
+            raise Invalid(f"bad value: {self.name} is not valid Unicode text") from None
+        return v
+
+    def passes(self, values: list[Any]) -> np.ndarray:
+        ok = kinds(values) == STR
+        if not ok.all():
+            return np.zeros(len(values), bool)  # rare: let the per-event check word it
+        lengths = np.fromiter(map(len, values), np.int64, len(values))
+        ok &= (lengths > 0) & (lengths <= MAX_ID_LEN)
+        try:
+            "".join(values).encode()
+        except UnicodeEncodeError:
+            return np.zeros(len(values), bool)
+        return ok
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+
+    def check(self, ev: Event) -> None:
+        t = ev.get(self.name)
+        if t is not None and type(t) is not bool:
+            raise Invalid(f"wrong type: {self.name} must be true or false, got {type(t).__name__}")
+
+    def passes(self, values: list[Any]) -> np.ndarray:
+        kind = kinds(values)
+        return (kind == NONE) | (kind == BOOL)
+
+
+Spec = Number | Choice | Text | Flag
+
+OTHER, NONE, BOOL, INT, FLOAT, STR = range(6)
+KIND = defaultdict(int, {type(None): NONE, bool: BOOL, int: INT, float: FLOAT, str: STR})
+
+
+def kinds(values: list[Any]) -> np.ndarray:
+    """Each value's JSON kind, by one C-level pass over the list."""
+    return np.fromiter(map(KIND.__getitem__, map(type, values)), np.int8, len(values))
+
+
+def floats(values: list[Any], numeric: np.ndarray | None = None) -> np.ndarray:
+    """The values as floats, NaN where not a number (or an integer beyond a float)."""
+    if numeric is None:
+        kind = kinds(values)
+        numeric = (kind == INT) | (kind == FLOAT)
+    if numeric.all():
+        try:
+            return np.array(values, dtype=float)
+        except OverflowError:
+            pass
+    return np.array([float(v) if ok and abs(v) < 1e300 else np.nan
+                     for v, ok in zip(values, numeric.tolist())], dtype=float)
 
 
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 40 else s[:37] + "..."
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MS = timedelta(milliseconds=1)
 
 
 def parse_ts(v: Any) -> int:
@@ -105,7 +204,8 @@ def parse_ts(v: Any) -> int:
         raise Invalid(f"bad timestamp: ts={_short(v)} is not RFC 3339") from None
     if dt.tzinfo is None:
         raise Invalid(f"bad timestamp: ts={_short(v)} has no UTC offset")
-    ms = int(dt.timestamp() * 1000)
+    # Whole milliseconds by integer arithmetic (via a float, .123 s could come out as 122 ms)
+    ms = (dt - _EPOCH) // _MS
     if not MIN_TS_MS <= ms < MAX_TS_MS:
         raise Invalid(f"bad timestamp: ts={_short(v)} outside 2000..2100")
     return ms
@@ -118,42 +218,23 @@ _METHODS = frozenset({"face", "qr", "card", "plate", "password"})
 _RESULTS = frozenset({"granted", "denied"})
 _BREAKER = frozenset({"closed", "open"})
 
-
-def _gate_pass(ev: Event) -> None:
-    _choice(ev, "direction", _DIRECTIONS)
-    _choice(ev, "method", _METHODS)
-    _choice(ev, "result", _RESULTS)
-    _text(ev, "subject")
-    _number(ev, "temperature_c", 25.0, 45.0, required=False)
-    t = ev.get("tailgate")
-    if t is not None and type(t) is not bool:
-        raise Invalid(f"wrong type: tailgate must be true or false, got {type(t).__name__}")
-
-
-def _gate_heartbeat(ev: Event) -> None:
-    pass
-
-
-def _traffic_flow(ev: Event) -> None:
-    _number(ev, "interval_s", 1, 86_400)
-    _number(ev, "volume", 0, 1e6)
-    _number(ev, "speed_kmh", 0, 1_000)
-    _number(ev, "occupancy", 0, 1)
-
-
-def _grid_measurement(ev: Event) -> None:
-    # Load may be negative: feeders with rooftop solar export power at noon.
-    _number(ev, "load_kw", -1e6, 1e6)
-    _number(ev, "voltage_kv", 0, 1_000)
-    _number(ev, "frequency_hz", 0, 100)
-    _choice(ev, "breaker", _BREAKER, required=False)
-    _number(ev, "power_factor", -1, 1, required=False)
-
-
-SCHEMAS: dict[str, dict[str, Callable[[Event], None]]] = {
-    "gate": {"gate.pass": _gate_pass, "gate.heartbeat": _gate_heartbeat},
-    "traffic": {"traffic.flow": _traffic_flow},
-    "grid": {"grid.measurement": _grid_measurement},
+# Each event type's fields beyond type, ts and its entity id.
+SCHEMAS: dict[str, dict[str, tuple[Spec, ...]]] = {
+    "gate": {
+        "gate.pass": (Choice("direction", _DIRECTIONS), Choice("method", _METHODS), Choice("result", _RESULTS),
+                      Text("subject"), Number("temperature_c", 25.0, 45.0, required=False), Flag("tailgate")),
+        "gate.heartbeat": (),
+    },
+    "traffic": {
+        "traffic.flow": (Number("interval_s", 1, 86_400), Number("volume", 0, 1e6),
+                         Number("speed_kmh", 0, 1_000), Number("occupancy", 0, 1)),
+    },
+    "grid": {
+        # Load may be negative: feeders with rooftop solar export power at noon.
+        "grid.measurement": (Number("load_kw", -1e6, 1e6), Number("voltage_kv", 0, 1_000),
+                             Number("frequency_hz", 0, 100), Choice("breaker", _BREAKER, required=False),
+                             Number("power_factor", -1, 1, required=False)),
+    },
 }
 
 # The contract's fields of each event type; validated events keep these and no others,
@@ -168,19 +249,35 @@ FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def validate(domain: str, ev: Any) -> Event:
+def future(ts: int, now_ms: int, max_ahead_ms: int) -> str | None:
+    """The reason an event stamped `ts` is too far ahead of the clock, or None."""
+    if ts <= now_ms + max_ahead_ms:
+        return None
+    return (f"future: ts {_iso(ts)} is {(ts - now_ms) / 1000:.0f}s ahead of the receiving clock "
+            f"(allowed skew {max_ahead_ms // 1000}s)")
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds")
+
+
+def validate(domain: str, ev: Any, now_ms: int | None = None, max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS) -> Event:
     """Check one event of `domain`; returns its contract fields with `ts` in epoch ms and
-    `entity` set."""
+    `entity` set. With `now_ms`, an event stamped more than `max_ahead_ms` after it is
+    rejected as from the future."""
     if not isinstance(ev, dict):
         raise Invalid(f"wrong type: event must be a JSON object, got {type(ev).__name__}")
     kind = ev.get("type")
-    check = SCHEMAS[domain].get(kind) if isinstance(kind, str) else None
-    if check is None:
+    specs = SCHEMAS[domain].get(kind) if isinstance(kind, str) else None
+    if specs is None:
         raise Invalid(f"bad value: type={_short(kind)} is not a {domain} event type "
                       f"({', '.join(SCHEMAS[domain])})")
-    entity = _text(ev, ENTITY_FIELD[domain])
+    entity = Text(ENTITY_FIELD[domain]).check(ev)
     ts = parse_ts(ev.get("ts"))
-    check(ev)
+    if now_ms is not None and (reason := future(ts, now_ms, max_ahead_ms)):
+        raise Invalid(reason)
+    for spec in specs:
+        spec.check(ev)
     out = {k: ev[k] for k in FIELDS[kind] if ev.get(k) is not None}
     out["ts"] = ts
     out["entity"] = entity
@@ -203,35 +300,8 @@ def loads(raw: bytes) -> Any:
             raise Invalid(f"invalid json: {exc}") from None
 
 
-def decode(domain: str, raw: bytes | None, max_batch: int = DEFAULT_MAX_BATCH
-           ) -> tuple[list[Event], list[Reject]]:
-    """One Kafka record value → (valid events, rejects). Never raises."""
-    if raw is None:
-        return [], [Reject("invalid json: empty record value", b"")]
-    try:
-        doc = loads(raw)
-    except Invalid as exc:
-        return [], [Reject(str(exc), raw)]
-    batched = isinstance(doc, dict) and "events" in doc and "type" not in doc
-    if batched:
-        items = doc["events"]
-        if not isinstance(items, list):
-            return [], [Reject("wrong type: events must be a JSON array", raw)]
-        if len(items) > max_batch:
-            return [], [Reject(f"oversized batch: {len(items)} events > {max_batch}", raw)]
-    else:
-        items = [doc]
-    good: list[Event] = []
-    bad: list[Reject] = []
-    for i, item in enumerate(items):
-        try:
-            good.append(validate(domain, item))
-        except Invalid as exc:
-            bad.append(Reject(str(exc), _dump(item) if batched else raw, i if batched else None))
-    return good, bad
-
-
-def _dump(item: Any) -> bytes:
+def dump_item(item: Any) -> bytes:
+    """One item of a batch record as bytes for its dead letter, whatever it holds."""
     try:
         return orjson.dumps(item)
     except (TypeError, orjson.JSONEncodeError):

@@ -1,55 +1,51 @@
-"""One step of one partition: a batch of raw records → state writes and outputs.
+"""One step of one partition: a batch of raw records → the partition's state advanced,
+and the step's outputs.
 
 This is the whole processing logic of a worker, free of Faust so it tests without a
-broker. The agent (streams/agents.py) feeds it records and applies what it returns.
+broker. The agent (streams/agents.py) feeds it records, keeps the `PartitionState`
+(streams/state.py) and sends what comes back. A step reads like the data flows:
 
-State lives in one table per domain, all of a partition's keys in the same changelog
-partition:
-    "#<p>"                       partition progress (offset, stream time, counts, closes)
-    "<entity>|<window start>"    window of one entity        {"o", "agg", "closed"}
-    "@<p>/<level>:<area>|<ws>"   this partition's share of an area's window
-    "!<entity>"                  the entity's detector state (streams/detectors)
+    records → validated columns (dead letters out)
+            → late events dead-lettered against the partition's stream time
+            → folded into the entity windows and every level's area shares (numpy blocks)
+            → judged by the domain's rules (detections out)
+            → windows due closed (their final figures out)
 
-Why it is exact across crashes without transactions: within a step, the progress key is
-written last, and writes to one changelog partition arrive in order, so after a crash
-the surviving writes are a prefix of the step's. A record at or below the progress
-offset has all its effects saved and is skipped whole; for a later record, each state
-key skips the events whose offset it already holds (its "o"). Late decisions and closes
-depend only on the order of records, so a replay decides them the same way.
+Every decision depends only on the order of records, so a replay from a snapshot decides
+exactly as the first run did (streams/state.py says why that makes crashes safe).
 
-Events keyed to another partition than their entity's (a gateway keying batches by
-anything) are forwarded to their entity's home partition, so each entity's windows have
-exactly one owner; the forwarded record names its origin in a header, and the home
-partition ignores a re-forward it has already applied.
-
-Detections (a rule firing, persisting or clearing on an entity) are decided from the
-entity's detector state, which skips events by offset like the windows do. A replay
-after a crash can therefore report a detection again, but always with the same
-(rule, entity, episode, seq), which the alert manager ignores the second time.
+An entity's state lives with the partition its events arrive on, whatever partitioner
+put them there: murmur2 over the entity id (the Java client's and aiokafka's), crc32
+(librdkafka's default), or a gateway's id for its batches. Every one of those keeps an
+entity on one partition, so its windows, lateness and rules see its events in the order
+they were produced, and a backlog replayed at full speed is judged as it was live. An
+earlier design forwarded events to the murmur2 partition of their entity; a forwarded
+event then queued behind that partition's whole backlog, where stream time had run
+minutes ahead of it, and was judged late. An entity whose events arrive on several
+partitions (devices behind two gateways) gets a state in each: readers add its windows'
+shares like an area's, and each share's rules see their part of its events.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import orjson
 
 from streams import events as contract
+from streams.columns import EventColumns, decode
 from streams.detectors import Batch, Detector, SilenceWatch, new_state
-from streams.partitioning import partition_for
-from streams.registry import LEVELS, Derived, Registry
-from streams.windows import SHAPES, Columns, aggregate_by, late_mask, merge, stream_times
+from streams.registry import UNASSIGNED, Registry
+from streams.state import ROLLUP_LEVELS, PartitionState
+from streams.windows import SHAPES, Block, Columns, late_mask, stream_times, window_start
 
-ORIGIN_HEADER = "citybrain-origin"
-ROLLUP_LEVELS = LEVELS + ("city",)
-# Closed windows stay as markers this long before their tombstones: longer than Faust's
-# commit interval, so a replay can only start after the close was saved.
-TOMBSTONE_DELAY_MS = 15_000
+ROWS_PER_RECORD = 2000  # window records stay far below Kafka's 1 MB message limit
+Output = tuple[str, bytes, bytes]  # window topic kind ("aggregates" or "rollups"), key, value
+DUMPS = orjson.OPT_SERIALIZE_NUMPY
 
 
 @dataclass(frozen=True)
@@ -58,276 +54,239 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
-    origin: tuple[int, int] | None = None  # (partition, offset) of a forwarded record's source
+
+
+@dataclass
+class Touched:
+    """Slots whose figures a step changed in one window: entity slots, and area slots per level."""
+
+    entities: list[np.ndarray] = field(default_factory=list)
+    areas: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def add(self, other: "Touched") -> None:
+        self.entities += other.entities
+        for level, slots in other.areas.items():
+            self.areas.setdefault(level, []).extend(slots)
 
 
 @dataclass
 class Step:
-    writes: list[tuple[str, Any]] = field(default_factory=list)  # in order; None deletes
     deadletters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
-    forwards: list[tuple[int, bytes, bytes, tuple[int, int]]] = field(default_factory=list)
-    published: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)  # topic kind, key, doc
-    touched: set[str] = field(default_factory=set)  # open window / area keys with new figures
     detections: list[tuple[bytes, bytes]] = field(default_factory=list)  # alert-inputs key, doc
-
-
-def new_progress() -> dict[str, Any]:
-    return {"offset": -1, "records": 0, "events": 0, "rejected": 0, "late": 0, "duplicates": 0,
-            "stream_time": None, "max_ts": None, "forwarded": {}, "closed_through": None, "closes": 0,
-            "closing": []}
+    closed: list[Output] = field(default_factory=list)  # final figures of the windows that closed
+    closed_starts: list[int] = field(default_factory=list)
+    touched: dict[int, Touched] = field(default_factory=dict)  # window start → changed slots
 
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds")
 
 
-def progress_key(partition: int) -> str:
-    return f"#{partition}"
+class AreaMap:
+    """A partition's entity slot → area slot, per level, rebuilt when the registry changes."""
 
+    def __init__(self) -> None:
+        self.version = -1
+        self.slots: dict[str, np.ndarray] = {level: np.empty(0, np.int64) for level in ROLLUP_LEVELS}
 
-def window_key(entity: str, ws: int | str) -> str:
-    return f"{entity}|{ws}"
-
-
-def rollup_key(partition: int, level: str, area: str, ws: int | str) -> str:
-    return f"@{partition}/{level}:{area}|{ws}"
-
-
-def detector_key(entity: str) -> str:
-    return f"!{entity}"
+    def of(self, registry: Registry, state: PartitionState) -> dict[str, np.ndarray]:
+        known = len(self.slots["city"])
+        if self.version != registry.version:
+            known, self.version = 0, registry.version
+        if known < len(state.entities):
+            areas = [registry.area(e) for e in state.entities.ids[known:]]
+            for level in ROLLUP_LEVELS:
+                names = ["city" if level == "city" else a.get(level, UNASSIGNED) for a in areas]
+                self.slots[level] = np.concatenate([self.slots[level][:known], state.areas[level].of(names)])
+        return self.slots
 
 
 class PartitionProcessor:
     def __init__(self, domain: str, topic: str, partitions: int, window_ms: int, lateness_ms: int,
                  registry: Registry, max_batch: int = contract.DEFAULT_MAX_BATCH,
-                 clock: Callable[[], float] = time.time, detector: Detector | None = None) -> None:
+                 clock: Callable[[], float] = time.time, detector: Detector | None = None,
+                 max_ahead_ms: int = contract.DEFAULT_MAX_AHEAD_MS) -> None:
         self.domain, self.topic, self.partitions = domain, topic, partitions
         self.window_ms, self.lateness_ms = window_ms, lateness_ms
         self.shape = SHAPES[domain]
         self.registry, self.max_batch, self.clock = registry, max_batch, clock
-        self.detector = detector
-        # partition → window start → state keys of that window (open or closed markers)
-        self._index: dict[int, dict[int, set[str]]] = {}
-        # partition → its entities by when they go silent
+        self.detector, self.max_ahead_ms = detector, max_ahead_ms
+        self._areas: dict[int, AreaMap] = {}
         self._watch: dict[int, SilenceWatch] = {}
-        # (partition, entity) → its area share keys, one per level, less the window start:
-        # five strings built per event cost more than the folding they feed
-        self._prefixes: Derived[tuple[int, str], tuple[str, ...]] = Derived(registry, self._rollup_prefixes)
 
-    def forget_partitions(self) -> None:
-        """After a rebalance the table holds other partitions: rebuild indexes lazily."""
-        self._index.clear()
-        self._watch.clear()
+    def forget(self, partition: int) -> None:
+        """The partition's state is gone (a rebalance): drop what was derived from it."""
+        self._areas.pop(partition, None)
+        self._watch.pop(partition, None)
 
-    def step(self, partition: int, records: Sequence[Record], state: Mapping[str, Any],
-             all_keys: Callable[[], Iterable[str]]) -> Step:
+    def step(self, partition: int, records: Sequence[Record], state: PartitionState) -> Step:
         out = Step()
-        pkey = progress_key(partition)
-        progress = state.get(pkey) or new_progress()
-        index = self._index.get(partition)
-        if index is None:
-            index = self._index[partition] = self._build_index(partition, all_keys(), state)
-
-        events, offsets = self._accept(partition, records, progress, out)
-        on_time, on_offsets, before = self._drop_late(partition, events, offsets, progress, out)
-        values: dict[str, Any] = {}
-
-        def current(key: str) -> Any:
-            return values[key] if key in values else state.get(key)
-
-        starts = [str(e["ts"] - e["ts"] % self.window_ms) for e in on_time]
-        entities = [e["entity"] for e in on_time]
-        cols = Columns.of(self.shape, on_time)
-        self._fold([window_key(e, ws) for e, ws in zip(entities, starts)], cols, on_offsets, current, values, index)
-        areas = [self._prefixes[partition, e] for e in entities]
-        for level in range(len(ROLLUP_LEVELS)):
-            self._fold([a[level] + ws for a, ws in zip(areas, starts)], cols, on_offsets, current, values, index)
-        out.touched.update(values)
+        events = self._accept(partition, records, state, out)
+        events, before = self._drop_late(partition, events, state, out)
+        if len(events):
+            self._fold(partition, events, state, out)
         if self.detector is not None:
-            self._detect(partition, on_time, on_offsets, before, progress, current, values, out)
-        self._close_due(partition, progress, current, values, index, out)
-        out.writes.extend(values.items())
-        out.writes.append((pkey, progress))
+            self._detect(partition, events, before, state, out)
+        self._close_due(partition, state, out)
         return out
-
-    def _rollup_prefixes(self, key: tuple[int, str]) -> tuple[str, ...]:
-        partition, entity = key
-        area = self.registry.area(entity)
-        return tuple(rollup_key(partition, level, area.get(level, "city"), "") for level in ROLLUP_LEVELS)
 
     # ------------------------------------------------------------ stages
 
-    def _accept(self, partition: int, records: Sequence[Record], progress: dict[str, Any],
-                out: Step) -> tuple[list[contract.Event], list[int]]:
-        """Decode new records; dead-letter rejects; forward events homed elsewhere."""
-        events: list[contract.Event] = []
-        offsets: list[int] = []
-        for rec in records:
-            if rec.offset <= progress["offset"]:
-                continue  # saved before a crash: every effect of it survived
-            progress["offset"] = rec.offset
-            progress["records"] += 1
-            if rec.origin is not None:
-                seen = progress["forwarded"].get(str(rec.origin[0]), -1)
-                if rec.origin[1] <= seen:
-                    progress["duplicates"] += 1
-                    continue
-                progress["forwarded"][str(rec.origin[0])] = rec.origin[1]
-            good, bad = contract.decode(self.domain, rec.value, self.max_batch)
-            for reject in bad:
-                out.deadletters.append((rec.key, contract.deadletter(reject, self.topic, partition, rec.offset)))
-            progress["rejected"] += len(bad)
-            away: dict[int, list[contract.Event]] = defaultdict(list)
-            for e in good:
-                home = partition_for(e["entity"], self.partitions)
-                if home == partition:
-                    events.append(e)
-                    offsets.append(rec.offset)
-                else:
-                    away[home].append(e)
-            for home, evs in away.items():
-                out.forwards.append((home, evs[0]["entity"].encode(),
-                                     orjson.dumps({"events": evs}), (partition, rec.offset)))
-        return events, offsets
+    def _accept(self, partition: int, records: Sequence[Record], state: PartitionState,
+                out: Step) -> EventColumns:
+        """Decode the records not yet applied; dead-letter the rejects."""
+        progress = state.progress
+        fresh = [(r.offset, r.key, r.value) for r in records if r.offset > progress.offset]
+        if fresh:
+            progress.offset = fresh[-1][0]
+            progress.records += len(fresh)
+        events, rejected = decode(self.domain, fresh, int(self.clock() * 1000), self.max_ahead_ms, self.max_batch)
+        for r in rejected:
+            out.deadletters.append((r.key, contract.deadletter(r.reject, self.topic, partition, r.offset)))
+            progress.future += r.reject.reason.startswith("future:")
+        progress.rejected += len(rejected)
+        return events
 
-    def _drop_late(self, partition: int, events: list[contract.Event], offsets: list[int],
-                   progress: dict[str, Any], out: Step) -> tuple[list[contract.Event], np.ndarray, np.ndarray]:
-        """The on-time events, their offsets, and the stream time just before each."""
-        ts = np.fromiter((e["ts"] for e in events), np.int64, len(events))
-        times = stream_times(ts, progress["stream_time"])
-        late = late_mask(ts, self.window_ms, self.lateness_ms, times[:-1])
-        if len(ts):
-            progress["stream_time"] = int(times[-1])
-        off = np.asarray(offsets, dtype=np.int64)
-        for i in np.flatnonzero(late):
-            e = events[i]
-            ws = e["ts"] - e["ts"] % self.window_ms
-            reason = (f"late: window {iso(ws)} closed at stream time {iso(progress['stream_time'])} "
+    def _drop_late(self, partition: int, events: EventColumns, state: PartitionState,
+                   out: Step) -> tuple[EventColumns, np.ndarray]:
+        """The on-time events, and the stream time just before each."""
+        progress = state.progress
+        times = stream_times(events.ts, progress.stream_time)
+        late = late_mask(events.ts, self.window_ms, self.lateness_ms, times[:-1])
+        if len(events):
+            progress.stream_time = int(times[-1])
+        for i in np.flatnonzero(late).tolist():
+            ws = int(window_start(events.ts[i], self.window_ms))
+            reason = (f"late: window {iso(ws)} closed at stream time {iso(progress.stream_time)} "
                       f"(allowed lateness {self.lateness_ms // 1000}s)")
-            out.deadletters.append((e["entity"].encode(), contract.deadletter(
-                contract.Reject(reason, orjson.dumps(e)), self.topic, partition, int(off[i]))))
-        keep = ~late
-        on_time = [e for e, k in zip(events, keep) if k]
-        progress["late"] += int(late.sum())
-        progress["events"] += len(on_time)
-        if on_time:
-            newest = int(ts[keep].max())
-            progress["max_ts"] = max(progress["max_ts"] or newest, newest)
-        return on_time, off[keep], times[:-1][keep]
+            out.deadletters.append((str(events.entity[i]).encode(), contract.deadletter(
+                contract.Reject(reason, orjson.dumps(events.event(i))), self.topic, partition,
+                int(events.offset[i]))))
+        keep = np.flatnonzero(~late)
+        progress.late += int(late.sum())
+        progress.events += len(keep)
+        if len(keep) < len(events):
+            events = events.take(keep)
+        if len(events):
+            newest = int(events.ts.max())
+            progress.max_ts = newest if progress.max_ts is None else max(progress.max_ts, newest)
+        return events, times[:-1][keep]
 
-    def _fold(self, keys: list[str], cols: Columns, offsets: np.ndarray,
-              current: Callable[[str], Any], values: dict[str, Any], index: dict[int, set[str]]) -> None:
-        """Merge each key's new events into its state: one write per key per step."""
-        if not keys:
-            return
-        stored = {k: current(k) for k in set(keys)}
-        fresh = [i for i, k in enumerate(keys) if stored[k] is None or offsets[i] > stored[k]["o"]]
-        if len(fresh) < len(keys):
-            keys = [keys[i] for i in fresh]
-            cols = cols.take(fresh)
-            offsets = offsets[fresh]
-        last_offset: dict[str, int] = {}
-        for k, o in zip(keys, offsets.tolist()):
-            last_offset[k] = o  # offsets ascend, so the last one wins
-        for k, agg in aggregate_by(cols, keys).items():
-            old = stored[k]
-            if old is None:
-                index.setdefault(int(k.rsplit("|", 1)[1]), set()).add(k)
-            values[k] = {"o": last_offset[k], "closed": False,
-                         "agg": merge(old["agg"], agg) if old else agg}
+    def _fold(self, partition: int, events: EventColumns, state: PartitionState, out: Step) -> None:
+        slots = state.entities.of(events.entity)
+        areas = self._areas.setdefault(partition, AreaMap()).of(self.registry, state)
+        columns = Columns.of(self.shape, events)
+        starts = window_start(events.ts, self.window_ms)
+        for ws in np.unique(starts).tolist():
+            idx = np.flatnonzero(starts == ws)
+            part = columns if len(idx) == len(events) else columns.take(idx)
+            mine = slots[idx]
+            touched = out.touched.setdefault(ws, Touched())
+            touched.entities.append(state.window(ws).fold(mine, part))
+            for level in ROLLUP_LEVELS:
+                touched.areas.setdefault(level, []).append(state.rollup(ws, level).fold(areas[level][mine], part))
 
-    def _detect(self, partition: int, events: list[contract.Event], offsets: np.ndarray,
-                before: np.ndarray, progress: dict[str, Any], current: Callable[[str], Any], values: dict[str, Any],
+    def _detect(self, partition: int, events: EventColumns, before: np.ndarray, state: PartitionState,
                 out: Step) -> None:
         assert self.detector is not None
-        watch = self._watch[partition]
-        loaded: dict[str, dict[str, Any]] = {}  # one object per entity: the rocksdb store decodes anew
+        watch = self._watch.get(partition)
+        if watch is None:
+            watch = self._watch[partition] = SilenceWatch()
+            for entity, st in state.detectors.items():
+                if st["seen"] is not None:
+                    self.detector.watch(watch, entity, st["seen"])
 
         def state_of(entity: str) -> dict[str, Any]:
-            if entity not in loaded:
-                loaded[entity] = current(detector_key(entity)) or new_state()
-            return loaded[entity]
+            st = state.detectors.get(entity)
+            if st is None:
+                st = state.detectors[entity] = new_state()
+            return st
 
-        fresh = [i for i, (e, o) in enumerate(zip(events, offsets.tolist()))
-                 if o > state_of(e["entity"])["o"]]
         detections = []
-        if fresh:
-            batch = Batch([events[i] for i in fresh], before[fresh])
+        if len(events):
+            batch = Batch(events, before)
             states = [state_of(e) for e in batch.entities]
             detections += self.detector.detect(batch, states)
-            for entity, st, group in zip(batch.entities, states, batch.groups):
-                st["o"] = int(offsets[fresh[int(group.max())]])
+            for entity, st in zip(batch.entities, states):
                 self.detector.watch(watch, entity, st["seen"])
-                values[detector_key(entity)] = st
-        if progress["stream_time"] is not None:
-            for d in self.detector.silent(watch, progress["stream_time"], state_of):
-                detections.append(d)
-                values[detector_key(d.entity)] = state_of(d.entity)
+        if state.progress.stream_time is not None:
+            detections += self.detector.silent(watch, state.progress.stream_time, state_of)
         out.detections += [(d.key, orjson.dumps(d.doc())) for d in detections]
 
-    def _close_due(self, partition: int, progress: dict[str, Any], current: Callable[[str], Any],
-                   values: dict[str, Any], index: dict[int, set[str]], out: Step) -> None:
-        stream_time = progress["stream_time"]
-        now_ms = int(self.clock() * 1000)
-        if stream_time is not None:
-            closed_through = progress["closed_through"]
-            due = sorted(ws for ws in index
-                         if ws + self.window_ms + self.lateness_ms <= stream_time
-                         and (closed_through is None or ws > closed_through))
-            for ws in due:
-                for k in sorted(index[ws]):
-                    v = current(k)
-                    if v is None or v["closed"]:
-                        continue
-                    values[k] = {**v, "closed": True}
-                    out.published.append(self.publication(k, values[k]))
-                    if not k.startswith("@"):  # entity windows; area shares close with them
-                        progress["closes"] = progress.get("closes", 0) + 1
-                progress["closing"].append([now_ms, ws])
-                progress["closed_through"] = ws
-        still = []
-        for closed_at, ws in progress["closing"]:
-            if now_ms - closed_at < TOMBSTONE_DELAY_MS:
-                still.append([closed_at, ws])
-                continue
-            for k in index.pop(ws, ()):
-                values[k] = None
-        progress["closing"] = still
+    def _close_due(self, partition: int, state: PartitionState, out: Step) -> None:
+        progress = state.progress
+        if progress.stream_time is None:
+            return
+        due = sorted(ws for ws in set(state.windows) | set(state.rollups)
+                     if ws + self.window_ms + self.lateness_ms <= progress.stream_time)
+        for ws in due:
+            entities, rollups = state.close(ws)
+            slots = entities.present() if entities is not None else np.empty(0, np.int64)
+            out.closed += self.window_records(partition, state, ws, entities, slots, rollups,
+                                              {level: b.present() for level, b in rollups.items()}, "closed")
+            out.closed_starts.append(ws)
+            progress.closes += len(slots)
+            progress.closed_through = ws
 
-    # ------------------------------------------------------------ views
+    # ------------------------------------------------------------ records
 
-    def owner(self, key: str) -> int:
-        """The partition a state key belongs to."""
-        if key.startswith(("#", "@")):
-            return int(key[1:].partition("/")[0])
-        entity = key[1:] if key.startswith("!") else key.rpartition("|")[0]
-        return partition_for(entity, self.partitions)
+    def live_records(self, partition: int, state: PartitionState, ws: int, touched: Touched) -> list[Output]:
+        """The changed figures of an open window, for the live publication."""
+        entities = state.windows.get(ws)
+        rollups = state.rollups.get(ws, {})
+        slots = np.unique(np.concatenate(touched.entities)) if touched.entities else np.empty(0, np.int64)
+        areas = {level: np.unique(np.concatenate(s)) for level, s in touched.areas.items() if s}
+        return self.window_records(partition, state, ws, entities, slots, rollups, areas,
+                                   f"live/{state.progress.offset}")
 
-    def _build_index(self, partition: int, keys: Iterable[str], state: Mapping[str, Any]) -> dict[int, set[str]]:
-        index: dict[int, set[str]] = {}
-        watch = self._watch[partition] = SilenceWatch()
-        for k in keys:
-            if k.startswith("#") or self.owner(k) != partition:
-                continue
-            if k.startswith("!"):
-                last = state[k]["seen"]
-                if last is not None and self.detector is not None:
-                    self.detector.watch(watch, k[1:], last)
-            else:
-                index.setdefault(int(k.rpartition("|")[2]), set()).add(k)
-        return index
+    def open_touched(self, state: PartitionState) -> dict[int, Touched]:
+        """Every slot of every open window, as if just changed: what a new owner republishes."""
+        out: dict[int, Touched] = {}
+        for ws, block in state.windows.items():
+            out.setdefault(ws, Touched()).entities.append(block.present())
+        for ws, levels in state.rollups.items():
+            for level, block in levels.items():
+                out.setdefault(ws, Touched()).areas.setdefault(level, []).append(block.present())
+        return out
 
-    def publication(self, key: str, value: dict[str, Any]) -> tuple[str, bytes, bytes]:
-        """The aggregates- or rollups-topic record for a window or area state key."""
-        head, _, ws_text = key.rpartition("|")
-        ws = int(ws_text)
-        doc: dict[str, Any] = {"domain": self.domain, "window_start": ws,
-                               "window_end": ws + self.window_ms, "closed": value["closed"],
-                               "agg": value["agg"]}
-        if key.startswith("@"):
-            partition, _, area = head[1:].partition("/")
-            level, _, area_id = area.partition(":")
-            doc |= {"level": level, "area": area_id, "partition": int(partition)}
-            return "rollups", f"{self.domain}/{level}:{area_id}|{ws}|{partition}".encode(), orjson.dumps(doc)
-        doc |= {"entity": head, "area": self.registry.area(head)}
-        return "aggregates", f"{self.domain}/{head}|{ws}".encode(), orjson.dumps(doc)
+    def window_records(self, partition: int, state: PartitionState, ws: int, entities: Block | None,
+                       slots: np.ndarray, rollups: dict[str, Block], areas: dict[str, np.ndarray],
+                       tag: str) -> list[Output]:
+        """Aggregates records (entity windows) and rollups records (area shares) of one
+        window of this partition, at most ROWS_PER_RECORD rows each, keyed
+        `<domain>/<partition>|<window start>|<tag>/<chunk>`. They go to the same-numbered
+        partition of their topic, so readers see a partition's records in the order sent."""
+        head = {"domain": self.domain, "partition": partition, "window_start": ws,
+                "window_end": ws + self.window_ms, "closed": tag == "closed"}
+        key = f"{self.domain}/{partition}|{ws}|{tag}"
+        out: list[Output] = []
+        if entities is not None:
+            for i, part in enumerate(_chunks(slots)):
+                ids = [state.entities.ids[s] for s in part.tolist()]
+                out.append(("aggregates", f"{key}/{i}".encode(),
+                            orjson.dumps({**head, "entities": ids, "cols": entities.columns(part)}, option=DUMPS)))
+        rows = [(level, part) for level, s in areas.items() if level in rollups for part in _chunks(s)]
+        for i, group in enumerate(_groups(rows)):
+            levels = {level: {"areas": [state.areas[level].ids[s] for s in part.tolist()],
+                              "cols": rollups[level].columns(part)} for level, part in group}
+            out.append(("rollups", f"{key}/{i}".encode(), orjson.dumps({**head, "levels": levels}, option=DUMPS)))
+        return out
+
+
+def _chunks(slots: np.ndarray) -> Iterator[np.ndarray]:
+    for i in range(0, len(slots), ROWS_PER_RECORD):
+        yield slots[i:i + ROWS_PER_RECORD]
+
+
+def _groups(rows: list[tuple[str, np.ndarray]]) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """Levels' row chunks packed into records of at most ROWS_PER_RECORD rows."""
+    group: list[tuple[str, np.ndarray]] = []
+    size = 0
+    for level, part in rows:
+        if group and size + len(part) > ROWS_PER_RECORD:
+            yield group
+            group, size = [], 0
+        group.append((level, part))
+        size += len(part)
+    if group:
+        yield group

@@ -85,13 +85,16 @@ class Topics:
 
     @property
     def aggregates(self) -> str:
-        """Window figures per entity, keyed `<domain>/<entity>|<window start>`: live, then closed."""
+        """Window figures of a partition's entities as columns, one record per partition and
+        window (a few for a large one), on the same-numbered partition: the changed rows
+        once a second while the window is open (`<domain>/<p>|<start>|live/<offset>/<chunk>`),
+        then all of them when it closes (`<domain>/<p>|<start>|closed/<chunk>`)."""
         return f"{self.prefix}aggregates"
 
     @property
     def rollups(self) -> str:
-        """Each partition's share of an area's window, keyed
-        `<domain>/<level>:<area>|<window start>|<partition>`; readers add the shares."""
+        """Each partition's shares of the areas of every level, keyed and placed like the
+        aggregates; readers add the partitions' shares of an area."""
         return f"{self.prefix}rollups"
 
     @property

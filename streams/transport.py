@@ -30,8 +30,10 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
    before the message.
 4. Fetch wait: Faust asks for fetches that may wait 1,500 ms; see FETCH_MAX_WAIT_MS.
 5. Commits after state: tables that write their changelog in batches (streams.agents.
-   StateTable) register a flush with `flush_before_commit`, and no offset is committed
-   before the state of the records below it is on the broker.
+   StateTable) register a flush with `flush_before_commit`, awaited before the offsets
+   to commit are chosen; and a topic whose state is stored as snapshots registers its
+   `commit_ceilings`: its partitions are committed at the offset the newest snapshot
+   covers, never past it, so a restart replays what no snapshot holds yet.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 _BATCHED: "weakref.WeakKeyDictionary[faust.App, Set[str]]" = weakref.WeakKeyDictionary()
+_CEILINGS: "weakref.WeakKeyDictionary[faust.App, dict[str, Callable[[], Mapping[int, int]]]]" = (
+    weakref.WeakKeyDictionary())
 _BEFORE_COMMIT: "weakref.WeakKeyDictionary[faust.App, list[Callable[[], Awaitable[None]]]]" = (
     weakref.WeakKeyDictionary())
 
@@ -82,6 +86,12 @@ _BEFORE_COMMIT: "weakref.WeakKeyDictionary[faust.App, list[Callable[[], Awaitabl
 def flush_before_commit(app: faust.App, flush: Callable[[], Awaitable[None]]) -> None:
     """Have `flush` awaited before the app's consumer commits any offset."""
     _BEFORE_COMMIT.setdefault(app, []).append(flush)
+
+
+def commit_ceilings(app: faust.App, topic: str, ceilings: Callable[[], Mapping[int, int]]) -> None:
+    """Commit `topic`'s partitions at `ceilings()[partition]` (the next offset to read),
+    whatever has been processed beyond it."""
+    _CEILINGS.setdefault(app, {})[topic] = ceilings
 
 
 def deliver_in_batches(app: faust.App, topic: str) -> faust.TopicT:
@@ -101,10 +111,23 @@ class Consumer(driver.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+    async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
         for flush in _BEFORE_COMMIT.get(self.app, ()):
             await flush()
-        return await super()._commit_offsets(offsets, start_new_transaction)
+        return await super()._commit_tps(tps, start_new_transaction)
+
+    def _filter_committable_offsets(self, tps: Any) -> dict:
+        offsets = super()._filter_committable_offsets(tps)  # also drains the acked lists
+        ceilings = _CEILINGS.get(self.app, {})
+        if ceilings:
+            offsets = {tp: o for tp, o in offsets.items() if tp.topic not in ceilings}
+            assigned = self.assignment()
+            for topic, ceiling in ceilings.items():
+                for partition, offset in ceiling().items():
+                    tp = TP(topic, partition)
+                    if tp in assigned and self._should_commit(tp, offset):
+                        offsets[tp] = offset
+        return offsets
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # `offset_to` is the offset of the message that revealed the gap: it is acked itself

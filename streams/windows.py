@@ -1,29 +1,29 @@
-"""Event-time window aggregates: a mergeable summary of one entity's events in one window.
+"""Event-time window aggregates, as numpy columns: one `Block` holds one window of many
+entities (or areas), one slot each, and folds a batch of events with vectorised group-by.
 
-An aggregate is a monoid: `merge(aggregate(A), aggregate(B)) == aggregate(A + B)` (up to
-float rounding). That one property is what lets a batch of events be folded into stored
-state with a single write per (entity, window), sliding views be merged from tumbling
-windows, areas be rolled up from their entities, and partial area sums from different
-partitions be added by the API.
+Per slot a block keeps, for each numeric field, count, sum, m2 = Σ(x − mean)², min and
+max; per counter the events matching it; per product Σ a·b; and the latest categorical
+state by event time. All of it is a monoid: folding events in any split, or merging two
+blocks' rows (Chan et al.'s parallel update for m2), gives the figures of all the events
+together (up to float rounding in sums, never in counts: a sum is kept as a sum).
 
-A stored aggregate is a small JSON-friendly dict:
+Outside the worker an aggregate travels as a small JSON-friendly dict (`Agg`):
     {"n": events,
-     "f": {field: [count, mean, m2, min, max]},   # numeric fields; m2 = Σ(x - mean)²
-     "c": {counter: int},                          # events matching a predicate
-     "p": {product: float},                        # Σ a·b, e.g. speed × volume
-     "s": [ts, value] | None}                      # latest categorical state by event time
+     "f": {field: [count, sum, m2, min, max]},
+     "c": {counter: int}, "p": {product: float},
+     "s": [ts, value] | None}
+which the API merges across partitions and turns into operator figures.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-Event = dict[str, Any]
 Agg = dict[str, Any]
-K = TypeVar("K", bound=Hashable)
+NO_STATE = -1
 
 
 @dataclass(frozen=True)
@@ -31,26 +31,20 @@ class Shape:
     """What a domain's windows hold."""
 
     fields: tuple[str, ...]
-    counters: tuple[tuple[str, Callable[[Event], bool]], ...] = ()
+    counters: tuple[tuple[str, str, Any], ...] = ()  # name, field, the value it counts
     products: tuple[tuple[str, str, str], ...] = ()
     state: str | None = None
-
-
-def _is(field: str, value: Any) -> Callable[[Event], bool]:
-    return lambda e: e.get(field) == value
+    # The state field's values, ordered so that a tie on event time picks the later one
+    # here (the larger string), whatever the arrival order.
+    states: tuple[str, ...] = ()
 
 
 SHAPES: dict[str, Shape] = {
     "gate": Shape(
         fields=("temperature_c",),
-        counters=(
-            ("passes", _is("type", "gate.pass")),
-            ("in", _is("direction", "in")),
-            ("out", _is("direction", "out")),
-            ("denied", _is("result", "denied")),
-            ("tailgates", _is("tailgate", True)),
-            ("heartbeats", _is("type", "gate.heartbeat")),
-        ),
+        counters=(("passes", "type", "gate.pass"), ("in", "direction", "in"), ("out", "direction", "out"),
+                  ("denied", "result", "denied"), ("tailgates", "tailgate", True),
+                  ("heartbeats", "type", "gate.heartbeat")),
     ),
     "traffic": Shape(
         fields=("volume", "speed_kmh", "occupancy"),
@@ -58,19 +52,210 @@ SHAPES: dict[str, Shape] = {
     ),
     "grid": Shape(
         fields=("load_kw", "voltage_kv", "frequency_hz", "power_factor"),
-        counters=(("breaker_open", _is("breaker", "open")),),
-        state="breaker",
+        counters=(("breaker_open", "breaker", "open"),),
+        state="breaker", states=("closed", "open"),
     ),
 }
 
 
+def window_start(ts: Any, window_ms: int) -> Any:
+    return ts - ts % window_ms
+
+
+def stream_times(ts: np.ndarray, stream_time: int | None) -> np.ndarray:
+    """The partition's stream time (the largest event time seen so far) just before each
+    event, and last, after the batch. Judging each event against the stream time before
+    it, not against the batch's end, is what makes every decision independent of how
+    records were cut into batches."""
+    start = np.iinfo(np.int64).min if stream_time is None else stream_time
+    return np.maximum.accumulate(np.concatenate(([start], ts)))
+
+
+def late_mask(ts: np.ndarray, window_ms: int, lateness_ms: int, before: np.ndarray) -> np.ndarray:
+    """Which events arrive after their window closed, given the stream time before each
+    (`stream_times(...)[:-1]`): a window [s, s + W) closes once stream time reaches
+    s + W + lateness."""
+    return window_start(ts, window_ms) + window_ms + lateness_ms <= before
+
+
+# ---------------------------------------------------------------- the columnar block
+
+
+class Block:
+    """One window's figures for `capacity` slots; a slot with n == 0 holds nothing."""
+
+    ARRAYS = ("n", "count", "total", "m2", "lo", "hi", "counters", "products", "state")
+
+    def __init__(self, shape: Shape, capacity: int = 64) -> None:
+        self.shape = shape
+        f, c, p = len(shape.fields), len(shape.counters), len(shape.products)
+        self.n = np.zeros(capacity, np.int64)
+        self.count = np.zeros((f, capacity), np.int64)
+        self.total = np.zeros((f, capacity))
+        self.m2 = np.zeros((f, capacity))
+        self.lo = np.full((f, capacity), np.inf)
+        self.hi = np.full((f, capacity), -np.inf)
+        self.counters = np.zeros((c, capacity), np.int64)
+        self.products = np.zeros((p, capacity))
+        # latest state as one sortable number: ts · (values + 1) + code + 1, NO_STATE if none
+        self.state = np.full(capacity, NO_STATE, np.int64)
+
+    @property
+    def capacity(self) -> int:
+        return len(self.n)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.ARRAYS}
+
+    @classmethod
+    def from_arrays(cls, shape: Shape, arrays: dict[str, np.ndarray]) -> "Block":
+        block = cls.__new__(cls)
+        block.shape = shape
+        for name in cls.ARRAYS:
+            setattr(block, name, arrays[name])
+        return block
+
+    def reserve(self, slots: int) -> None:
+        if slots <= self.capacity:
+            return
+        grown = Block(self.shape, max(slots, 2 * self.capacity))
+        for name, old in self.arrays().items():
+            getattr(grown, name)[..., :self.capacity] = old
+        for name in self.ARRAYS:
+            setattr(self, name, getattr(grown, name))
+
+    def fold(self, slots: np.ndarray, batch: "Columns") -> np.ndarray:
+        """Add the events (their slots, and their values in `batch`) into the block;
+        the distinct slots touched."""
+        touched, group = np.unique(slots, return_inverse=True)
+        self.reserve(int(touched[-1]) + 1)
+        g = len(touched)
+        self.n[touched] += np.bincount(group, minlength=g)
+        for i, x in enumerate(batch.fields):
+            have = ~np.isnan(x)
+            nb = np.bincount(group, weights=have, minlength=g)
+            sb = np.bincount(group, weights=np.where(have, x, 0.0), minlength=g)
+            mb = np.divide(sb, nb, out=np.zeros(g), where=nb > 0)
+            dev = np.where(have, x - mb[group], 0.0)
+            m2b = np.bincount(group, weights=dev * dev, minlength=g)
+            lo = np.full(g, np.inf)
+            hi = np.full(g, -np.inf)
+            np.fmin.at(lo, group, x)
+            np.fmax.at(hi, group, x)
+            na = self.count[i, touched].astype(float)
+            ma = np.divide(self.total[i, touched], na, out=np.zeros(g), where=na > 0)
+            n = na + nb
+            delta = mb - ma
+            both = (na > 0) & (nb > 0)
+            self.m2[i, touched] += m2b + np.where(both, delta * delta * na * nb / np.where(both, n, 1), 0.0)
+            self.count[i, touched] += nb.astype(np.int64)
+            self.total[i, touched] += sb
+            self.lo[i, touched] = np.fmin(self.lo[i, touched], lo)
+            self.hi[i, touched] = np.fmax(self.hi[i, touched], hi)
+        for i, hit in enumerate(batch.counters):
+            self.counters[i, touched] += np.bincount(group, weights=hit, minlength=g).astype(np.int64)
+        for i, x in enumerate(batch.products):
+            self.products[i, touched] += np.bincount(group, weights=x, minlength=g)
+        if batch.state is not None:
+            latest = np.full(g, NO_STATE, np.int64)
+            np.maximum.at(latest, group, batch.state)
+            self.state[touched] = np.maximum(self.state[touched], latest)
+        return touched
+
+    def present(self) -> np.ndarray:
+        return np.flatnonzero(self.n > 0)
+
+    def columns(self, slots: np.ndarray) -> dict[str, Any]:
+        """The rows of `slots` as JSON-ready columns (numpy arrays; orjson writes them
+        with OPT_SERIALIZE_NUMPY): the wire form of window records."""
+        shape = self.shape
+        fields = {}
+        for i, name in enumerate(shape.fields):
+            count = self.count[i, slots]
+            have = count > 0
+            fields[name] = {"count": count, "sum": self.total[i, slots], "m2": self.m2[i, slots],
+                            # NaN is written as null: no reading, no extreme
+                            "min": np.where(have, self.lo[i, slots], np.nan),
+                            "max": np.where(have, self.hi[i, slots], np.nan)}
+        out: dict[str, Any] = {"n": self.n[slots], "f": fields,
+                               "c": {name: self.counters[i, slots] for i, (name, _, _) in enumerate(shape.counters)},
+                               "p": {name: self.products[i, slots] for i, (name, _, _) in enumerate(shape.products)}}
+        if shape.state:
+            state = self.state[slots]
+            size = len(shape.states) + 1
+            have = state != NO_STATE
+            out["s"] = {"ts": np.where(have, state // size, 0),
+                        "value": [shape.states[v % size - 1] if ok else None
+                                  for v, ok in zip(state.tolist(), have.tolist())]}
+        return out
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A batch's events as one array per statistic of a shape, extracted once and then
+    folded any number of ways (entity windows, then each area level)."""
+
+    fields: list[np.ndarray]  # NaN where an event lacks the field
+    counters: list[np.ndarray]  # bool
+    products: list[np.ndarray]  # 0 where either factor is absent
+    state: np.ndarray | None  # sortable state number per event, NO_STATE where absent
+
+    @classmethod
+    def of(cls, shape: Shape, events: Any) -> "Columns":
+        """From validated event columns (streams.columns.EventColumns)."""
+        state = None
+        if shape.state:
+            size = len(shape.states) + 1
+            value = events.labels[shape.state]
+            code = np.zeros(len(events), np.int64)
+            for i, v in enumerate(shape.states):
+                code[np.asarray(value == v, dtype=bool)] = i + 1
+            state = np.where(code > 0, events.ts * size + code, NO_STATE)
+        return cls([events.numbers[f] for f in shape.fields],
+                   [events.equals(field, value) for _, field, value in shape.counters],
+                   [np.nan_to_num(events.numbers[a] * events.numbers[b], nan=0.0) for _, a, b in shape.products],
+                   state)
+
+    def take(self, idx: np.ndarray) -> "Columns":
+        return Columns([x[idx] for x in self.fields], [x[idx] for x in self.counters],
+                       [x[idx] for x in self.products], None if self.state is None else self.state[idx])
+
+
+# ---------------------------------------------------------------- records and what operators read
+
+
+def unpack(shape: Shape, cols: dict[str, Any]) -> Iterator[tuple[int, Agg]]:
+    """A window record's columns → (row, Agg) for each row."""
+    fields = cols["f"]
+    state = cols.get("s")
+    for i, n in enumerate(cols["n"]):
+        f = {name: [c["count"][i], c["sum"][i], c["m2"][i], c["min"][i], c["max"][i]]
+             for name, c in fields.items()}
+        s = None
+        if state is not None and state["value"][i] is not None:
+            s = [state["ts"][i], state["value"][i]]
+        yield i, {"n": n, "f": f, "c": {k: v[i] for k, v in cols["c"].items()},
+                  "p": {k: v[i] for k, v in cols["p"].items()}, "s": s}
+
+
+def entity_rows(doc: dict[str, Any]) -> Iterator[tuple[str, Agg]]:
+    """An aggregates record → (entity, its window's Agg) per row."""
+    for i, agg in unpack(SHAPES[doc["domain"]], doc["cols"]):
+        yield doc["entities"][i], agg
+
+
+def area_rows(doc: dict[str, Any]) -> Iterator[tuple[str, str, Agg]]:
+    """A rollups record → (level, area, this partition's share) per row."""
+    shape = SHAPES[doc["domain"]]
+    for level, part in doc["levels"].items():
+        for i, agg in unpack(shape, part["cols"]):
+            yield level, part["areas"][i], agg
+
+
 def empty(shape: Shape) -> Agg:
     return {"n": 0, "f": {f: [0, 0.0, 0.0, None, None] for f in shape.fields},
-            "c": {c: 0 for c, _ in shape.counters}, "p": {p: 0.0 for p, _, _ in shape.products},
+            "c": {c: 0 for c, _, _ in shape.counters}, "p": {p: 0.0 for p, _, _ in shape.products},
             "s": None}
-
-
-# ---------------------------------------------------------------- merging
 
 
 def _merge_field(a: list, b: list) -> list:
@@ -80,10 +265,8 @@ def _merge_field(a: list, b: list) -> list:
     if na == 0:
         return b
     n = na + nb
-    delta = b[1] - a[1]
-    # Chan et al.'s parallel update: exact in exact arithmetic, stable in floats.
-    return [n, a[1] + delta * nb / n, a[2] + b[2] + delta * delta * na * nb / n,
-            min(a[3], b[3]), max(a[4], b[4])]
+    delta = b[1] / nb - a[1] / na
+    return [n, a[1] + b[1], a[2] + b[2] + delta * delta * na * nb / n, min(a[3], b[3]), max(a[4], b[4])]
 
 
 def _later(a: list | None, b: list | None) -> list | None:
@@ -115,144 +298,11 @@ def recent(domain: str, windows: dict[int, Agg], since_ms: int) -> dict[str, Any
     return figures(domain, merge_all(SHAPES[domain], aggs)) if aggs else None
 
 
-# ---------------------------------------------------------------- batches
-
-
-def window_start(ts: np.ndarray | int, window_ms: int) -> Any:
-    return ts - ts % window_ms
-
-
-def stream_times(ts: np.ndarray, stream_time: int | None) -> np.ndarray:
-    """The partition's stream time (the largest event time seen so far) just before each
-    event, and last, after the batch. Judging each event against the stream time before
-    it, not against the batch's end, is what makes every decision independent of how
-    records were cut into batches."""
-    start = np.iinfo(np.int64).min if stream_time is None else stream_time
-    return np.maximum.accumulate(np.concatenate(([start], ts)))
-
-
-def late_mask(ts: np.ndarray, window_ms: int, lateness_ms: int, before: np.ndarray) -> np.ndarray:
-    """Which events arrive after their window closed, given the stream time before each
-    (`stream_times(...)[:-1]`): a window [s, s + W) closes once stream time reaches
-    s + W + lateness."""
-    return window_start(ts, window_ms) + window_ms + lateness_ms <= before
-
-
-def _column(events: Sequence[Event], name: str) -> np.ndarray:
-    # None (absent optional field) becomes NaN, which every reduction below skips.
-    return np.array([e.get(name) for e in events], dtype=float)
-
-
-@dataclass(frozen=True)
-class Columns:
-    """A batch's events as one array per statistic, extracted once and then grouped any
-    number of ways (entity windows, then each area level)."""
-
-    fields: dict[str, np.ndarray]
-    counters: dict[str, np.ndarray]
-    products: dict[str, np.ndarray]
-    ts: np.ndarray
-    states: list[Any] | None  # the categorical state field's value per event
-
-    @classmethod
-    def of(cls, shape: Shape, events: Sequence[Event]) -> "Columns":
-        n = len(events)
-        return cls(
-            fields={f: _column(events, f) for f in shape.fields},
-            counters={c: np.fromiter(map(pred, events), bool, n) for c, pred in shape.counters},
-            products={p: np.nan_to_num(_column(events, a) * _column(events, b), nan=0.0)
-                      for p, a, b in shape.products},
-            ts=np.fromiter((e["ts"] for e in events), np.int64, n),
-            states=[e.get(shape.state) for e in events] if shape.state else None)
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def take(self, idx: Sequence[int]) -> "Columns":
-        return Columns({f: v[idx] for f, v in self.fields.items()},
-                       {c: v[idx] for c, v in self.counters.items()},
-                       {p: v[idx] for p, v in self.products.items()}, self.ts[idx],
-                       None if self.states is None else [self.states[i] for i in idx])
-
-
-def window_keys(events: Sequence[Event], window_ms: int) -> list[tuple[str, int]]:
-    return [(e["entity"], e["ts"] - e["ts"] % window_ms) for e in events]
-
-
-def aggregate(shape: Shape, events: Sequence[Event], window_ms: int) -> dict[tuple[str, int], Agg]:
-    """Aggregate validated events by (entity, window start)."""
-    return aggregate_by(Columns.of(shape, events), window_keys(events, window_ms))
-
-
-def aggregate_by(cols: Columns, keys: Sequence[K]) -> dict[K, Agg]:
-    """Aggregate events by any hashable key per event (entity window, area window, ...),
-    vectorised per field: one numpy reduction per statistic, not a loop per event."""
-    n = len(cols)
-    if n == 0:
-        return {}
-    ids: dict[K, int] = {}
-    code = np.fromiter((ids.setdefault(k, len(ids)) for k in keys), np.int64, n)
-    order = np.argsort(code, kind="stable")
-    sorted_code = code[order]
-    first = np.ones(n, bool)
-    first[1:] = sorted_code[1:] != sorted_code[:-1]
-    starts = np.flatnonzero(first)
-    group = np.cumsum(first) - 1
-    sizes = np.diff(np.append(starts, n))
-
-    # Per statistic one numpy reduction; then plain lists, since reading numpy scalars
-    # one group at a time cost more than the reductions.
-    fields = []
-    for column in cols.fields.values():
-        x = column[order]
-        ok = ~np.isnan(x)
-        count = np.add.reduceat(ok.astype(np.int64), starts)
-        total = np.add.reduceat(np.where(ok, x, 0.0), starts)
-        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-        dev = np.where(ok, x - mean[group], 0.0)
-        fields.append([[c, m, q, lo, hi] if c else [0, 0.0, 0.0, None, None] for c, m, q, lo, hi in zip(
-            count.tolist(), mean.tolist(), np.add.reduceat(dev * dev, starts).tolist(),
-            np.fmin.reduceat(x, starts).tolist(), np.fmax.reduceat(x, starts).tolist())])
-    counters = [np.add.reduceat(v[order].astype(np.int64), starts).tolist() for v in cols.counters.values()]
-    products = [np.add.reduceat(v[order], starts).tolist() for v in cols.products.values()]
-    states = _latest_states(cols, order, starts) if cols.states is not None else [None] * len(starts)
-
-    names_f, names_c, names_p, g = list(cols.fields), list(cols.counters), list(cols.products), len(starts)
-    first_keys = [keys[i] for i in order[starts].tolist()]
-    return {k: {"n": n, "f": dict(zip(names_f, f)), "c": dict(zip(names_c, c)), "p": dict(zip(names_p, p)), "s": st}
-            for k, n, f, c, p, st in zip(first_keys, sizes.tolist(), _rows(fields, g), _rows(counters, g),
-                                         _rows(products, g), states)}
-
-
-def _rows(columns: list[list], groups: int) -> Iterable[tuple]:
-    """Each group's entries of the columns (empty tuples when there are none)."""
-    return zip(*columns) if columns else [()] * groups
-
-
-def _latest_states(cols: Columns, order: np.ndarray, starts: np.ndarray) -> list[list | None]:
-    assert cols.states is not None
-    ts, order_ = cols.ts.tolist(), order.tolist()
-    bounds = starts.tolist() + [len(order_)]
-    out: list[list | None] = []
-    for lo, hi in zip(bounds, bounds[1:]):
-        best = None
-        for i in order_[lo:hi]:
-            value = cols.states[i]
-            if value is not None:
-                best = _later(best, [ts[i], value])
-        out.append(best)
-    return out
-
-
-# ---------------------------------------------------------------- what operators read
-
-
 def stats(field: list) -> dict[str, float | int | None]:
-    count, mean, m2, lo, hi = field
+    count, total, m2, lo, hi = field
     if count == 0:
         return {"count": 0, "sum": 0.0, "min": None, "max": None, "mean": None, "variance": None}
-    return {"count": count, "sum": mean * count, "min": lo, "max": hi, "mean": mean,
-            "variance": m2 / count}
+    return {"count": count, "sum": total, "min": lo, "max": hi, "mean": total / count, "variance": m2 / count}
 
 
 def figures(domain: str, agg: Agg) -> dict[str, Any]:
@@ -266,7 +316,7 @@ def figures(domain: str, agg: Agg) -> dict[str, Any]:
         out["max_temperature_c"] = f["temperature_c"]["max"]
     elif domain == "traffic":
         volume = f["volume"]["sum"]
-        out |= {"volume": volume, "speed_kmh_mean": f["speed_kmh"]["mean"],
+        out |= {"volume": _whole(volume), "speed_kmh_mean": f["speed_kmh"]["mean"],
                 "speed_kmh_weighted": agg["p"]["speed_x_volume"] / volume if volume else None,
                 "occupancy_mean": f["occupancy"]["mean"]}
     elif domain == "grid":
@@ -277,3 +327,8 @@ def figures(domain: str, agg: Agg) -> dict[str, Any]:
                 "breaker": agg["s"][1] if agg["s"] else None}
     out["fields"] = f
     return out
+
+
+def _whole(x: float) -> float | int:
+    """A count summed as floats reads as the count it is (995, not 995.0)."""
+    return int(x) if float(x).is_integer() else x

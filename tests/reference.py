@@ -36,8 +36,8 @@ def reference_windows(domain: str, events: Iterable[Event], window_ms: int,
             doc[f] = {"count": len(xs), "sum": float(sum(xs)), "min": min(xs, default=None),
                       "max": max(xs, default=None), "mean": mean,
                       "variance": sum((x - mean) ** 2 for x in xs) / len(xs) if xs else None}
-        for c, pred in shape.counters:
-            doc[c] = sum(1 for e in evs if pred(e))
+        for c, field, value in shape.counters:
+            doc[c] = sum(1 for e in evs if e.get(field) == value)
         for p, a, b in shape.products:
             doc[p] = sum(e[a] * e[b] for e in evs if e.get(a) is not None and e.get(b) is not None)
         if shape.state:
@@ -59,14 +59,14 @@ def assert_matches(domain: str, agg: dict[str, Any], ref: dict[str, Any]) -> Non
     shape = SHAPES[domain]
     assert agg["n"] == ref["events"]
     for f in shape.fields:
-        count, mean, m2, lo, hi = agg["f"][f]
+        count, total, m2, lo, hi = agg["f"][f]
         r = ref[f]
         assert count == r["count"], f
         assert close(lo, r["min"]) and close(hi, r["max"]), f
         if count:
-            assert close(mean, r["mean"]) and close(mean * count, r["sum"]), f
+            assert close(total / count, r["mean"]) and close(total, r["sum"]), f
             assert close(m2 / count, r["variance"], rel=1e-6), f
-    for c, _ in shape.counters:
+    for c, _, _ in shape.counters:
         assert agg["c"][c] == ref[c], c
     for p, _, _ in shape.products:
         assert close(agg["p"][p], ref[p]), p

@@ -7,7 +7,8 @@ import base64
 import orjson
 import pytest
 
-from streams.events import Invalid, Reject, decode, deadletter, parse_ts, validate
+from streams.columns import decode_record as decode
+from streams.events import Invalid, Reject, deadletter, parse_ts, validate
 
 PASS = {"type": "gate.pass", "ts": "2026-11-21T08:00:00+08:00", "gate_id": "G-0001",
         "direction": "in", "method": "face", "result": "granted", "subject": "a1b2c3",

@@ -12,7 +12,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from services.config import Settings
-from streams.events import DEFAULT_MAX_BATCH, SCHEMAS, decode, validate
+from streams.columns import decode_record as decode
+from streams.events import DEFAULT_MAX_BATCH, SCHEMAS, validate
 from tests.conftest import Api, Proc, produce, read_all, wait_for
 
 FIELDS = ["type", "ts", "gate_id", "sensor_id", "feeder_id", "direction", "method", "result", "subject",

@@ -128,19 +128,17 @@ def detections_of(records: list, sizes: list[int], registry) -> list[dict]:
     from streams.detectors import detector
     from streams.processor import PartitionProcessor
 
+    from streams.state import PartitionState
+    from streams.windows import SHAPES
+
     proc = PartitionProcessor("gate", "t.gate.events", 1, 60_000, 120_000, registry,
-                              clock=lambda: 0.0, detector=detector("gate", RuleBook(), registry))
-    state: dict = {}
+                              clock=lambda: 2e9, detector=detector("gate", RuleBook(), registry))
+    state = PartitionState(SHAPES["gate"])
     out: list[dict] = []
     i = 0
     for size in sizes:
-        step = proc.step(0, records[i:i + size], state, lambda: list(state))
+        step = proc.step(0, records[i:i + size], state)
         i += size
-        for key, value in step.writes:
-            if value is None:
-                state.pop(key, None)
-            else:
-                state[key] = value
         out += [orjson.loads(doc) for _, doc in step.detections]
     assert i >= len(records)
     return sorted(out, key=lambda d: (d["rule"], d["entity"], d["episode"], d["seq"]))

@@ -5,30 +5,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from api.views import Windows
 from api.window_history import WindowHistory
-from streams.windows import SHAPES, Columns, aggregate_by
+from streams.windows import SHAPES, Block, Columns
 
 W = 60_000
 T0 = 1_795_219_200_000
 
 
-def agg(*loads: float) -> dict:
-    events = [{"load_kw": x, "voltage_kv": 10.0, "frequency_hz": 50.0, "power_factor": 0.95,
-               "breaker": "closed", "ts": T0} for x in loads]
-    return aggregate_by(Columns.of(SHAPES["grid"], events), ["k"] * len(events))["k"]
+def cols(*loads: float) -> dict:
+    """One row's columns, as a worker's window record carries them."""
+    n = len(loads)
+    block = Block(SHAPES["grid"], 1)
+    block.fold(np.zeros(n, np.int64), Columns(
+        [np.array(loads), np.full(n, 10.0), np.full(n, 50.0), np.full(n, 0.95)], [np.zeros(n, bool)], [], None))
+    return block.columns(np.array([0]))
+
+
+def record(partition: int, ws: int, closed: bool, rows: dict) -> bytes:
+    return orjson.dumps({"domain": "grid", "partition": partition, "window_start": ws, "window_end": ws + W,
+                         "closed": closed, **rows}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def aggregate(entity: str, ws: int, closed: bool, *loads: float) -> bytes:
-    return orjson.dumps({"domain": "grid", "entity": entity, "window_start": ws, "window_end": ws + W,
-                         "closed": closed, "agg": agg(*loads), "area": {}})
+    return record(0, ws, closed, {"entities": [entity], "cols": cols(*loads)})
 
 
 def rollup(partition: int, ws: int, closed: bool, *loads: float) -> bytes:
-    return orjson.dumps({"domain": "grid", "level": "district", "area": "shinan", "partition": partition,
-                         "window_start": ws, "window_end": ws + W, "closed": closed, "agg": agg(*loads)})
+    return record(partition, ws, closed, {"levels": {"district": {"areas": ["shinan"], "cols": cols(*loads)}}})
 
 
 def model(path: Path, retention_ms: int = 10 * W) -> Windows:
@@ -72,5 +79,5 @@ def test_windows_older_than_the_retention_are_dropped(tmp_path: Path) -> None:
         windows.apply_aggregate(None, aggregate("F-1", T0 + i * W, True, float(i)))
     windows.flush()
     assert sorted(windows.entity("grid", "F-1")) == [T0 + i * W for i in range(15, 20)]
-    rows = windows.history.db.execute("SELECT count(*) FROM windows").fetchone()[0]
+    rows = windows.history.db.execute("SELECT count(*) FROM windows2").fetchone()[0]
     assert rows == 5  # deleted on disk too, not only hidden

@@ -57,7 +57,7 @@ def sustain(state: dict[str, Any], timing: Timing, ts: np.ndarray, bad: np.ndarr
             if t - state["ok"] >= timing.clear_ms:
                 state["seq"] += 1
                 out.append(("resolved", t, v, th, state["episode"], state["seq"]))
-                state.update(on=False, bad=None, ok=None)
+                state.update(idle())  # a resolved episode leaves nothing behind
             continue
         state["ok"] = None
         if b and t - state["emitted"] >= timing.repeat_ms:

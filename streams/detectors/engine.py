@@ -9,7 +9,7 @@ going on, so quiet entities cost one vectorised comparison per rule, and judges 
 (the `*.offline` rules) against the partition's stream time.
 
 Per entity the state is one small dict, kept by the caller with the entity's other state:
-    {"o": last offset applied, "seen": last event time, "r": {rule: sustain state}, …}
+    {"seen": last event time, "r": {rule: sustain state}, …}
 plus whatever history the domain's conditions keep under their own keys.
 """
 
@@ -21,11 +21,11 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from streams.columns import EventColumns
 from streams.detectors.blocks import Timing, idle, is_idle, sustain
 from streams.registry import Derived, Registry
 from streams.rules import CATALOGUE, RuleBook
 
-Event = dict[str, Any]
 Params = dict[str, dict[str, Any]]  # rule → parameters, for one entity
 
 
@@ -73,31 +73,34 @@ class Batch:
     Arrival order, not event time: every rule then sees each entity's events in the order
     of the partition, whatever the batch boundaries, so a replay after a crash, cut into
     other batches, decides exactly as the first run did. `before` is the partition's
-    stream time just before each event (streams.windows.stream_times).
+    stream time just before each event (streams.windows.stream_times). Entities are
+    numbered in order of first appearance.
     """
 
-    def __init__(self, events: Sequence[Event], before: np.ndarray | None = None) -> None:
+    def __init__(self, events: EventColumns, before: np.ndarray | None = None) -> None:
         self.events = events
         self.n = len(events)
-        self.ts = np.fromiter((e["ts"] for e in events), np.int64, self.n)
+        self.ts = events.ts
         self.before = np.maximum.accumulate(self.ts) if before is None else before
-        names: dict[str, int] = {}
-        self.code = np.fromiter((names.setdefault(e["entity"], len(names)) for e in events), np.int64, self.n)
-        self.entities = list(names)
+        names, first, code = np.unique(events.entity.astype(str), return_index=True, return_inverse=True)
+        rank = np.empty(len(names), np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(names))
+        self.code = rank[code.reshape(-1)]
+        self.entities = [str(e) for e in names[np.argsort(first, kind="stable")]]
         order = np.argsort(self.code, kind="stable")
         self.starts = np.flatnonzero(np.diff(self.code[order], prepend=-1))
         self.order = order
         self.groups: list[np.ndarray] = np.split(order, self.starts[1:]) if self.n else []
-        self._columns: dict[str, np.ndarray] = {}
 
     def col(self, name: str) -> np.ndarray:
         """A numeric field as floats; NaN where an event lacks it."""
-        if name not in self._columns:
-            self._columns[name] = np.array([e.get(name) for e in self.events], dtype=float)
-        return self._columns[name]
+        return self.events.number(name)
 
     def equals(self, name: str, value: Any) -> np.ndarray:
-        return np.fromiter((e.get(name) == value for e in self.events), bool, self.n)
+        return self.events.equals(name, value)
+
+    def label(self, name: str, i: int) -> Any:
+        return self.events.labels[name][i]
 
     def per_event(self, per_entity: Sequence[float]) -> np.ndarray:
         """Spread one number per entity (in `entities` order) over the entity's events."""
@@ -114,7 +117,7 @@ def param(batch: Batch, params: list[Params], rule: str, name: str) -> np.ndarra
 
 
 def new_state() -> dict[str, Any]:
-    return {"o": -1, "seen": None, "r": {}}
+    return {"seen": None, "r": {}}
 
 
 class Detector:

@@ -46,7 +46,7 @@ def _denied_burst(batch: Batch, states: list[dict[str, Any]], params: list[Param
         for j in batch.groups[i][denied[batch.groups[i]]].tolist():
             t = int(batch.ts[j])
             gate = [x for x in recent["gate"] if x > t - window][-(per_gate - 1):] + [t]
-            subject = str(batch.events[j].get("subject"))
+            subject = str(batch.label("subject", j))
             mine = [x for x in recent["subjects"].get(subject, ()) if x > t - window][-(per_subject - 1):] + [t]
             recent["gate"] = gate
             recent["subjects"][subject] = mine
