@@ -15,6 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from api.auth import TokenBook
+from api.docs import add_docs
+from api.headers import SecurityHeaders, TrustedHosts
 from api.metrics import HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
 from api.routes import alerts, areas, entities, health, ingest, overview
@@ -41,7 +43,7 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
             await producer.stop()
             await views.stop()
 
-    app = FastAPI(title="citybrain", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="citybrain", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Live alerts and city vital signs for the command centre.")
     app.state.views = views
     app.state.producer = producer
@@ -61,6 +63,10 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
         # Closed unless configured: a browser on another origin gets no CORS headers.
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins.split(","),
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+    if settings.hosts:
+        app.add_middleware(TrustedHosts, hosts=settings.hosts)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so on every answer
+    add_docs(app)
     app.include_router(health.router)
     app.include_router(overview.router)
     app.include_router(alerts.router)

@@ -58,6 +58,7 @@ class Settings:
     log_level: str = "info"
     max_body_bytes: int = 10 * 1024 * 1024  # largest ingest request the API reads
     cors_origins: str | None = None  # comma-separated origins allowed to call the API
+    trusted_hosts: str | None = None  # comma-separated host names the API answers to; None: any
 
     @property
     def bootstrap(self) -> str:
@@ -77,6 +78,10 @@ class Settings:
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h.strip() for h in (self.trusted_hosts or "").split(",") if h.strip()]
 
     @property
     def webhooks(self) -> list[str]:
