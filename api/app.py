@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,12 +14,13 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from api.auth import TokenBook
+from api.auth import Principal, TokenBook
 from api.docs import add_docs
 from api.headers import SecurityHeaders, TrustedHosts
 from api.metrics import HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
 from api.routes import alerts, areas, entities, health, ingest, overview
+from api.routes.alerts import Waiting
 from api.views import ReadModels
 from services.config import Settings
 
@@ -27,7 +28,7 @@ from services.config import Settings
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
+def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> FastAPI:
     views = ReadModels(settings)
     producer = EventProducer(settings.bootstrap, settings.topics)
     registry = CollectorRegistry()
@@ -49,6 +50,7 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
     app.state.producer = producer
     app.state.settings = settings
     app.state.tokens = TokenBook(tokens)
+    app.state.live_waiting = Waiting(settings.live_unauthenticated_max)
     app.state.metrics = registry
     app.add_middleware(HttpMetrics, registry=registry)
 

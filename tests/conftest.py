@@ -28,7 +28,9 @@ from services.provision import ensure_topics
 from streams.topicview import read_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKENS = {"tv": "viewer", "to": "operator", "ta": "admin", "ti": "ingest"}
+# token → role[:name] (contract §5): the operators' token is a post's, shared by the
+# officers on duty, and "tu" an operator token issued without a name.
+TOKENS = {"tv": "viewer", "to": "operator:值班长", "tu": "operator", "ta": "admin", "ti": "ingest"}
 
 
 def free_port() -> int:

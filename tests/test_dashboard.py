@@ -94,7 +94,8 @@ def test_the_wall_shows_vitals_and_a_live_alert_that_an_operator_acknowledges(
     expect(row.locator(".status")).to_have_text("已确认 Acknowledged", timeout=15_000)
     expect(row.locator("button.act-ack")).to_have_count(0)
     alert = api.get(f"/api/v1/alerts/{alert_id}").json()
-    assert (alert["status"], alert["acked_by"]) == ("acknowledged", OFFICER)
+    # Recorded as the token's holder (the duty post), the officer's typed name as the note's.
+    assert (alert["status"], alert["acked_by"]) == ("acknowledged", "值班长")
 
     # The name is asked once: the next action offers it again (cancelled here).
     row.locator("button.act-resolve").click()
@@ -105,7 +106,7 @@ def test_the_wall_shows_vitals_and_a_live_alert_that_an_operator_acknowledges(
     row.locator(".alert-open").click()
     detail = page.locator("#alert-detail")
     expect(detail.locator(".history li")).to_have_count(2)
-    expect(detail.locator(".history")).to_contain_text("抢修队已派出")
+    expect(detail.locator(".history")).to_contain_text(f"{OFFICER}: 抢修队已派出")
     expect(detail.locator("svg.spark polyline")).not_to_have_count(0)
 
     shot = tmp_path / "dashboard.png"
