@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import sys
 import time
@@ -20,6 +21,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from playwright.sync_api import Browser, sync_playwright
 
 from services.broker import EmbeddedBroker
 from services.config import Settings
@@ -164,6 +166,22 @@ def _responds(a: Api) -> bool:
         return a.get("/healthz").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Debian's headless chromium, driven by Playwright (whose own browser builds can't be
+    downloaded here). Ask for it after the fixtures that start processes: Playwright's sync
+    API keeps an event loop running in this thread, and the Kafka helpers call asyncio.run."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium fonts-noto-cjk; .ci/run does)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 # ---------------------------------------------------------------- Kafka helpers

@@ -6,13 +6,12 @@ and a page that lost its link catches up on what it missed.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import Api, wait_for
 from tests.test_alerts import normal, outage, stack  # noqa: F401 - stack is a fixture used here
@@ -21,19 +20,8 @@ OFFICER = "值班员 王伟"
 
 
 @pytest.fixture
-def page(stack: Api) -> Iterator[Page]:  # noqa: F811 - the imported fixture
-    # Playwright's own browser builds can't be downloaded here; Debian's chromium is used.
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium fonts-noto-cjk; .ci/run does)")
-    # Started after the stack: Playwright's sync API keeps an event loop running in this
-    # thread, and the fixtures' Kafka helpers call asyncio.run.
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium)
-        try:
-            yield browser.new_page(viewport={"width": 1600, "height": 1000}, locale="zh-CN")
-        finally:
-            browser.close()
+def page(stack: Api, browser: Browser) -> Page:  # noqa: F811 - the imported fixture
+    return browser.new_page(viewport={"width": 1600, "height": 1000}, locale="zh-CN")
 
 
 def ingest(api: Api, events: list[dict[str, Any]]) -> None:

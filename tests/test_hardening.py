@@ -5,20 +5,19 @@ and docs that work offline."""
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import socket
 import stat
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -89,19 +88,6 @@ def test_trusted_hosts_refuse_other_host_names(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- docs offline
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium fonts-noto-cjk; .ci/run does)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_docs_render_with_no_network(api: Api, browser: Browser) -> None:
