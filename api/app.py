@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,10 +14,13 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from api.auth import TokenBook
+from api.auth import Principal, TokenBook
+from api.docs import add_docs
+from api.headers import SecurityHeaders, TrustedHosts
 from api.metrics import HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
 from api.routes import alerts, areas, entities, health, ingest, overview
+from api.routes.alerts import Waiting
 from api.views import ReadModels
 from services.config import Settings
 
@@ -25,7 +28,7 @@ from services.config import Settings
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
+def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> FastAPI:
     views = ReadModels(settings)
     producer = EventProducer(settings.bootstrap, settings.topics)
     registry = CollectorRegistry()
@@ -41,12 +44,13 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
             await producer.stop()
             await views.stop()
 
-    app = FastAPI(title="citybrain", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="citybrain", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Live alerts and city vital signs for the command centre.")
     app.state.views = views
     app.state.producer = producer
     app.state.settings = settings
     app.state.tokens = TokenBook(tokens)
+    app.state.live_waiting = Waiting(settings.live_unauthenticated_max)
     app.state.metrics = registry
     app.add_middleware(HttpMetrics, registry=registry)
 
@@ -61,6 +65,10 @@ def create_app(settings: Settings, tokens: dict[str, str]) -> FastAPI:
         # Closed unless configured: a browser on another origin gets no CORS headers.
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins.split(","),
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+    if settings.hosts:
+        app.add_middleware(TrustedHosts, hosts=settings.hosts)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so on every answer
+    add_docs(app)
     app.include_router(health.router)
     app.include_router(overview.router)
     app.include_router(alerts.router)

@@ -1,9 +1,15 @@
-"""Bearer-token auth with roles: admin ⊇ operator ⊇ viewer; ingest stands apart."""
+"""Bearer-token auth with roles: admin ⊇ operator ⊇ viewer; ingest stands apart.
+
+A token belongs to a principal: its role, and optionally the name of the person or post
+it was issued to (recorded on every action taken with it) and an area it is limited to
+(contract §5: `token=role[:name][@level:area]`).
+"""
 
 from __future__ import annotations
 
 import hmac
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -18,31 +24,48 @@ GRANTS: dict[str, frozenset[str]] = {
 _bearer = HTTPBearer(auto_error=False)
 
 
-class TokenBook:
-    def __init__(self, tokens: dict[str, str]) -> None:
-        self._tokens = [(t.encode(), role) for t, role in tokens.items()]
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    name: str | None = None
+    # (level, area) the token is limited to. Parsed and kept; filtering by it is the
+    # linked-command work of contract §8, not done yet.
+    scope: tuple[str, str] | None = None
+    number: int = 0  # its place in the configured list, 1-based: names an unnamed token
 
-    def role_of(self, token: str) -> str | None:
+    @property
+    def identity(self) -> str:
+        """Who acted, as recorded: the token's name, or else its role and place in the
+        list, which every replica shares and which says nothing about the token itself."""
+        return self.name or f"{self.role} token #{self.number}"
+
+
+class TokenBook:
+    def __init__(self, tokens: Mapping[str, Principal | str]) -> None:
+        self._tokens = [(t.encode(), replace(Principal(p) if isinstance(p, str) else p, number=n))
+                        for n, (t, p) in enumerate(tokens.items(), 1)]
+
+    def principal_of(self, token: str) -> Principal | None:
         """Compares against every token, always, so timing tells nothing about which
         tokens exist or how much of one matched."""
         presented = token.encode()
         found = None
-        for known, role in self._tokens:
+        for known, principal in self._tokens:
             if hmac.compare_digest(presented, known):
-                found = role
+                found = principal
         return found
 
 
-def require(role: str) -> Callable[..., str]:
+def require(role: str) -> Callable[..., Principal]:
     def check(request: Request,
-              creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+              creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        have = request.app.state.tokens.role_of(creds.credentials)
-        if have is None:
+        who = request.app.state.tokens.principal_of(creds.credentials)
+        if who is None:
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
-        if role not in GRANTS[have]:
-            raise HTTPException(403, f"this token's role ({have}) may not do this; needs {role}")
-        return have
+        if role not in GRANTS[who.role]:
+            raise HTTPException(403, f"this token's role ({who.role}) may not do this; needs {role}")
+        return who
 
     return check

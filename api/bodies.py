@@ -7,6 +7,7 @@ token, or with too much to say, costs the server next to nothing.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 from fastapi import HTTPException, Request
@@ -17,15 +18,25 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The body, at most `limit` bytes (413 beyond), each part of it arriving within the
+    API's read timeout (408 otherwise: a client that trickles its body holds nothing long)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"request body over {limit} bytes")
+    wait_s = request.app.state.settings.api_read_timeout_s
     body = bytearray()
-    async for chunk in request.stream():
+    chunks = aiter(request.stream())
+    while True:
+        try:
+            async with asyncio.timeout(wait_s):
+                chunk = await anext(chunks, None)
+        except TimeoutError:
+            raise HTTPException(408, f"request body not received within {wait_s:g} s") from None
+        if chunk is None:
+            return bytes(body)
         body += chunk
         if len(body) > limit:
             raise HTTPException(413, f"request body over {limit} bytes")
-    return bytes(body)
 
 
 async def read_model(request: Request, model: type[M], limit: int = 64 * 1024) -> M:

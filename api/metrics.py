@@ -7,6 +7,7 @@ from itertools import accumulate
 from typing import Iterator
 
 from fastapi import Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -69,6 +70,11 @@ class ReadModelCollector:
         yield ready
 
 
+# Every method the API or a browser's preflight uses; anything else is refused before
+# routing, counted as `other`, so made-up method names can't add a series each.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class HttpMetrics(BaseHTTPMiddleware):
     def __init__(self, app, registry: CollectorRegistry) -> None:  # type: ignore[no-untyped-def]
         super().__init__(app)
@@ -79,10 +85,15 @@ class HttpMetrics(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         start = time.perf_counter()
-        response = await call_next(request)
+        if request.method in METHODS:
+            response = await call_next(request)
+            method = request.method
+        else:
+            response = JSONResponse({"detail": "method not allowed"}, status_code=405)
+            method = "other"
         # The route template, not the path, so ids in paths don't explode label cardinality.
         route = getattr(request.scope.get("route"), "path", "unmatched")
-        self.requests.labels(route, request.method, str(response.status_code)).inc()
+        self.requests.labels(route, method, str(response.status_code)).inc()
         self.latency.labels(route).observe(time.perf_counter() - start)
         return response
 

@@ -10,8 +10,12 @@ import uvicorn
 from api.app import create_app
 from services import tokens
 from services.config import ConfigError, Settings
+from services.http_protocol import with_header_deadline
 from services.processes import port_in_use
 from services.provision import ensure_topics
+
+
+WS_MAX_FRAME = 64 * 1024
 
 
 def run_api(settings: Settings) -> int:
@@ -24,8 +28,15 @@ def run_api(settings: Settings) -> int:
                           f"{settings.api_host} is already in use")
     asyncio.run(ensure_topics(settings))
     app = create_app(settings, book)
-    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                            log_level=settings.log_level.lower(), access_log=False)
+    config = uvicorn.Config(
+        app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower(),
+        access_log=False, http=with_header_deadline(settings.api_read_timeout_s),
+        # Beyond this many open connections (live feeds included) a request gets a 503.
+        limit_concurrency=settings.api_max_connections,
+        # No client has more to say over the live feed than its first message, so a larger
+        # frame closes the connection (1009) before it is buffered; the handler bounds the
+        # first message tighter still (api.routes.alerts).
+        ws_max_size=WS_MAX_FRAME, timeout_keep_alive=5)
     logging.getLogger("uvicorn.error").addFilter(NoFrames())  # after Config set up logging
     uvicorn.Server(config).run()
     return 0

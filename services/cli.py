@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Coroutine
 
-from services import config
+from services import config, datadir
 from services.broker import BrokerError, EmbeddedBroker
 from services.config import ConfigError, Settings
 from streams.events import Invalid
@@ -52,7 +52,9 @@ def _flags(p: argparse.ArgumentParser, *names: str) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     # Flags that are not settings (--seed, --worker-id, ...) are ignored here.
-    return config.load().with_overrides(**vars(args))
+    s = config.load().with_overrides(**vars(args))
+    datadir.narrow(s.data_dir)
+    return s
 
 
 def _wait_for_signal() -> None:
@@ -217,6 +219,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 
 def main(argv: list[str] | None = None) -> int:
     gc.set_threshold(*GC_THRESHOLDS)
+    datadir.private_from_now()
     args = parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     level = getattr(args, "log_level", None) or os.environ.get(config.env_name("log_level")) or "info"

@@ -59,6 +59,10 @@ class Settings:
     log_level: str = "info"
     max_body_bytes: int = 10 * 1024 * 1024  # largest ingest request the API reads
     cors_origins: str | None = None  # comma-separated origins allowed to call the API
+    trusted_hosts: str | None = None  # comma-separated host names the API answers to; None: any
+    api_read_timeout_s: float = 30.0  # a request's headers, and each part of its body, must arrive within this
+    api_max_connections: int = 1000  # open connections of one API replica; more get a 503
+    live_unauthenticated_max: int = 100  # live-feed connections waiting to authenticate; more are closed (1013)
 
     @property
     def bootstrap(self) -> str:
@@ -78,6 +82,10 @@ class Settings:
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h.strip() for h in (self.trusted_hosts or "").split(",") if h.strip()]
 
     @property
     def webhooks(self) -> list[str]:
@@ -164,6 +172,11 @@ def _validated(s: Settings) -> Settings:
         raise bad("lateness_s", f"{s.lateness_s} s is not in 0..86400")
     if not 0 <= s.clock_skew_s <= 7 * 86_400:
         raise bad("clock_skew_s", f"{s.clock_skew_s:g} s is not in 0..604800")
+    if not 0.5 <= s.api_read_timeout_s <= 3600:
+        raise bad("api_read_timeout_s", f"{s.api_read_timeout_s:g} s is not in 0.5..3600")
+    for name in ("api_max_connections", "live_unauthenticated_max"):
+        if not 1 <= getattr(s, name) <= 1_000_000:
+            raise bad(name, f"{getattr(s, name)} is not in 1..1000000")
     if not 1024 <= s.max_body_bytes <= 1 << 30:
         raise bad("max_body_bytes", f"{s.max_body_bytes} is not in 1024..{1 << 30}")
     for name in ("webhook_group_wait_s", "webhook_group_interval_s", "alertmanager_resend_s",

@@ -74,7 +74,8 @@ class Stack:
         env = self._child_env()
         for i in range(s.workers):
             self._start(f"worker-{i}", ["worker", "--worker-id", str(i)], env)
-        self._start("api", ["api"], env)
+        api_env = {**env, **self._token_env()}  # only the process serving HTTP holds tokens
+        self._start("api", ["api"], api_env)
         if s.webhooks or s.alertmanager_url:
             self._start("notifier", ["notify"], env)
         if s.simulate:
@@ -83,7 +84,7 @@ class Stack:
         print(f"citybrain up\n"
               f"  broker   {s.bootstrap}{' (embedded, memory only)' if s.embedded else ''}\n"
               f"  api      {s.api_url}  (docs {s.api_url}/docs)\n"
-              f"  tokens   {env.get(env_name('token_file'), 'from CITYBRAIN_API_TOKENS')}\n"
+              f"  tokens   {api_env.get(env_name('token_file'), 'from CITYBRAIN_API_TOKENS')}\n"
               f"  logs     {s.data_dir / 'logs'}\n"
               f"  workers  {s.workers}, simulator "
               f"{f'{s.simulate:g} events/s' if s.simulate else 'off'}, notifier "
@@ -93,16 +94,24 @@ class Stack:
         return self._supervise()
 
     def _child_env(self) -> dict[str, str]:
+        """Every child's environment: the settings, less the API tokens."""
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
         env.update(s.environ())
         env[env_name("broker")] = s.bootstrap
-        if not s.api_tokens:
-            path = s.token_file or s.data_dir / "tokens"
-            if not path.exists():
-                tokens.generate(path)
-            env[env_name("token_file")] = str(path.resolve())
+        for name in ("api_tokens", "token_file"):
+            env.pop(env_name(name), None)
         return env
+
+    def _token_env(self) -> dict[str, str]:
+        """The API tokens for the process that serves HTTP, generated if none are set."""
+        s = self.settings
+        if s.api_tokens:
+            return {env_name("api_tokens"): s.api_tokens}
+        path = s.token_file or s.data_dir / "tokens"
+        if not path.exists():
+            tokens.generate(path)
+        return {env_name("token_file"): str(path.resolve())}
 
     def _start(self, name: str, argv: list[str], env: dict[str, str], to_terminal: bool = False) -> None:
         argv = [sys.executable, "-m", "services.cli", *argv]

@@ -46,6 +46,13 @@ class Rule:
     summary: str  # str.format template over value, threshold and the rule's parameters
     params: Mapping[str, Any] = field(default_factory=dict)
 
+    def describe(self, value: float, threshold: float, params: Mapping[str, Any]) -> str:
+        """The summary people read. `value` and `threshold` are the detection's: for the
+        rules that learn what is usual, the threshold is derived from that (ratio × usual
+        + excess) and differs from any parameter, so they take precedence over `params`
+        (some rules have a `threshold` parameter too)."""
+        return self.summary.format_map({**params, "value": value, "threshold": threshold})
+
     @property
     def domain(self) -> str:
         return self.name.partition(".")[0]
@@ -59,26 +66,31 @@ CATALOGUE: dict[str, Rule] = {r.name: r for r in (
     # ---- gate: residential access control
     _rule("gate.tailgating", "minor", "tailgating at the gate (a second person followed a pass)",
           clear_s=120.0),
-    _rule("gate.fever", "major", "temperature {value:.1f} °C at the gate (≥ {threshold} °C)",
+    _rule("gate.fever", "major", "temperature {value:.1f} °C at the gate (threshold {threshold:.1f} °C)",
           threshold=37.3, critical=38.5),
-    _rule("gate.denied_burst", "minor", "{value:.0f} denied passes within {within_s:.0f} s",
+    _rule("gate.denied_burst", "minor",
+          "{value:.0f} denied passes within {within_s:.0f} s (threshold {threshold:.0f})",
           subject_denials=5, gate_denials=20, within_s=300.0, clear_s=300.0),
-    _rule("gate.offline", "major", "no heartbeat or pass for {value:.0f} s", timeout_s=90.0,
-          clear_s=0.0),
-    _rule("gate.crowd_surge", "major", "{value:.0f} passes a minute, normal {threshold:.0f}",
+    _rule("gate.offline", "major", "no heartbeat or pass for {value:.0f} s (timeout {threshold:.0f} s)",
+          timeout_s=90.0, clear_s=0.0),
+    _rule("gate.crowd_surge", "major", "{value:.0f} passes a minute; threshold {threshold:.0f} "
+          "({ratio:g} × the usual for the hour + {min_excess:.0f})",
           ratio=2.5, min_excess=6.0, raise_s=60.0, clear_s=120.0),
     # ---- traffic: road detectors
-    _rule("traffic.congestion", "major", "speed {value:.0%} of free flow with occupancy high",
+    _rule("traffic.congestion", "major", "speed {value:.0%} of free flow (threshold {threshold:.0%}) "
+          "with occupancy high",
           speed_ratio=0.3, occupancy=0.5, raise_s=120.0, clear_s=120.0),
-    _rule("traffic.incident", "critical", "speed collapsed to {value:.0f} km/h with occupancy jump",
+    _rule("traffic.incident", "critical", "speed collapsed to {value:.0f} km/h (threshold "
+          "{threshold:.0f} km/h) with occupancy jump",
           max_speed_kmh=10.0, speed_drop=0.4, occupancy=0.62, clear_s=120.0),
     _rule("traffic.sensor_fault", "warning", "detector readings flat, stuck at zero or impossible",
           repeats=3, max_speed_kmh=200.0, max_volume_per_min=200.0, clear_s=120.0),
-    _rule("traffic.anomaly", "minor", "volume {value:.0f}, normal {threshold:.0f} for the time of day",
+    _rule("traffic.anomaly", "minor", "volume {value:.0f}; threshold {threshold:.0f} "
+          "({ratio:g} × the usual for the time of day + {min_excess:.0f})",
           ratio=2.0, min_excess=8.0, raise_s=120.0, clear_s=180.0),
     # ---- grid: distribution feeders
-    _rule("grid.overload", "major", "load {value:.0%} of rated", threshold=1.0, critical=1.2,
-          clear_ratio=0.95, raise_s=60.0),
+    _rule("grid.overload", "major", "load {value:.0%} of rated (threshold {threshold:.0%})",
+          threshold=1.0, critical=1.2, clear_ratio=0.95, raise_s=60.0),
     _rule("grid.voltage", "major", "voltage {value:.3f} p.u., outside ±{tolerance:.0%} (GB/T 12325)",
           tolerance=0.07, clear_tolerance=0.065, raise_s=30.0, clear_s=30.0),
     _rule("grid.frequency", "major", "frequency {value:.2f} Hz, outside 50 ± {tolerance_hz} Hz (GB/T 15945)",
@@ -87,7 +99,8 @@ CATALOGUE: dict[str, Rule] = {r.name: r for r in (
           clear_s=30.0),
     _rule("grid.load_anomaly", "minor", "load {value:.0f} kW, normal {threshold:.0f} kW",
           deviation=0.4, raise_s=60.0),
-    _rule("grid.offline", "major", "no measurement for {value:.0f} s", timeout_s=60.0, clear_s=0.0),
+    _rule("grid.offline", "major", "no measurement for {value:.0f} s (timeout {threshold:.0f} s)",
+          timeout_s=60.0, clear_s=0.0),
 )}
 
 _SPECIFICITY = ("domain",) + LEVELS + ("entity",)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import sys
 import time
@@ -20,6 +21,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from playwright.sync_api import Browser, sync_playwright
 
 from services.broker import EmbeddedBroker
 from services.config import Settings
@@ -28,7 +30,9 @@ from services.provision import ensure_topics
 from streams.topicview import read_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKENS = {"tv": "viewer", "to": "operator", "ta": "admin", "ti": "ingest"}
+# token → role[:name] (contract §5): the operators' token is a post's, shared by the
+# officers on duty, and "tu" an operator token issued without a name.
+TOKENS = {"tv": "viewer", "to": "operator:值班长", "tu": "operator", "ta": "admin", "ti": "ingest"}
 
 
 def free_port() -> int:
@@ -162,6 +166,22 @@ def _responds(a: Api) -> bool:
         return a.get("/healthz").status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Debian's headless chromium, driven by Playwright (whose own browser builds can't be
+    downloaded here). Ask for it after the fixtures that start processes: Playwright's sync
+    API keeps an event loop running in this thread, and the Kafka helpers call asyncio.run."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium fonts-noto-cjk; .ci/run does)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 # ---------------------------------------------------------------- Kafka helpers

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from api.auth import TokenBook
+from api.auth import Principal, TokenBook
 from services import tokens
 from services.config import ConfigError, Settings
 from streams.registry import Registry
@@ -36,23 +36,29 @@ def test_unknown_entities_are_unassigned_and_topic_records_update_the_registry()
 
 
 def test_token_spec_parsing_and_errors() -> None:
-    assert tokens.parse("a=viewer, b=operator") == {"a": "viewer", "b": "operator"}
-    with pytest.raises(ConfigError):
-        tokens.parse("a=superuser")
-    with pytest.raises(ConfigError):
-        tokens.parse("just-a-token")
+    assert tokens.parse("a=viewer, b=operator") == {"a": Principal("viewer"), "b": Principal("operator")}
+    # The contract's full form: token=role[:name][@level:area]; a token may hold "=".
+    assert tokens.parse("t=operator:值班长\npad===admin:李主任@district:市南区\nv=viewer@street:湛山街道") == {
+        "t": Principal("operator", "值班长"), "pad==": Principal("admin", "李主任", ("district", "市南区")),
+        "v": Principal("viewer", None, ("street", "湛山街道"))}
+    for bad in ("a=superuser", "just-a-token", "t=operator:", "t=operator: ", "t=operator:a\u202eb",
+                "t=operator:a\x1bb", "t=operator:a\x00", "t=viewer@city:青岛", "t=viewer@district:"):
+        with pytest.raises(ConfigError) as refused:
+            tokens.parse(bad)
+        assert "\n" not in str(refused.value)
 
 
 def test_generated_tokens_one_per_role_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     book = tokens.generate(path)
-    assert sorted(book.values()) == sorted(tokens.ROLES)
+    assert sorted(p.role for p in book.values()) == sorted(tokens.ROLES)
     assert all(len(t) >= 43 for t in book)  # 32 random bytes, url-safe base64
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert tokens.configured(Settings(token_file=path)) == book
 
 
 def test_token_book_finds_roles_and_nothing_for_prefixes() -> None:
-    book = TokenBook({"secret-viewer": "viewer", "secret-admin": "admin"})
-    assert book.role_of("secret-admin") == "admin"
-    assert book.role_of("secret") is None and book.role_of("") is None
+    book = TokenBook({"secret-viewer": "viewer", "secret-admin": Principal("admin", "李主任")})
+    assert book.principal_of("secret-admin") == Principal("admin", "李主任", number=2)
+    assert book.principal_of("secret-viewer").identity == "viewer token #1"  # unnamed
+    assert book.principal_of("secret") is None and book.principal_of("") is None

@@ -25,7 +25,7 @@ from tests.conftest import Proc, child_env, free_port, wait_for
 
 # What anyone may reach: probes, metrics, the dashboard shell and its files, the API docs.
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/", "/static", "/openapi.json", "/docs",
-          "/docs/oauth2-redirect", "/redoc"}
+          "/docs/oauth2-redirect", "/docs/assets", "/redoc"}
 SECRET = secrets.token_urlsafe(32)
 
 

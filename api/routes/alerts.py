@@ -14,9 +14,10 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.requests import HTTPConnection
 
 from api.alerts import AlertView, format_position, parse_position, summary
-from api.auth import require
+from api.auth import GRANTS, Principal, require
 from api.bodies import body_schema, read_model
 from api.routes.entities import parse_instant
+from api.text import plain
 from streams.alerting import command, input_key
 from streams.registry import LEVELS
 from streams.rules import SEVERITIES
@@ -26,11 +27,12 @@ router = APIRouter(prefix="/api/v1", tags=["alerts"])
 STATUSES = ("firing", "acknowledged", "resolved")
 APPLIED_WAIT_S = 5.0  # how long ack/resolve waits to see its change in the view
 AUTH_WAIT_S = 5.0  # a live client that sends no token within this long is closed
+FIRST_FRAME_MAX = 4096  # bytes of a live client's first message: a token and a position
 PING_S = 25.0  # a quiet feed pings, so a vanished client is noticed and let go
 
 _EXAMPLE = {
     "id": "3f2a9c0d1b4e5f60", "rule": "grid.overload", "domain": "grid", "entity": "F-0001",
-    "severity": "critical", "status": "firing", "summary": "load 127% of rated", "value": 1.27,
+    "severity": "critical", "status": "firing", "summary": "load 127% of rated (threshold 100%)", "value": 1.27,
     "threshold": 1.0, "started_at": "2026-11-21T00:01:00.000+00:00",
     "updated_at": "2026-11-21T00:04:00.000+00:00", "resolved_at": None, "count": 3,
     "acked_by": None, "area": {"district": "市南区", "street": "八大关街道", "community": "八大关社区",
@@ -38,15 +40,20 @@ _EXAMPLE = {
 
 
 class Action(BaseModel):
-    by: str = Field(min_length=1, max_length=100, description="who acts: a name or staff id")
+    by: str = Field(min_length=1, max_length=100, description=(
+        "who acts, as typed: a name or staff id. Recorded in the note; the action itself is "
+        "recorded as the token's (its name, contract §5)"))
     note: str | None = Field(None, max_length=2000)
 
-    @field_validator("by", "note")
+    @field_validator("by")
     @classmethod
-    def encodable(cls, v: str | None) -> str | None:
-        if v is not None:
-            v.encode()  # a lone surrogate (valid JSON, not text) raises: a 422, not a 500
-        return v
+    def plain_name(cls, v: str) -> str:
+        return plain(v, "by")  # also refuses a lone surrogate (valid JSON, not text)
+
+    @field_validator("note")
+    @classmethod
+    def plain_note(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else plain(v, "note", allow="\n\t")
 
     model_config = {"json_schema_extra": {"examples": [{"by": "值班员 王伟", "note": "抢修队已派出"}]}}
 
@@ -129,7 +136,7 @@ async def get_alert(request: Request, alert_id: str) -> dict[str, Any]:
     return alert
 
 
-async def _act(request: Request, alert_id: str, kind: str, body: Action) -> Any:
+async def _act(request: Request, alert_id: str, kind: str, body: Action, who: Principal) -> Any:
     view = _view(request)
     alert = view.alerts.get(alert_id)
     if alert is None:
@@ -138,7 +145,7 @@ async def _act(request: Request, alert_id: str, kind: str, body: Action) -> Any:
         raise HTTPException(409, f"alert {alert_id} is already resolved")
     if kind == "ack" and alert["status"] == "acknowledged":
         return view.with_history(alert_id)
-    doc = command(kind, alert, body.by, body.note, int(time.time() * 1000))
+    doc = command(kind, alert, who.identity, _note(body, who), int(time.time() * 1000))
     await request.app.state.producer.send(request.app.state.settings.topics.alert_inputs,
                                           [(input_key(alert["rule"], alert["entity"]), orjson.dumps(doc))])
     seq = alert["seq"]
@@ -150,25 +157,31 @@ async def _act(request: Request, alert_id: str, kind: str, body: Action) -> Any:
     return view.with_history(alert_id)
 
 
+def _note(body: Action, who: Principal) -> str | None:
+    """The note as recorded: prefixed by the name typed, unless that is the token's own
+    (a post's token is shared by the people on duty; the typed name says which one)."""
+    if body.by == who.name:
+        return body.note
+    return f"{body.by}: {body.note}" if body.note else body.by
+
+
 ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "accepted, not yet applied by the worker"}, 404: {"description": "no such alert"},
     409: {"description": "already resolved"}, 413: {"description": "body over 64 KiB"}}
 
 
-@router.post("/alerts/{alert_id}/ack", dependencies=[Depends(require("operator"))],
-             openapi_extra=body_schema(Action), responses=ACTION_RESPONSES)
-async def ack(request: Request, alert_id: str) -> Any:
+@router.post("/alerts/{alert_id}/ack", openapi_extra=body_schema(Action), responses=ACTION_RESPONSES)
+async def ack(request: Request, alert_id: str, who: Annotated[Principal, Depends(require("operator"))]) -> Any:
     """Acknowledge: a person has seen it and is on it. Body `{"by", "note"}`. Returns the
-    alert once applied."""
-    return await _act(request, alert_id, "ack", await read_model(request, Action))
+    alert once applied, `acked_by` naming the token's holder."""
+    return await _act(request, alert_id, "ack", await read_model(request, Action), who)
 
 
-@router.post("/alerts/{alert_id}/resolve", dependencies=[Depends(require("operator"))],
-             openapi_extra=body_schema(Action), responses=ACTION_RESPONSES)
-async def resolve(request: Request, alert_id: str) -> Any:
+@router.post("/alerts/{alert_id}/resolve", openapi_extra=body_schema(Action), responses=ACTION_RESPONSES)
+async def resolve(request: Request, alert_id: str, who: Annotated[Principal, Depends(require("operator"))]) -> Any:
     """Resolve by hand; the alert stays resolved while its current condition lasts. Body
-    `{"by", "note"}`."""
-    return await _act(request, alert_id, "resolve", await read_model(request, Action))
+    `{"by", "note"}`; `resolved_by` names the token's holder."""
+    return await _act(request, alert_id, "resolve", await read_model(request, Action), who)
 
 
 @router.websocket("/alerts/live")
@@ -183,20 +196,14 @@ async def live(websocket: WebSocket, position: str | None = None) -> None:
     received. A quiet feed sends `{"type": "ping"}` every 25 s.
     """
     await websocket.accept()
-    tokens = websocket.app.state.tokens
-    header = websocket.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else None
-    if token is None:
-        try:
-            first = orjson.loads(await asyncio.wait_for(websocket.receive_text(), AUTH_WAIT_S))
-            token = first.get("token") if isinstance(first, dict) else None
-            position = first.get("position", position) if isinstance(first, dict) else position
-        except (asyncio.TimeoutError, orjson.JSONDecodeError, WebSocketDisconnect):
-            token = None
-    role = tokens.role_of(token) if isinstance(token, str) else None
-    if role is None or role == "ingest":
-        await websocket.close(4401 if role is None else 4403,
-                              "unknown or missing token" if role is None else "needs the viewer role")
+    signed_in = await _sign_in(websocket)
+    if signed_in is None:
+        return
+    who, given = signed_in
+    position = position if given is None else given  # "" too: from the beginning
+    if who is None or "viewer" not in GRANTS[who.role]:
+        await websocket.close(4401 if who is None else 4403,
+                              "unknown or missing token" if who is None else "needs the viewer role")
         return
     try:
         start = parse_position(position) if isinstance(position, str) else None
@@ -232,6 +239,59 @@ async def live(websocket: WebSocket, position: str | None = None) -> None:
         pass
     finally:
         view.unsubscribe(feed)
+
+
+class Waiting:
+    """Live clients connected but not yet authenticated, at most `limit` at a time: each
+    may hold up to AUTH_WAIT_S and a first frame, and costs a token check."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count = limit, 0
+
+    def enter(self) -> bool:
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        self.count -= 1
+
+
+async def _sign_in(websocket: WebSocket) -> tuple[Principal | None, str | None] | None:
+    """The client's principal (None: no valid token) and the position its first message
+    gave, or None if the connection was closed here. A token comes in the Authorization
+    header or in the first message, which must be JSON text of at most FIRST_FRAME_MAX
+    bytes: anything else (binary, larger, not JSON) is closed with 4401."""
+    book = websocket.app.state.tokens
+    header = websocket.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return book.principal_of(header[7:]), None
+    waiting: Waiting = websocket.app.state.live_waiting
+    if not waiting.enter():
+        await websocket.close(1013, "too many connections waiting to authenticate; retry later")
+        return None
+    try:
+        message = await asyncio.wait_for(websocket.receive(), AUTH_WAIT_S)
+    except asyncio.TimeoutError:
+        message = {"type": "websocket.receive"}  # said nothing: no token
+    finally:
+        waiting.leave()
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    try:
+        if text is None or len(text.encode()) > FIRST_FRAME_MAX:
+            raise ValueError
+        first = orjson.loads(text)
+    except (ValueError, orjson.JSONDecodeError):
+        await websocket.close(4401, f'first message must be JSON text {{"token": ...}}, at most '
+                                    f"{FIRST_FRAME_MAX} bytes")
+        return None
+    token = first.get("token") if isinstance(first, dict) else None
+    position = first.get("position") if isinstance(first, dict) else None
+    return (book.principal_of(token) if isinstance(token, str) else None,
+            position if isinstance(position, str) else None)
 
 
 def _message(kind: str, **fields: Any) -> str:

@@ -225,12 +225,9 @@ class Detector:
         severity = p["severity"]
         if status == "firing" and "critical" in p and value >= p["critical"]:
             severity = "critical"
-        try:
-            summary = CATALOGUE[rule].summary.format(value=value, threshold=threshold, **p)
-        except (ValueError, TypeError):
-            summary = CATALOGUE[rule].summary
         return Detection(rule, entity, status, severity, float(value), float(threshold), int(ts),
-                         int(episode), int(seq), summary, self.registry.area(entity))
+                         int(episode), int(seq), CATALOGUE[rule].describe(value, threshold, p),
+                         self.registry.area(entity))
 
 
 class SilenceWatch:
