@@ -33,7 +33,16 @@ class ReadModelCollector:
         closes = CounterMetricFamily("citybrain_window_closes", "Entity windows closed", labels=["domain"])
         lag = GaugeMetricFamily("citybrain_consumer_lag", "Records in the event topic not yet "
                                 "processed, as of each partition's latest report", labels=["domain"])
+        future = CounterMetricFamily("citybrain_events_future", "Events dead-lettered for a timestamp "
+                                     "further ahead of the receiving clock than the allowed skew", labels=["domain"])
+        ahead = GaugeMetricFamily("citybrain_clock_ahead_seconds", "How far ahead of the worker's clock "
+                                  "an entity's newest event was stamped (entities over 10 s ahead)",
+                                  labels=["domain", "entity"])
+        for doc in self.views.vitals.partitions.values():
+            for entity, seconds in (doc.get("clock_ahead_s") or {}).items():
+                ahead.add_metric([str(doc.get("domain")), entity], seconds)
         for domain, t in self.views.vitals.totals().items():
+            future.add_metric([domain], t["future"])
             events.add_metric([domain, "valid"], t["events"])
             events.add_metric([domain, "rejected"], t["rejected"])
             events.add_metric([domain, "late"], t["late"])
@@ -42,7 +51,7 @@ class ReadModelCollector:
             records.add_metric([domain], t["records"])
             closes.add_metric([domain], t["closes"])
             lag.add_metric([domain], t["lag"])
-        yield from (events, records, deadletters, closes, lag)
+        yield from (events, records, deadletters, closes, lag, future, ahead)
         latency = HistogramMetricFamily("citybrain_processing_latency_seconds", "From a record's "
                                         "Kafka timestamp to its batch processed", labels=["domain"])
         for domain, (counts, total) in self.views.vitals.latency().items():

@@ -43,13 +43,13 @@ class Vitals:
             pass
 
     def totals(self) -> dict[str, dict[str, Any]]:
-        out = {d: {"events": 0, "rejected": 0, "late": 0, "records": 0, "closes": 0, "lag": 0,
+        out = {d: {"events": 0, "rejected": 0, "late": 0, "future": 0, "records": 0, "closes": 0, "lag": 0,
                    "partitions": 0, "latest_event_ts": None} for d in DOMAINS}
         for doc in self.partitions.values():
             t = out.get(doc.get("domain"))
             if t is None:
                 continue
-            for k in ("events", "rejected", "late", "records", "closes", "lag"):
+            for k in ("events", "rejected", "late", "future", "records", "closes", "lag"):
                 t[k] += int(doc.get(k) or 0)
             t["partitions"] += 1
             if doc.get("max_ts") is not None:

@@ -43,7 +43,9 @@ class Settings:
     max_batch: int = 10_000  # events in one batch record
     window_s: int = 60  # tumbling window length, event time
     lateness_s: int = 120  # how long after its end a window still accepts events
-    clock_skew_s: float = 300.0  # events stamped further ahead of the clock are dead-lettered as future
+    # Events stamped further ahead of the clock are dead-lettered as future. Keep it below
+    # lateness_s: a clock that is fast by more than the lateness makes every event after it late.
+    clock_skew_s: float = 60.0
     rules_file: Path | None = None  # YAML or JSON overrides of the rule catalogue (streams/rules.py)
     alert_flap_s: float = 300.0  # a condition back within this long reopens its resolved alert
     alert_escalate_s: float = 900.0  # an alert firing unacknowledged this long goes one severity up

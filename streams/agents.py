@@ -61,6 +61,7 @@ REGISTRY_WAIT_S = 30.0
 # SNAPSHOT_MAX_AGE_S, which bounds the replay after a crash.
 SNAPSHOT_INPUT_RATIO = 2.0
 SNAPSHOT_MAX_AGE_S = 60.0
+AHEAD_SHOWN = 20  # entities whose clocks run furthest ahead, per partition, in its vitals
 
 TABLES = tuple(f"{d}-state" for d in DOMAINS) + ("alerts-state",)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who owns a partition, in its vitals
@@ -174,6 +175,7 @@ class Owned:
     latency: dict[str, Any] = field(default_factory=lambda: {"counts": [0] * (len(LATENCY_BUCKETS) + 1),
                                                              "sum": 0.0})
     vitals_due: bool = True
+    ahead: dict[str, float] = field(default_factory=dict)  # entity → seconds ahead of the clock, latest
 
     def snapshot_due(self, force: bool) -> bool:
         if not self.changed:
@@ -256,6 +258,9 @@ class DomainAgent:
                 *((self._window_topic(kind), key, doc, partition, None) for kind, key, doc in step.closed)])
         owned.input_bytes += sum(len(r.value or b"") for r in records)
         owned.changed = owned.stepped = owned.vitals_due = True
+        if step.ahead:
+            owned.ahead.update(step.ahead)
+            owned.ahead = dict(sorted(owned.ahead.items(), key=lambda kv: -kv[1])[:AHEAD_SHOWN])
         for ws in step.closed_starts:
             owned.touched.pop(ws, None)
         for ws, touched in step.touched.items():
@@ -296,6 +301,7 @@ class DomainAgent:
         return orjson.dumps({"domain": self.domain, "partition": partition, **progress.public(),
                              "lag": None if highwater is None else max(highwater - progress.offset - 1, 0),
                              "latency": owned.latency, "entities": len(owned.state.entities),
+                             "clock_ahead_s": owned.ahead,
                              "worker": WORKER, "updated_at": int(time.time() * 1000)})
 
     async def flush(self, force: bool = False) -> None:

@@ -35,7 +35,7 @@ MIN_TS_MS = 946_684_800_000  # 2000-01-01: older stamps are broken clocks, not h
 MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
 MAX_ID_LEN = 128
 DEFAULT_MAX_BATCH = 10_000
-DEFAULT_MAX_AHEAD_MS = 300_000  # how far an event may be stamped ahead of the clock
+DEFAULT_MAX_AHEAD_MS = 60_000  # how far an event may be stamped ahead of the clock
 
 Event = dict[str, Any]
 

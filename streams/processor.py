@@ -44,6 +44,7 @@ from streams.state import ROLLUP_LEVELS, PartitionState
 from streams.windows import SHAPES, Block, Columns, late_mask, stream_times, window_start
 
 ROWS_PER_RECORD = 2000  # window records stay far below Kafka's 1 MB message limit
+AHEAD_NOTED_MS = 10_000  # an event this far ahead of the worker's clock names its entity in the vitals
 Output = tuple[str, bytes, bytes]  # window topic kind ("aggregates" or "rollups"), key, value
 DUMPS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -76,6 +77,7 @@ class Step:
     closed: list[Output] = field(default_factory=list)  # final figures of the windows that closed
     closed_starts: list[int] = field(default_factory=list)
     touched: dict[int, Touched] = field(default_factory=dict)  # window start → changed slots
+    ahead: dict[str, float] = field(default_factory=dict)  # entity → seconds its newest event was ahead of the clock
 
 
 def iso(ms: int) -> str:
@@ -140,11 +142,17 @@ class PartitionProcessor:
         if fresh:
             progress.offset = fresh[-1][0]
             progress.records += len(fresh)
-        events, rejected = decode(self.domain, fresh, int(self.clock() * 1000), self.max_ahead_ms, self.max_batch)
+        now_ms = int(self.clock() * 1000)
+        events, rejected = decode(self.domain, fresh, now_ms, self.max_ahead_ms, self.max_batch)
         for r in rejected:
             out.deadletters.append((r.key, contract.deadletter(r.reject, self.topic, partition, r.offset)))
             progress.future += r.reject.reason.startswith("future:")
         progress.rejected += len(rejected)
+        # Clocks running ahead (yet within the allowed skew) are shown, not judged: so an
+        # operator finds the gateway before its events start being refused.
+        for i in np.flatnonzero(events.ts > now_ms + AHEAD_NOTED_MS).tolist():
+            entity = str(events.entity[i])
+            out.ahead[entity] = max(out.ahead.get(entity, 0.0), (int(events.ts[i]) - now_ms) / 1000)
         return events
 
     def _drop_late(self, partition: int, events: EventColumns, state: PartitionState,
