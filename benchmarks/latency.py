@@ -53,14 +53,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of one process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise ProcessLookupError(pid)
-
-
 @dataclass
 class LiveStack:
     """`citybrain up --simulate rate` in `workdir`, on free ports, with one viewer token."""

@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from benchmarks.latency import ROOT, Lag, LiveStack, Prober, percentiles, rss_bytes
+from benchmarks.latency import ROOT, Lag, LiveStack, Prober, percentiles
+from services.processes import rss_bytes
 
 RESULTS = ROOT / "benchmarks" / "results"
 MB = 1 << 20
