@@ -11,6 +11,10 @@ the producer, both on this process's monotonic clock.
 Probes are sent open-loop at jittered intervals (never waiting for an answer, and not in
 step with the simulator's once-a-second bursts), so a slow alert doesn't thin out the
 probes around it. `soak.py` uses the same `LiveStack`, `Lag` and `Prober`.
+
+`search` finds the highest rate a fresh stack keeps up with, halving or doubling a start
+rate, and measures the latency there and at a target rate; while the probes go, it
+meters what the stack writes to the broker per input (benchmarks/broker_writes.py).
 """
 
 from __future__ import annotations
@@ -240,7 +244,7 @@ def next_rate(tried: list[tuple[float, bool]], start: float, top: float, floor: 
     `floor`); None once the highest rate kept up with is bracketed, or at the bounds."""
     if not tried:
         return start
-    rate, kept_up = tried[-1]
+    rate = tried[-1][0]
     if all(ok for _, ok in tried):
         return rate * 2 if rate * 2 <= top else None
     if not any(ok for _, ok in tried):
