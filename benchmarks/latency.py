@@ -102,6 +102,15 @@ class LiveStack:
                 raise RuntimeError(f"the API was not ready within {READY_TIMEOUT_S:g}s; see {self.log}")
             time.sleep(1.0)
 
+    def stopped_by_itself(self) -> str | None:
+        """Why `up` is stopping or stopped on its own, if it is: its one line saying so (a
+        part died, or the embedded broker outgrew its memory limit), or its exit code."""
+        said = [line for line in self.log.read_text(errors="replace").splitlines()
+                if line.startswith(("citybrain: error", "citybrain: stopping"))]
+        if said:
+            return said[-1]
+        return None if self.proc.poll() is None else f"citybrain up exited with code {self.proc.returncode}"
+
     def pids(self) -> dict[str, int]:
         """The worker's, the API's and the embedded broker's process ids, among up's children."""
         found = {}
