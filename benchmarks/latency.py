@@ -23,6 +23,7 @@ import asyncio
 import os
 import secrets
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class LiveStack:
         self.settings = Settings(broker_port=free_port(), api_port=free_port(), data_dir=self.workdir,
                                  simulate=self.rate, api_tokens=f"{self.token}=viewer")
         self.log = self.workdir / "up.log"
+        self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> LiveStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
@@ -106,10 +108,12 @@ class LiveStack:
         """Why `up` is stopping or stopped on its own, if it is: its one line saying so (a
         part died, or the embedded broker outgrew its memory limit), or its exit code."""
         said = [line for line in self.log.read_text(errors="replace").splitlines()
-                if line.startswith(("citybrain: error", "citybrain: stopping"))]
+                if line.startswith(("citybrain: error", "citybrain: stopping"))] if self.log.exists() else []
         if said:
             return said[-1]
-        return None if self.proc.poll() is None else f"citybrain up exited with code {self.proc.returncode}"
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"citybrain up exited with code {self.proc.returncode}"
 
     def pids(self) -> dict[str, int]:
         """The worker's, the API's and the embedded broker's process ids, among up's children."""
@@ -287,11 +291,12 @@ def search(workdir: Path, start: float, target: float, probes: int, top: float, 
 def attempt(workdir: Path, rate: float, probes: int, every_s: float, probe_behind: bool) -> dict[str, Any]:
     """One `citybrain up --simulate rate`: does it keep up, and (if so, or `probe_behind`)
     the probes' latency and what it wrote to the broker meanwhile."""
+    stack = LiveStack(workdir, rate)
     try:
-        with LiveStack(workdir, rate) as stack:
+        with stack:
             return asyncio.run(_measure(stack, probes, every_s, probe_behind))
-    except RuntimeError as exc:  # its city too big to be ready in time: not kept up with either
-        return {"rate": rate, "sustained": False, "error": str(exc)}
+    except RuntimeError as exc:  # aiokafka's errors too: a stack that didn't start or didn't last
+        return {"rate": rate, "sustained": False, "error": stack.stopped_by_itself() or str(exc)}
 
 
 async def _measure(stack: LiveStack, count: int, every_s: float, probe_behind: bool) -> dict[str, Any]:
