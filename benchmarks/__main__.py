@@ -141,8 +141,8 @@ def live_lines(r: dict) -> str:
     tried = ", ".join(f"{a['rate']:,} {'yes' if a['sustained'] else 'no'}" for a in r["runs"]["live"])
     best = next((a for a in r["runs"]["live"] if a["rate"] == r["live_eps"]), None)
     target = next(a for a in r["runs"]["live"] if a["rate"] == r["latency_target_eps"])
-    lines = [f"live stack (citybrain up --simulate): kept up with {_shown(r['live_eps'])} events/s "
-             f"(rates tried, kept up? {tried})"]
+    kept = f"{r['live_eps']:,} events/s" if r["live_eps"] is not None else "none of the rates tried"
+    lines = [f"live stack (citybrain up --simulate): kept up with {kept} (rates tried, kept up? {tried})"]
     if best is not None:
         lines.append(f"latency, event produced → alert on the live feed, at {best['rate']:,} events/s: "
                      f"p50 {_shown(best['p50_ms'])} ms, p99 {_shown(best['p99_ms'])} ms "
