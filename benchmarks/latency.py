@@ -11,6 +11,10 @@ the producer, both on this process's monotonic clock.
 Probes are sent open-loop at jittered intervals (never waiting for an answer, and not in
 step with the simulator's once-a-second bursts), so a slow alert doesn't thin out the
 probes around it. `soak.py` uses the same `LiveStack`, `Lag` and `Prober`.
+
+`search` finds the highest rate a fresh stack keeps up with, halving or doubling a start
+rate, and measures the latency there and at a target rate; while the probes go, it
+meters what the stack writes to the broker per input (benchmarks/broker_writes.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import os
 import secrets
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +37,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from websockets.asyncio.client import connect
 
 from api.views import Vitals
+from benchmarks import broker_writes
 from services.config import Settings
 from services.processes import spawn, stop
 from streams.topics import DOMAINS
@@ -44,21 +50,13 @@ READY_TIMEOUT_S = 300.0  # a city sized for 10k events/s takes a while to regist
 # Keeping up: less than this many seconds of load not yet processed. The simulator sends
 # each second's events at once, so even a stack that keeps up is up to a second behind.
 KEEPING_UP_S = 3.0
-ATTEMPTS = 3  # rates tried before the latency is measured at whatever the last one does
+PRODUCED_SHARE = 0.9  # of the rate asked for, that the simulator must have produced
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of one process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise ProcessLookupError(pid)
 
 
 @dataclass
@@ -74,6 +72,7 @@ class LiveStack:
         self.settings = Settings(broker_port=free_port(), api_port=free_port(), data_dir=self.workdir,
                                  simulate=self.rate, api_tokens=f"{self.token}=viewer")
         self.log = self.workdir / "up.log"
+        self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> LiveStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
@@ -104,6 +103,17 @@ class LiveStack:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the API was not ready within {READY_TIMEOUT_S:g}s; see {self.log}")
             time.sleep(1.0)
+
+    def stopped_by_itself(self) -> str | None:
+        """Why `up` is stopping or stopped on its own, if it is: its one line saying so (a
+        part died, or the embedded broker outgrew its memory limit), or its exit code."""
+        said = [line for line in self.log.read_text(errors="replace").splitlines()
+                if line.startswith(("citybrain: error", "citybrain: stopping"))] if self.log.exists() else []
+        if said:
+            return said[-1]
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"citybrain up exited with code {self.proc.returncode}"
 
     def pids(self) -> dict[str, int]:
         """The worker's, the API's and the embedded broker's process ids, among up's children."""
@@ -241,35 +251,75 @@ def percentiles(probes: list[Probe]) -> dict[str, Any]:
             **{k: None if v is None else round(v, 1) for k, v in zip(("p50_ms", "p99_ms", "max_ms"), figures)}}
 
 
-def measure(workdir: Path, rate: float, probes: int, every_s: float = 0.25) -> dict[str, Any]:
-    """Latency of `probes` fever probes over a stack under `rate` events/s of simulated city.
+def next_rate(tried: list[tuple[float, bool]], start: float, top: float, floor: float) -> float | None:
+    """The next live rate to try, given the (rate, kept up?) tried so far: `start` first;
+    twice the last while every rate kept up (up to `top`), half while none did (down to
+    `floor`); None once the highest rate kept up with is bracketed, or at the bounds."""
+    if not tried:
+        return start
+    rate = tried[-1][0]
+    if all(ok for _, ok in tried):
+        return rate * 2 if rate * 2 <= top else None
+    if not any(ok for _, ok in tried):
+        return rate / 2 if rate / 2 >= floor else None
+    return None
+
+
+def search(workdir: Path, start: float, target: float, probes: int, top: float, floor: float,
+           every_s: float = 0.25) -> dict[str, Any]:
+    """The highest live rate the stack keeps up with, among `start` doubled or halved
+    (`next_rate`), with the latency of `probes` fever probes there; and the latency at
+    `target` whether it keeps up or not (tried on its own if the search passed it by).
 
     The pipeline's rate comes from pre-loaded topics, read in big batches; live load
-    arrives in small ones, which cost more per event. If the live stack can't keep up
-    with `rate`, latency would only measure a growing backlog: then it starts again at
-    half of what it did process (at most half the rate), up to `ATTEMPTS` rates in all,
-    and the last one is probed whatever it does. `overloaded_at` lists the rates given up."""
-    overloaded: list[dict[str, Any]] = []
-    while True:
-        last = len(overloaded) == ATTEMPTS - 1
-        with LiveStack(workdir / f"attempt-{len(overloaded)}", rate) as stack:
-            result = asyncio.run(_measure(stack, probes, every_s, give_up_behind=not last))
-        if result["sustained"] or last:
-            return result | {"overloaded_at": overloaded}
-        overloaded.append(result)
-        rate = round(min(rate, result["processed_eps"]) / 2)
+    arrives in small ones, which cost more per event. A rate that is not kept up with is
+    only probed if it is `target`: elsewhere latency would measure a growing backlog."""
+    attempts: list[dict[str, Any]] = []
+    rate: float | None = start
+    while rate is not None:
+        attempts.append(attempt(workdir / f"attempt-{len(attempts)}", round(rate), probes, every_s,
+                                probe_behind=round(rate) == target))
+        rate = next_rate([(a["rate"], a["sustained"]) for a in attempts], start, top, floor)
+    if target not in (a["rate"] for a in attempts):
+        attempts.append(attempt(workdir / f"attempt-{len(attempts)}", target, probes, every_s, probe_behind=True))
+    kept = [a for a in attempts if a["sustained"]]
+    return {"live_eps": max((a["rate"] for a in kept), default=None),
+            "best": max(kept, key=lambda a: a["rate"], default=None),
+            "at_target": next(a for a in attempts if a["rate"] == target), "attempts": attempts}
 
 
-async def _measure(stack: LiveStack, count: int, every_s: float, give_up_behind: bool) -> dict[str, Any]:
-    async with Lag(stack.settings) as lag, Prober(stack) as prober:
+def attempt(workdir: Path, rate: float, probes: int, every_s: float, probe_behind: bool) -> dict[str, Any]:
+    """One `citybrain up --simulate rate`: does it keep up, and (if so, or `probe_behind`)
+    the probes' latency and what it wrote to the broker meanwhile."""
+    stack = LiveStack(workdir, rate)
+    try:
+        with stack:
+            return asyncio.run(_measure(stack, probes, every_s, probe_behind))
+    except RuntimeError as exc:  # aiokafka's errors too: a stack that didn't start or didn't last
+        return {"rate": rate, "sustained": False, "error": stack.stopped_by_itself() or str(exc)}
+
+
+async def _measure(stack: LiveStack, count: int, every_s: float, probe_behind: bool) -> dict[str, Any]:
+    s = stack.settings
+    async with Lag(s) as lag, Prober(stack) as prober:
         # Events produced while the worker joined its group are a backlog, not load.
         backlog = await lag.settle(stack.rate)
         out: dict[str, Any] = {"rate": stack.rate, "lag_at_start": backlog, "load_avg": os.getloadavg()[0]}
-        if give_up_behind and backlog >= KEEPING_UP_S * stack.rate:
+        if not probe_behind and backlog >= KEEPING_UP_S * stack.rate:
             return out | {"sustained": False, "processed_eps": round(lag.processed_eps())}
+        before = await broker_writes.offsets(s.bootstrap, s.topic_prefix)
+        produced, began = (await lag.offsets())[0], time.monotonic()
         await prober.send(count, every_s)
         await prober.arrived(timeout_s=60.0)
-        behind = (await lag.offsets())[1]
-        return out | {"sustained": behind < KEEPING_UP_S * stack.rate, "lag_at_end": behind,
-                      "processed_eps": round(lag.processed_eps()), "every_s": every_s,
-                      **percentiles(list(prober.probes.values()))}
+        now_produced, behind = await lag.offsets()
+        produced_eps = (now_produced - produced) / (time.monotonic() - began)
+        out |= {"lag_at_end": behind, "produced_eps": round(produced_eps),
+                "processed_eps": round(lag.processed_eps()), "every_s": every_s,
+                **percentiles(list(prober.probes.values()))}
+        # Kept up: little left unprocessed, and the simulator did produce the rate (on two
+        # busy cores it may not, and a stack can't fall behind load it never got).
+        out["sustained"] = behind < KEEPING_UP_S * stack.rate and produced_eps >= PRODUCED_SHARE * stack.rate
+        # Live records hold one event each (the simulator's default).
+        out["broker_writes"] = await broker_writes.since(s.bootstrap, s.topic_prefix, before,
+                                                         [s.topics.events(d) for d in DOMAINS])
+        return out

@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from benchmarks.latency import ROOT, Lag, LiveStack, Prober, percentiles, rss_bytes
+from benchmarks.latency import ROOT, Lag, LiveStack, Prober, percentiles
+from services.processes import rss_bytes
 
 RESULTS = ROOT / "benchmarks" / "results"
 MB = 1 << 20
@@ -75,6 +76,11 @@ async def soak(stack: LiveStack, seconds: float, every_s: float, probe_every_s: 
         produced_before, _ = await lag.offsets()
         for n in range(1, int(seconds / every_s) + 1):
             await asyncio.sleep(max(0.0, began + n * every_s - time.monotonic()))
+            # `up` stops by itself before the embedded broker fills the machine (README, Embedded broker).
+            stopped_early = stack.stopped_by_itself()
+            if stopped_early is not None:
+                sender.cancel()
+                break
             produced, behind = await lag.offsets()
             samples.append({"t_s": round(time.monotonic() - began),
                             "worker_rss_mb": round(rss_bytes(pids["worker"]) / MB, 1),

@@ -27,6 +27,8 @@ class ConfigError(ValueError):
 class Settings:
     broker: str | None = None  # HOST:PORT of an existing Kafka cluster; None runs the embedded one
     broker_port: int = 9092  # the embedded broker's port
+    broker_memory_warn_mb: float | None = None  # `up` warns past this; None: 2/3 of the limit
+    broker_memory_limit_mb: float | None = None  # `up` stops past this; None: half the machine's memory
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     data_dir: Path = Path("var")
@@ -152,6 +154,9 @@ def _validated(s: Settings) -> Settings:
     for name in ("broker_port", "api_port"):
         if not 1 <= getattr(s, name) <= 65535:
             raise bad(name, f"{getattr(s, name)} is not a TCP port (1-65535)")
+    for name in ("broker_memory_warn_mb", "broker_memory_limit_mb"):
+        if getattr(s, name) is not None and not getattr(s, name) > 0:
+            raise bad(name, f"{getattr(s, name):g} MB is not a positive number")
     if s.broker is not None and not _HOSTPORT.match(s.broker):
         raise bad("broker", f"{s.broker!r} is not HOST:PORT[,HOST:PORT...]")
     if not _PREFIX.match(s.topic_prefix):

@@ -51,6 +51,14 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ProcessLookupError(pid)  # a zombie has no memory left to report
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -23,8 +23,9 @@ import httpx
 
 from services import tokens
 from services.broker import EmbeddedBroker
+from services.broker_memory import BrokerMemoryWatch, Verdict, limits, machine_memory_mb
 from services.config import ConfigError, Settings, env_name
-from services.processes import port_in_use, spawn, stop
+from services.processes import port_in_use, rss_bytes, spawn, stop
 from services.provision import ensure_topics, publish_registry
 
 READY_TIMEOUT_S = 90.0
@@ -141,6 +142,7 @@ class Stack:
         return next((c for c in self.children if c.proc.poll() is not None), None)
 
     def _supervise(self) -> int:
+        watch = self._broker_watch()
         while not self.stopping.wait(0.5):
             dead = self._dead_child()
             if dead is not None:
@@ -151,8 +153,28 @@ class Stack:
                 print(f"citybrain: error: {dead.name} exited with code {dead.proc.returncode}{where}",
                       file=sys.stderr)
                 return 1
+            verdict = self._judge_broker_memory(watch)
+            if verdict is not None:
+                print(verdict.line, file=sys.stderr, flush=True)
+                if verdict.stop:
+                    return 1
         print("stopping ...", flush=True)
         return 0
+
+    def _broker_watch(self) -> BrokerMemoryWatch | None:
+        s = self.settings
+        if self.broker is None:
+            return None  # Apache Kafka: retention and compaction bound its memory
+        return BrokerMemoryWatch(limits(machine_memory_mb(), s.broker_memory_warn_mb, s.broker_memory_limit_mb))
+
+    def _judge_broker_memory(self, watch: BrokerMemoryWatch | None) -> Verdict | None:
+        if watch is None or self.broker is None or self.broker.proc is None:
+            return None
+        try:
+            rss = rss_bytes(self.broker.proc.pid)
+        except OSError:  # it just exited: the next look at the children reports that
+            return None
+        return watch.sample(time.monotonic(), rss / (1 << 20))
 
     def shutdown(self) -> None:
         # Producers first, so the workers can drain what was produced; the broker last.

@@ -29,12 +29,38 @@ def test_quick_benchmark_processes_every_record_it_loaded_and_every_probe_alerts
     assert all(r[k] > 0 for k in ("ceiling_eps", "pipeline_batch_eps", "pipeline_single_eps",
                                   "naive_faust_eps", "quix_eps", "bytes_per_entity"))
     assert r["machine"]["versions"]["faust-streaming"]
-    # Latency: every probe's alert came over the live feed, and the figures are its own.
-    lat = r["runs"]["latency"]
+    # Live: the stack kept up with the quick size's rate, every probe's alert came over the
+    # live feed, and the figures are that run's own.
+    (lat,) = r["runs"]["live"]
+    assert lat["sustained"] and r["live_eps"] == r["latency_rate_eps"] == r["latency_target_eps"] == lat["rate"] > 0
     assert lat["arrived"] == lat["probes"] == r["latency_probes"] > 0
     assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] <= lat["max_ms"]
-    assert r["latency_rate_eps"] == lat["rate"] > 0
+    assert (r["latency_target_p50_ms"], r["latency_target_p99_ms"]) == (r["latency_p50_ms"], r["latency_p99_ms"])
     assert "alert on the live feed" in run.stdout
+    # Broker writes, from the broker: each run wrote something per input it read, and the
+    # pipeline runs read every record that was loaded.
+    for kind in ("single", "batch"):
+        writes = r["runs"][kind]["broker_writes"]
+        assert (writes["input_records"], writes["input_events"]) == (r["runs"][kind]["records"], r["runs"][kind]["events"])
+    for run_name in ("single", "batch", "live"):
+        assert r["broker_records_per_event"][run_name] > 0 and r["broker_bytes_per_input_byte"][run_name] > 0
+    assert lat["broker_writes"]["input_records"] >= lat["probes"]
+    assert "broker writes per input" in run.stdout
+
+
+def test_the_live_search_halves_until_a_rate_is_kept_up_with_and_doubles_while_every_one_is() -> None:
+    from benchmarks.latency import next_rate
+
+    def ladder(keeps_up_with: float, start: float = 20_000, top: float = 80_000, floor: float = 500) -> list[float]:
+        tried: list[tuple[float, bool]] = []
+        while (rate := next_rate(tried, start, top, floor)) is not None:
+            tried.append((rate, rate <= keeps_up_with))
+        return [r for r, _ in tried]
+
+    assert ladder(keeps_up_with=6_000) == [20_000, 10_000, 5_000]
+    assert ladder(keeps_up_with=20_000) == [20_000, 40_000]
+    assert ladder(keeps_up_with=1e9) == [20_000, 40_000, 80_000]  # no higher than the top
+    assert ladder(keeps_up_with=100) == [20_000, 10_000, 5_000, 2_500, 1_250, 625]  # no lower than the floor
 
 
 def test_soak_summary_counts_memory_growth_from_the_end_of_the_warmup() -> None:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -14,10 +15,11 @@ from services.processes import port_in_use
 from tests.conftest import ROOT, free_port, wait_for
 
 
-def start_up(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, int, int]:
+def start_up(tmp_path: Path, *flags: str, **settings: str) -> tuple[subprocess.Popen, int, int]:
     broker_port, api_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env["CITYBRAIN_SESSION_TIMEOUT_S"] = "2"
+    env.update(settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up", "--broker-port", str(broker_port),
          "--api-port", str(api_port), "--data-dir", str(tmp_path), *flags],
@@ -79,6 +81,38 @@ def test_killing_up_with_sigkill_leaves_no_orphans(tmp_path: Path) -> None:
     wait_for(lambda: not any(alive(p) for p in pids), timeout=30)
     wait_for(lambda: not port_in_use("127.0.0.1", broker_port)
              and not port_in_use("127.0.0.1", api_port), timeout=10)
+
+
+def test_up_stops_the_whole_stack_with_one_line_when_the_embedded_broker_outgrows_its_limit(
+        tmp_path: Path) -> None:
+    # The broker's resident memory is tens of MB from the start: past a 1 MB limit at the first look.
+    proc, broker_port, api_port = start_up(tmp_path, "--simulate", "200", CITYBRAIN_BROKER_MEMORY_LIMIT_MB="1")
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out
+    assert "ready:" in out  # it ran, and was stopped by the watch, not by a failed start
+    said = [line for line in out.splitlines() if "CITYBRAIN_BROKER_MEMORY_LIMIT_MB" in line]
+    assert len(said) == 1 and said[0].startswith("citybrain: stopping: the embedded broker uses"), out
+    assert "keeps every record in memory" in said[0] and "--broker HOST:PORT" in said[0]
+    assert "Traceback" not in out
+    wait_for(lambda: not port_in_use("127.0.0.1", broker_port)
+             and not port_in_use("127.0.0.1", api_port), timeout=10)
+
+
+def test_up_warns_once_and_runs_on_when_the_embedded_broker_passes_its_warning_level(tmp_path: Path) -> None:
+    proc, _, api_port = start_up(tmp_path, CITYBRAIN_BROKER_MEMORY_WARN_MB="1")
+    try:
+        wait_for(lambda: _status(f"http://127.0.0.1:{api_port}/readyz") == 200, timeout=60)
+        time.sleep(3)  # the watch looks every half second once the stack is ready
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    warnings = [line for line in out.splitlines() if line.startswith("citybrain: warning: the embedded broker")]
+    assert len(warnings) == 1 and "CITYBRAIN_BROKER_MEMORY_LIMIT_MB" in warnings[0], out
 
 
 def _status(url: str) -> int:
