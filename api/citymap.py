@@ -16,6 +16,7 @@ from streams.registry import LEVELS, UNASSIGNED, Registry
 from streams.rules import SEVERITIES
 
 STATES: tuple[str, ...] = ("normal", "alerting", "silent")
+WORST_FIRST = tuple(reversed(SEVERITIES))  # streams.rules lists them mildest first
 SILENCE_SUFFIX = ".offline"
 
 Alert = dict[str, Any]
@@ -97,7 +98,7 @@ def parse_within(text: str | None) -> tuple[str, str] | None:
 def _trouble(row: dict[str, Any]) -> tuple:
     """Worst first: more alerts of the most severe kind, then of the next, then silent
     devices, then by name so that equal areas keep one order on every replica."""
-    return (tuple(-row["by_severity"][s] for s in SEVERITIES), -row["states"]["silent"],
+    return (tuple(-row["by_severity"][s] for s in WORST_FIRST), -row["states"]["silent"],
             -row["states"]["alerting"], row["id"])
 
 
@@ -120,7 +121,7 @@ def ranking(registry: Registry, alerts: Iterable[Alert], level: str,
                               "path": {lv: area.get(lv) or UNASSIGNED for lv in LEVELS[:depth]},
                               "devices": 0, "domains": Counter(),
                               "states": dict.fromkeys(STATES, 0), "open_alerts": 0,
-                              "by_severity": dict.fromkeys(SEVERITIES, 0)}
+                              "by_severity": dict.fromkeys(WORST_FIRST, 0)}
         return r
 
     for e in registry:
@@ -138,5 +139,5 @@ def ranking(registry: Registry, alerts: Iterable[Alert], level: str,
     out = sorted(rows.values(), key=_trouble)
     for r in out:
         r["domains"] = dict(r["domains"])
-        r["worst"] = next((s for s in SEVERITIES if r["by_severity"][s]), None)
+        r["worst"] = next((s for s in WORST_FIRST if r["by_severity"][s]), None)
     return out

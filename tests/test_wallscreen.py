@@ -137,14 +137,16 @@ def test_the_wall_maps_the_city_marks_a_live_alert_ranks_its_area_and_drills_dow
     expect(page.locator("#entity-view svg.spark polyline")).not_to_have_count(0)
     page.click("#drawer-close")
 
-    # A full update: every one of the 20,000 devices changes state at once.
+    # A full update of the whole city's map: every one of the 20,000 devices changes state.
+    page.click("#map-crumbs button:has-text('全市 City')")
+    page.wait_for_function("cityMap.focus === null")
     update_ms = page.evaluate("""async () => {
         const all = { version: cityMap.version, alerting: cityMap.ids.filter((_, i) => i % 2), silent: cityMap.ids.filter((_, i) => !(i % 2)) };
         const t0 = performance.now();
         await applyStates(all);
         return performance.now() - t0;
     }""")
-    assert page.evaluate("cityMap.state.every((s) => s !== 0)")
+    assert page.evaluate("cityMap.state.every((s) => s !== 0) && cityMap.drawn === cityMap.ids.length")
     fetched_ms = page.evaluate("""async () => {
         const t0 = performance.now();
         await refreshStates();

@@ -70,16 +70,21 @@ function initRanking() {
 }
 
 // ---------- trends ----------
+// The charts start at the first window any domain has, so a city started minutes ago
+// shows its minutes, not six hours of nothing; the span is written under the tiles.
 async function refreshTrends() {
   const data = await api(`/api/v1/trends?hours=${TREND_HOURS}`);
+  const domains = Object.values(data.domains);
+  const first = data.starts.findIndex((_, i) => domains.some((d) => Object.values(d.series).some((v) => isNum(v[i]))));
   for (const [domain, d] of Object.entries(data.domains)) {
     const box = document.querySelector(`#tile-${domain} .trends`);
     if (!box) continue;
-    box.replaceChildren(...Object.entries(d.series).map(([name, values]) => trendRow(name, values, d.day_before[name])));
+    box.replaceChildren(...Object.entries(d.series).map(([name, values]) =>
+      trendRow(name, values.slice(Math.max(first, 0)), d.day_before[name].slice(Math.max(first, 0)))));
   }
   const starts = data.starts;
-  $("trend-span").textContent = starts.length
-    ? `趋势 Trends ${clock(starts[0])}–${clock(starts[starts.length - 1] + data.window_ms)} · 虚线 dashed: 前一天 day before`
+  $("trend-span").textContent = first >= 0
+    ? `趋势 Trends ${clock(starts[first])}–${clock(starts[starts.length - 1] + data.window_ms)} · 虚线 dashed: 前一天 day before`
     : "趋势 Trends: 暂无已关闭窗口 no closed windows yet";
 }
 
