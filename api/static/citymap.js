@@ -158,6 +158,14 @@ function drawMap() {
   drawMarkers(ctx);   // last: an alert is never hidden under a name
 }
 
+// Many changes in one frame (a burst of alerts, a resize) draw the map once.
+let drawPending = false;
+function scheduleDraw() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => { drawPending = false; drawMap(); });
+}
+
 // Area names (any level) holding an open alert → the worst severity there.
 function troubledAreas() {
   const worst = new Map();
@@ -297,7 +305,7 @@ function onMapClick(event) {
 function initMap() {
   const canvas = $("city-map");
   canvas.addEventListener("click", onMapClick);
-  new ResizeObserver(() => drawMap()).observe(canvas);
+  new ResizeObserver(scheduleDraw).observe(canvas);
   $("map-legend").replaceChildren(...Object.values(STATE_NAMES).map((name, s) =>
     el("span", { class: "legend-item" }, el("i", { style: `background:${STATE_COLOURS[s]}` }), name)),
     el("span", { class: "legend-item" }, el("i", { class: "ring" }), "未处理告警 Open alert"));

@@ -118,7 +118,7 @@ function setWallView(view) {
   $("wall-view").textContent = document.body.classList.contains("wall-mode") ? WALL_VIEW_NAMES[view] : "";
   if (view === "city") setFocus(null, null);
   else if (view === "district") showTroubledDistrict().catch(quietly);
-  requestAnimationFrame(drawMap);
+  scheduleDraw();
 }
 
 // The district with the most trouble; with none in trouble, each district in turn.
@@ -151,7 +151,7 @@ const quietly = (err) => { if (err.status !== 401) setStatus(`连接异常 ${err
 
 // Alert changes come in bursts; the map's states and the ranking follow once per burst.
 function wallAlertsChanged() {
-  drawMap();
+  scheduleDraw();
   if (wall.pending) return;
   wall.pending = setTimeout(() => {
     wall.pending = null;
