@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import ORJSONResponse
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
 from api import citymap as city_map
 from api.auth import require
@@ -18,14 +18,16 @@ def _open_alerts(request: Request) -> list[dict[str, Any]]:
     return [a for a in request.app.state.views.alerts.alerts.values() if city_map.is_open(a)]
 
 
-@router.get("/map", dependencies=[Depends(require("viewer"))], response_class=ORJSONResponse)
-async def device_map(request: Request) -> ORJSONResponse:
+@router.get("/map", dependencies=[Depends(require("viewer"))], response_class=Response,
+            responses={200: {"content": {"application/json": {}}}})
+async def device_map(request: Request) -> Response:
     """Every registered device with coordinates: `devices` rows are `[id, domain, lat, lon,
     path, state]`, `path` an index into `paths` (district, street, community, grid cell),
     `state` an index into `states` (normal, alerting, silent). `version` is the registry's:
     while `/map/states` reports the same one, the rows stand and only states change."""
     # Encoded directly: FastAPI's generic encoder walks each of 20,000 rows' values.
-    return ORJSONResponse(city_map.snapshot(request.app.state.placements, _open_alerts(request)))
+    body = city_map.snapshot(request.app.state.placements, _open_alerts(request))
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/map/states", dependencies=[Depends(require("viewer"))])
