@@ -15,14 +15,17 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from api.auth import Principal, TokenBook
+from api.citymap import Placements
 from api.docs import add_docs
 from api.headers import SecurityHeaders, TrustedHosts
 from api.metrics import HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
-from api.routes import alerts, areas, entities, health, ingest, overview
+from api.routes import alerts, areas, citymap, entities, health, ingest, overview, trends
 from api.routes.alerts import Waiting
+from api.trends import CityTrends
 from api.views import ReadModels
 from services.config import Settings
+from streams.topicview import TopicView
 
 
 STATIC = Path(__file__).parent / "static"
@@ -31,22 +34,28 @@ STATIC = Path(__file__).parent / "static"
 def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> FastAPI:
     views = ReadModels(settings)
     producer = EventProducer(settings.bootstrap, settings.topics)
+    city_trends = CityTrends(settings.window_s * 1000)
+    trends_view = TopicView(settings.bootstrap, settings.topics.rollups, city_trends.apply)
     registry = CollectorRegistry()
     registry.register(ReadModelCollector(views))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await views.start()
+        await trends_view.start()
         await producer.start()
         try:
             yield
         finally:
             await producer.stop()
+            await trends_view.stop()
             await views.stop()
 
     app = FastAPI(title="citybrain", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Live alerts and city vital signs for the command centre.")
     app.state.views = views
+    app.state.placements = Placements(views.registry)
+    app.state.trends = city_trends
     app.state.producer = producer
     app.state.settings = settings
     app.state.tokens = TokenBook(tokens)
@@ -75,6 +84,8 @@ def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> Fas
     app.include_router(entities.router)
     app.include_router(areas.router)
     app.include_router(ingest.router)
+    app.include_router(citymap.router)
+    app.include_router(trends.router)
     # The dashboard shell needs no token; every data call it makes carries one.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

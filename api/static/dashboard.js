@@ -7,7 +7,8 @@ const OFFICER_KEY = "citybrain.officer";       // who acknowledges and resolves,
 const DISTRICTS = ["市南区", "市北区", "李沧区", "崂山区", "城阳区", "黄岛区", "即墨区"];
 const LEVEL_NAMES = { district: "区 District", street: "街道 Street", community: "社区 Community", grid_cell: "网格 Grid cell" };
 const DOMAIN_NAMES = { gate: "门禁 Gates", traffic: "交通 Traffic", grid: "电网 Grid" };
-const SPARK_FIGURE = { traffic: "speed_kmh_mean", grid: "load_kw_mean", gate: "passes" };
+// Per domain: the figure a device's chart draws, and its decimals (a count has none).
+const SPARK_FIGURE = { traffic: ["speed_kmh_mean", 1], grid: ["load_kw_mean", 0], gate: ["passes", 0] };
 const SEVERITY_NAMES = { critical: "紧急 Critical", major: "重要 Major", minor: "次要 Minor", warning: "警告 Warning", info: "提示 Info" };
 const SEVERITIES = Object.keys(SEVERITY_NAMES);   // most severe first
 const STATUS_NAMES = { firing: "告警中 Firing", acknowledged: "已确认 Acknowledged", resolved: "已解除 Resolved" };
@@ -35,6 +36,8 @@ function fmt(v, digits = 0, unit = "") {
   if (!isNum(v)) return v == null || v === "" ? "—" : String(v);
   return v.toLocaleString("zh-CN", { maximumFractionDigits: digits, minimumFractionDigits: digits }) + unit;
 }
+// A rate reads with one decimal while small; from 100 up the decimal is noise on a wall.
+const fmtRate = (v) => fmt(v, isNum(v) && Math.abs(v) >= 100 ? 0 : 1);
 const clock = (ms) => (isNum(ms) ? new Date(ms).toLocaleTimeString("zh-CN", { hour12: false }) : "—");
 const stamp = (iso) => {
   const ms = Date.parse(iso);
@@ -84,7 +87,7 @@ function figureRows(domain, f, minutes) {
   if (!f) return [["无数据 No data", "—", ""]];
   if (domain === "gate") {
     return [
-      ["通行/分 Passes/min", fmt(perMin(f.passes, minutes), 1), ""],
+      ["通行/分 Passes/min", fmtRate(perMin(f.passes, minutes)), ""],
       ["进 In", fmt(f.in), ""],
       ["出 Out", fmt(f.out), ""],
       ["拒绝 Denied", fmt(f.denied), f.denied > 0 ? "warn" : ""],
@@ -114,9 +117,11 @@ function figureRows(domain, f, minutes) {
   ];
 }
 
+// Each label and value in a div of their own (HTML allows it), so a wall can lay the
+// pairs out as cards; elsewhere the div is transparent to the layout.
 function renderDl(dl, rows) {
-  dl.replaceChildren(...rows.flatMap(([label, value, cls]) =>
-    [el("dt", { text: label }), el("dd", { text: value, class: cls || "" })]));
+  dl.replaceChildren(...rows.map(([label, value, cls]) => el("div", {},
+    el("dt", { text: label, title: label }), el("dd", { text: value, class: cls || "" }))));
   return dl;
 }
 
@@ -132,7 +137,7 @@ async function refreshVitals() {
     const city = d.city;
     const rows = [
       ...figureRows(domain, city?.figures, windowMinutes(city?.window)),
-      ["事件/秒 Events/s", fmt(d.events_per_s, 1), ""],
+      ["事件/秒 Events/s", fmtRate(d.events_per_s), ""],
       ["事件总数 Total events", fmt(d.events), ""],
       ["拒收 Rejected", fmt(d.rejected), d.rejected > 0 ? "warn" : ""],
       ["未处理告警 Open alerts", fmt(d.open_alerts ?? 0), d.open_alerts > 0 ? "bad" : ""],
@@ -223,46 +228,52 @@ async function openArea(level, id, quiet = false) {
 // ---------- entity ----------
 let currentEntity = null;   // {domain, id, figure}
 
-function sparkline(values) {
+// A small line chart; `before` (optional) is drawn dashed on the same scale, for comparison.
+function sparkline(values, before = []) {
   const NS = "http://www.w3.org/2000/svg";
   const W = 400, H = 80, P = 4;
   const svg = document.createElementNS(NS, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("class", "spark");
-  const nums = values.filter(isNum);
+  const nums = [...values, ...before].filter(isNum);
   if (!nums.length) return svg;
   const lo = Math.min(...nums), hi = Math.max(...nums), span = hi - lo || 1;
   const step = values.length > 1 ? (W - 2 * P) / (values.length - 1) : 0;
-  let points = [];
-  const flush = () => {                 // a null window breaks the line
-    if (points.length === 1) points.push(points[0]);
-    if (points.length) {
-      const line = document.createElementNS(NS, "polyline");
-      line.setAttribute("points", points.join(" "));
-      svg.append(line);
-    }
-    points = [];
+  const line = (series, cls) => {
+    let points = [];
+    const flush = () => {                 // a null window breaks the line
+      if (points.length === 1) points.push(points[0]);
+      if (points.length) {
+        const polyline = document.createElementNS(NS, "polyline");
+        polyline.setAttribute("points", points.join(" "));
+        if (cls) polyline.setAttribute("class", cls);
+        svg.append(polyline);
+      }
+      points = [];
+    };
+    series.forEach((v, i) => {
+      if (!isNum(v)) return flush();
+      points.push(`${(P + i * step).toFixed(1)},${(H - P - ((v - lo) / span) * (H - 2 * P)).toFixed(1)}`);
+    });
+    flush();
   };
-  values.forEach((v, i) => {
-    if (!isNum(v)) return flush();
-    points.push(`${(P + i * step).toFixed(1)},${(H - P - ((v - lo) / span) * (H - 2 * P)).toFixed(1)}`);
-  });
-  flush();
+  line(before, "before");
+  line(values, "");
   return svg;
 }
 
 // An entity's trend: the line of figures and the sparkline under it.
 function entityChart(domain, data) {
-  const figure = SPARK_FIGURE[domain];
+  const [figure, digits] = SPARK_FIGURE[domain];
   const values = (data.windows ?? []).map((w) => w.figures?.[figure] ?? null);
   const latest = [...values].reverse().find(isNum);
   const nums = values.filter(isNum);
   return [
     el("p", { class: "muted",
       text: `${figure} · ${values.length} 个窗口 windows ${clock(data.from)}–${clock(data.to)} · ` +
-        `最新 latest ${fmt(latest, 1)} · 最小 min ${fmt(nums.length ? Math.min(...nums) : null, 1)} · ` +
-        `最大 max ${fmt(nums.length ? Math.max(...nums) : null, 1)}` }),
+        `最新 latest ${fmt(latest, digits)} · 最小 min ${fmt(nums.length ? Math.min(...nums) : null, digits)} · ` +
+        `最大 max ${fmt(nums.length ? Math.max(...nums) : null, digits)}` }),
     sparkline(values),
   ];
 }
@@ -278,7 +289,7 @@ async function openEntity(domain, id, quiet = false) {
     if (i) area.append(" › ");
     if (name && name !== "unassigned") {
       area.append(el("button", { type: "button", text: name, title: LEVEL_NAMES[level] ?? level,
-        onclick: () => { openArea(level, name); $("areas").scrollIntoView({ behavior: "smooth" }); } }));
+        onclick: () => { openArea(level, name); openDrawer("areas"); } }));
     } else area.append(el("span", { class: "muted", text: "未分配 unassigned" }));
   });
   view.replaceChildren(
@@ -368,11 +379,12 @@ function renderAlerts() {
   }
   const more = open.length - SHOWN_ALERTS;
   $("alert-more").textContent = more > 0 ? `另有 ${more} 条较轻或较早的告警 · ${more} more, less severe or older` : "";
+  wallAlertsChanged();
 }
 
 async function showAlert(id, quiet = false) {
   feed.selected = id;
-  if (!quiet) renderAlerts();
+  if (!quiet) { renderAlerts(); openDrawer("alert"); }
   const view = $("alert-detail");
   const alert = await load(view, `/api/v1/alerts/${urlPath(id)}`, quiet);
   if (alert === null || feed.selected !== id) return;
@@ -398,7 +410,7 @@ async function showAlert(id, quiet = false) {
     ...trend,
     el("button", { type: "button", text: "设备详情 Device details", onclick: () => {
       openEntity(alert.domain, alert.entity);
-      $("entity").scrollIntoView({ behavior: "smooth" });
+      openDrawer("entity");
     } }),
     el("h4", { text: "处理记录 History" }),
     el("ol", { class: "history" }, ...(alert.history ?? []).map((h) => el("li", {},
@@ -563,6 +575,7 @@ let timer = null, tick = 0, busy = false;
 function showLogin(message = "") {
   clearInterval(timer); timer = null;
   stopFeed();
+  stopWall();
   $("app").hidden = true;
   $("sign-out").hidden = true;
   $("token-form").hidden = false;
@@ -576,6 +589,7 @@ async function poll() {
   try {
     await refreshVitals();
     if (++tick % 5 === 0) {            // area and device views every 10 s
+      await refreshWall();
       if (currentArea) await openArea(currentArea.level, currentArea.id, true);
       if (currentEntity) await openEntity(currentEntity.domain, currentEntity.id, true);
       if (feed.selected) await showAlert(feed.selected, true);
@@ -592,9 +606,11 @@ function start() {
   poll();
   if (!timer) timer = setInterval(poll, 2000);
   startFeed();
+  startWall().catch(quietly);
 }
 
 function init() {
+  initWall();
   $("district-buttons").replaceChildren(...DISTRICTS.map((d) =>
     el("button", { type: "button", text: d, onclick: () => openArea("district", d) })));
   $("token-form").addEventListener("submit", (e) => {

@@ -1,0 +1,134 @@
+"""The city's vital signs over the last hours, window by window, beside the same time the
+day before: the small charts of the wall screen's tiles.
+
+Read from the rollups topic (each partition's shares of its areas' windows, the city's
+among them, kept there two days), keeping of each city share only the few sums, minima
+and maxima its vital signs need,
+so a day of windows from every partition costs a few megabytes. A vital sign is drawn
+from closed windows only: an open one is still filling and would dip at the chart's end.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import orjson
+
+from streams.windows import SHAPES, unpack
+
+DAY_MS = 86_400_000
+KEEP_MS = 2 * DAY_MS  # the rollups topic's retention: a day shown, and the day before it
+
+Agg = dict[str, Any]
+
+
+def _sum(field: str) -> Callable[[Agg], float]:
+    """The sum of a field's readings in a share (its statistics are count, sum, m2, min, max)."""
+    return lambda agg: agg["f"][field][1]
+
+
+def _stat(field: str, i: int) -> Callable[[Agg], float | None]:
+    return lambda agg: agg["f"][field][i]
+
+
+def _count(name: str) -> Callable[[Agg], float]:
+    return lambda agg: agg["c"][name]
+
+
+# Per domain: the parts kept of each share, and how shares of one window combine.
+PARTS: dict[str, tuple[tuple[str, Callable[[Agg], Any], Callable[..., Any]], ...]] = {
+    "gate": (("passes", _count("passes"), sum), ("denied", _count("denied"), sum),
+             ("temp_max", _stat("temperature_c", 4), max)),
+    "traffic": (("volume", _sum("volume"), sum), ("sxv", lambda a: a["p"]["speed_x_volume"], sum),
+                ("occ_n", _stat("occupancy", 0), sum), ("occ_sum", _sum("occupancy"), sum)),
+    "grid": (("load_n", _stat("load_kw", 0), sum), ("load_sum", _sum("load_kw"), sum),
+             ("load_max", _stat("load_kw", 4), max), ("kv_min", _stat("voltage_kv", 3), min)),
+}
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+# Per domain: the vital signs, each from one window's combined parts and its length in minutes.
+VITALS: dict[str, dict[str, Callable[[dict[str, Any], float], float | None]]] = {
+    "gate": {"passes_per_min": lambda p, m: p["passes"] / m, "denied": lambda p, m: p["denied"],
+             "max_temperature_c": lambda p, m: p["temp_max"]},
+    "traffic": {"speed_kmh_weighted": lambda p, m: _ratio(p["sxv"], p["volume"]),
+                "volume_per_min": lambda p, m: p["volume"] / m,
+                "occupancy_mean": lambda p, m: _ratio(p["occ_sum"], p["occ_n"])},
+    "grid": {"load_kw_mean": lambda p, m: _ratio(p["load_sum"], p["load_n"]),
+             "load_kw_max": lambda p, m: p["load_max"], "voltage_kv_min": lambda p, m: p["kv_min"]},
+}
+
+
+def _combine(how: Callable[..., Any], values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return how(present) if present else None
+
+
+class CityTrends:
+    """Per domain, window start and partition: (closed, the parts of that share)."""
+
+    def __init__(self, window_ms: int) -> None:
+        self.window_ms = window_ms
+        self.shares: dict[str, dict[int, dict[int, tuple[bool, tuple[Any, ...]]]]] = {d: {} for d in PARTS}
+        self.newest = 0
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """One rollups record; only its city share is kept (a partition's records of one
+        window carry it once, in the first). A record that doesn't parse is skipped: a
+        chart must not stop the API."""
+        if value is None:
+            return
+        try:
+            doc = orjson.loads(value)
+            city = doc["levels"].get("city")
+            if city is None:
+                return
+            parts = PARTS[doc["domain"]]
+            _, agg = next(unpack(SHAPES[doc["domain"]], city["cols"]))
+            share = (bool(doc["closed"]), tuple(pick(agg) for _, pick, _ in parts))
+            ws, partition = int(doc["window_start"]), int(doc["partition"])
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError,
+                StopIteration):
+            return
+        self.shares[doc["domain"]].setdefault(ws, {})[partition] = share
+        if ws > self.newest:
+            self.newest = ws
+            self._forget(ws - KEEP_MS)
+
+    def _forget(self, before: int) -> None:
+        for windows in self.shares.values():
+            for ws in [ws for ws in windows if ws < before]:
+                del windows[ws]
+
+    def _vitals(self, domain: str, ws: int) -> dict[str, float | None] | None:
+        by_partition = self.shares[domain].get(ws)
+        if not by_partition or not all(closed for closed, _ in by_partition.values()):
+            return None
+        parts = {name: _combine(how, [p[i] for _, p in by_partition.values()])
+                 for i, (name, _, how) in enumerate(PARTS[domain])}
+        minutes = self.window_ms / 60_000
+        out = {}
+        for name, vital in VITALS[domain].items():
+            try:
+                out[name] = vital(parts, minutes)
+            except TypeError:  # a part no share had (None)
+                out[name] = None
+        return out
+
+    def series(self, hours: int) -> dict[str, Any]:
+        """The last `hours` of windows up to the newest one seen, per domain and vital sign,
+        and the same windows a day earlier (null where the day before isn't held)."""
+        end = self.newest
+        starts = list(range(end - (hours * 3_600_000 // self.window_ms - 1) * self.window_ms,
+                            end + 1, self.window_ms)) if end else []
+        domains = {}
+        for domain, vitals in VITALS.items():
+            now = [self._vitals(domain, ws) for ws in starts]
+            before = [self._vitals(domain, ws - DAY_MS) for ws in starts]
+            domains[domain] = {
+                "series": {v: [w[v] if w else None for w in now] for v in vitals},
+                "day_before": {v: [w[v] if w else None for w in before] for v in vitals}}
+        return {"window_ms": self.window_ms, "starts": starts, "domains": domains}
