@@ -27,11 +27,14 @@ from streams.topics import DOMAINS
 
 # Simulated seconds of a city sized for 1000 events/s pre-loaded; latency probes per live
 # rate; the live search's first rate, its bounds, and the rate latency is also measured at
-# whatever happens there (#15's target: p99 <= 1 s at 10k events/s).
+# whatever happens there (#15's target: p99 <= 1 s at 10k events/s); the city sizes of the
+# scale run (one worker's step, in process: events/s and heap per entity).
 SIZES = {
     "standard": {"single": 240, "batch": 720, "probes": 240,
-                 "live": {"start": 20_000, "top": 80_000, "floor": 500, "target": 10_000}},
-    "quick": {"single": 20, "batch": 40, "probes": 20, "live": {"start": 300, "top": 300, "floor": 75, "target": 300}},
+                 "live": {"start": 20_000, "top": 80_000, "floor": 500, "target": 10_000},
+                 "scale": (10_000, 100_000, 1_000_000)},
+    "quick": {"single": 20, "batch": 40, "probes": 20, "live": {"start": 300, "top": 300, "floor": 75, "target": 300},
+              "scale": (1_000, 2_000)},
 }
 BATCH = 100
 
@@ -67,6 +70,7 @@ def run(base: Settings, size: str, workdir: Path) -> dict:
     out["single"]["naive_faust"] = peer("benchmarks.naive_faust", single, workdir)
     out["single"]["quix"] = peer("benchmarks.quix", single, workdir)
     out["memory"] = memory.measure(entities=1_000 if size == "quick" else memory.ENTITIES)
+    out["scale"] = memory.scale(SIZES[size]["scale"])
     return {
         "ceiling_eps": round(out["batch"]["ceiling"]["events_per_s"]),
         "ceiling_single_eps": round(out["single"]["ceiling"]["events_per_s"]),
@@ -75,6 +79,7 @@ def run(base: Settings, size: str, workdir: Path) -> dict:
         "naive_faust_eps": _rate(out["single"]["naive_faust"]),
         "quix_eps": _rate(out["single"]["quix"]),
         "bytes_per_entity": out["memory"]["bytes_per_entity"],
+        "scale": [{k: m[k] for k in ("entities", "events_per_s", "bytes_per_entity")} for m in out["scale"]],
         "runs": out,
     }
 
@@ -133,8 +138,11 @@ def table(r: dict) -> str:
     m = r["runs"]["memory"]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows) + (
         f"\n\nwindow state: {m['bytes_per_entity']:,} bytes of heap per entity with "
-        f"{m['open_windows_per_entity']} open windows ({m['changelog_bytes_per_entity']:,} bytes in the "
-        f"changelog), measured on {m['entities']:,} entities\n" + live_lines(r))
+        f"{m['open_windows_per_entity']} open windows and detector state ({m['snapshot_bytes_per_entity']:,} "
+        f"bytes in a snapshot), measured on {m['entities']:,} entities\n"
+        + "".join(f"scale: {x['entities']:,} entities: step {x['events_per_s']:,} events/s (CPU), "
+                  f"{x['bytes_per_entity']:,} bytes of heap per entity\n" for x in r["scale"])
+        + live_lines(r))
 
 
 def live_lines(r: dict) -> str:

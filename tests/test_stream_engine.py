@@ -251,7 +251,7 @@ def test_sigkill_mid_stream_several_times_loses_and_doubles_nothing(
     assert kills >= 3
     start_worker("last", CITYBRAIN_STORE=store)
     try:
-        wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
+        wait_for(lambda: windows_match(settings, ref), timeout=240, every=2.0)
     finally:
         assert_windows_equal(settings, ref)
     assert applied() == len(events) - late

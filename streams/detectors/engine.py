@@ -167,16 +167,20 @@ class Detector:
     def _silences_ended(self, batch: Batch, states: list[dict[str, Any]], params: list[Params],
                         ongoing: dict[str, set[int]]) -> list[Detection]:
         """Silences that an event of this batch ends: an entity already flagged, and gaps
-        inside the batch (its next event came after stream time had passed its timeout),
-        which fire and resolve here, just as they would have across two batches."""
+        nobody flagged yet (its next event came after stream time, or its own clock, had
+        passed its timeout), which fire and resolve here, just as they would have across
+        two batches. The entity's own gap counts because stream time is the partition's:
+        a device alone on its partition (another producer's partitioner) moves it only
+        itself, and its silence must still be seen, as it was seen beside others."""
         out: list[Detection] = []
+        reach = np.maximum(batch.before, batch.ts)  # how far time had got at each event
         for rule in self.silence:
             timeout = batch.per_event([p[rule]["timeout_s"] * 1000 for p in params])
             seen = batch.per_event([s["seen"] if s["seen"] is not None else np.inf for s in states])
             # a gap needs stream time past (at least) the entity's earliest event + timeout
             first = np.minimum(seen, batch.ts)[batch.order]
             earliest = np.minimum.reduceat(first, batch.starts) if batch.n else first
-            latest = np.maximum.reduceat(batch.before[batch.order], batch.starts) if batch.n else first
+            latest = np.maximum.reduceat(reach[batch.order], batch.starts) if batch.n else first
             maybe = latest >= earliest + timeout[batch.order][batch.starts]
             for i in sorted(set(np.flatnonzero(maybe).tolist()) | ongoing.get(rule, set())):
                 p = params[i][rule]
@@ -185,7 +189,7 @@ class Detector:
                 last = states[i]["seen"]
                 for j in batch.groups[i].tolist():
                     t = int(batch.ts[j])
-                    if rule not in states[i]["r"] and last is not None and batch.before[j] >= last + p["timeout_s"] * 1000:
+                    if rule not in states[i]["r"] and last is not None and reach[j] >= last + p["timeout_s"] * 1000:
                         out.append(self._went_silent(rule, batch.entities[i], last, p, states[i]))
                     rs = states[i]["r"].pop(rule, None)
                     if rs is not None:
