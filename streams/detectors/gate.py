@@ -61,35 +61,53 @@ def _denied_burst(batch: Batch, states: list[dict[str, Any]], params: list[Param
 def _crowd_surge(batch: Batch, states: list[dict[str, Any]], params: list[Params]) -> Condition:
     """Passes per minute against that hour's normal. A minute is judged at the gate's first
     event after it (heartbeats come every 30 s, so that is soon), which is the only event
-    the rule looks at; the others say nothing about it."""
-    passes = batch.equals("type", "gate.pass")
-    minute = batch.ts // MINUTE_MS
-    seen = np.zeros(batch.n, bool)
-    bad = np.zeros(batch.n, bool)
-    ok = np.zeros(batch.n, bool)
-    value = np.zeros(batch.n)
-    limit = np.zeros(batch.n)
-    for i, group in enumerate(batch.groups):
-        st = states[i]
-        p = params[i]["gate.crowd_surge"]
-        minutes = minute[group]
-        current, count = st.get("minute") or (int(minutes[0]), 0)
-        newest = np.maximum.accumulate(np.concatenate(([current], minutes)))
-        counted = (passes[group] & (minutes >= newest[:-1])).astype(np.int64)  # a late pass counts nowhere
-        last = 0
-        for k in np.flatnonzero(newest[1:] > newest[:-1]).tolist():  # the first event of a later minute
-            count += int(counted[last:k].sum())
-            j = int(group[k])
-            base = st.setdefault("base", new_baseline())
-            at = int(newest[k]) * MINUTE_MS
-            normal = expected(base, at)
-            if normal is None:
-                learn(base, at, count, SURGE_RATE)
-            else:
-                most = p["ratio"] * normal + p["min_excess"]
-                seen[j], bad[j], ok[j], value[j], limit[j] = True, count >= most, count < 0.7 * most, count, most
-                if not bad[j]:
-                    learn(base, at, count, SURGE_RATE, high=1.5 * normal + 2)
-            count, last = 0, k
-        st["minute"] = [int(newest[-1]), count + int(counted[last:].sum())]
+    the rule looks at; the others say nothing about it.
+
+    The minutes are found for the whole batch at once (a running maximum per gate, by
+    the offset trick: each gate's minutes lifted above the previous gate's); only the
+    judgements, about one per gate and minute, walk the baselines one by one."""
+    n, g = batch.n, len(batch.entities)
+    seen, bad, ok = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    value, limit = np.zeros(n), np.zeros(n)
+    if n == 0:
+        return Condition(bad, ok, value, limit, seen)
+    order, starts = batch.order, batch.starts
+    sizes = np.diff(np.append(starts, n))
+    gate = np.repeat(np.arange(g), sizes)  # per sorted event
+    minute = (batch.ts // MINUTE_MS)[order]
+    held = [st.get("minute") for st in states]
+    current = np.array([h[0] if h else m for h, m in zip(held, minute[starts].tolist())], np.int64)
+    lift = gate * _LIFT
+    after = np.maximum(np.maximum.accumulate(minute + lift) - lift, current[gate])  # newest minute after each event
+    before = np.empty_like(after)
+    before[1:] = after[:-1]
+    before[starts] = current
+    counted = (batch.equals("type", "gate.pass")[order] & (minute >= before)).astype(np.int64)  # a late pass counts nowhere
+    total = np.cumsum(counted) - counted  # passes counted before each event, batch-wide
+    opened = total[starts][gate] - np.array([h[1] if h else 0 for h in held], np.int64)[gate]  # … at the current minute's start
+    boundary = np.flatnonzero(after > before)  # the first event of a later minute
+    since = {}  # gate → where its current minute's count starts (cumulative passes)
+    for k in boundary.tolist():
+        i = int(gate[k])
+        count = int(total[k] - since.get(i, opened[k]))
+        since[i] = total[k]
+        st, p = states[i], params[i]["gate.crowd_surge"]
+        j = int(order[k])
+        base = st.setdefault("base", new_baseline())
+        at = int(before[k]) * MINUTE_MS
+        normal = expected(base, at)
+        if normal is None:
+            learn(base, at, count, SURGE_RATE)
+            continue
+        most = p["ratio"] * normal + p["min_excess"]
+        seen[j], bad[j], ok[j], value[j], limit[j] = True, count >= most, count < 0.7 * most, count, most
+        if not bad[j]:
+            learn(base, at, count, SURGE_RATE, high=1.5 * normal + 2)
+    ends = np.append(starts[1:], n) - 1
+    end_total = (total + counted)[ends]
+    for i, (st, m, t) in enumerate(zip(states, after[ends].tolist(), end_total.tolist())):
+        st["minute"] = [m, int(t - since.get(i, opened[starts[i]]))]
     return Condition(bad, ok, value, limit, seen)
+
+
+_LIFT = 1 << 32  # above any minute since 1970 up to 2100 (~6.8e7), so gates' running maxima stay apart
