@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench soak install clean
+.PHONY: run test bench soak stress-scale-in install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "citybrain needs Python 3.11 or newer")'
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The scale-in scenario (one of two workers leaves) 20 times in a row; RUNS=n for more.
+stress-scale-in: $(STAMP)
+	STRESS_SCALE_IN_RUNS=$(or $(RUNS),20) $(BIN)/python -m pytest tests/test_scale_in_stress.py $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -111,13 +111,15 @@ def alertmanager_alert(alert: Alert, ls: Labels, ends_at: str, external_url: str
 
 
 def alertmanager_push(alert: Alert, pushed_labels: Labels | None, now: str, ends_ahead: str,
-                      external_url: str) -> list[dict[str, Any]]:
+                      external_url: str, *, as_open: bool = False) -> list[dict[str, Any]]:
     """What tells Alertmanager an alert's state: open until `ends_ahead` (re-sent before
-    then), or ended at its resolution; and the label set it was last sent under, ended
-    `now`, when a label has changed since."""
+    then), or ended at its resolution (unless `as_open`: it resolved before Alertmanager
+    got it open); and the label set it was last sent under, ended `now`, when a label has
+    changed since."""
     ls = labels(alert)
+    ends = ends_ahead if as_open else alert["resolved_at"] or ends_ahead
     old = [] if pushed_labels in (None, ls) else [alertmanager_alert(alert, pushed_labels, now, external_url)]
-    return old + [alertmanager_alert(alert, ls, alert["resolved_at"] or ends_ahead, external_url)]
+    return old + [alertmanager_alert(alert, ls, ends, external_url)]
 
 
 def webhook_alert(alert: Alert, ls: Labels, ends_at: str | None, external_url: str) -> dict[str, Any]:
@@ -135,26 +137,34 @@ class Member:
     told_labels: Labels | None
 
 
+def telling(m: Member) -> str:
+    """The status a group's next notification tells of a member: its own, except that an
+    alert that resolved before any notification told it fired is told as firing first (its
+    resolution goes with the group's next notification). Alertmanager would leave such an
+    alert out; a fever at a gate that cleared within one group wait is still news."""
+    if m.alert["status"] == "resolved" and m.told_status is None:
+        return "firing"
+    return m.alert["status"]
+
+
 def group_entries(members: list[Member], external_url: str) -> list[dict[str, Any]] | None:
     """The `alerts` of a group's next notification, or None when nothing changed that
     receivers must hear of.
 
     A notification is due when an alert joins, is acknowledged, resolves or changes labels;
     a new count or value alone rides along with the next one. Every alert of the group is in
-    it, as in Alertmanager. Acknowledged is still firing (annotation `citybrain_status`
-    tells). An alert that resolved before anyone was told it fired is left out, as
-    Alertmanager leaves out what fired and resolved within one group wait."""
+    it, as in Alertmanager, except those whose resolution was told already. Acknowledged is
+    still firing (annotation `citybrain_status` tells)."""
     entries: list[dict[str, Any]] = []
     changed = False
     for m in members:
-        a, ls = m.alert, labels(m.alert)
-        resolved = a["status"] == "resolved"
-        if resolved and m.told_status in (None, "resolved"):
+        a, ls, status = m.alert, labels(m.alert), telling(m)
+        if status == m.told_status == "resolved":
             continue
-        changed |= (a["status"], ls) != (m.told_status, m.told_labels)
+        changed |= (status, ls) != (m.told_status, m.told_labels)
         if m.told_labels is not None and m.told_labels != ls and m.told_status != "resolved":
             entries.append(webhook_alert(a, m.told_labels, a["updated_at"] or a["started_at"], external_url))
-        entries.append(webhook_alert(a, ls, a["resolved_at"] if resolved else None, external_url))
+        entries.append(webhook_alert(a, ls, a["resolved_at"] if status == "resolved" else None, external_url))
     return entries if changed else None
 
 

@@ -59,6 +59,7 @@ class Settings:
     notifier_retry_max_s: float = 60.0  # cap of the exponential backoff between attempts
     notifier_queue_max: int = 10_000  # queued notifications kept; the oldest go beyond
     notifier_metrics_port: int = 0  # the notifier's /metrics port; 0 = none
+    worker_metrics_port: int = 0  # a worker's /metrics port; 0 = none (`up` gives worker i this + i)
     external_url: str | None = None  # where people reach the API; default api_url
     log_level: str = "info"
     max_body_bytes: int = 10 * 1024 * 1024  # largest ingest request the API reads
@@ -193,8 +194,9 @@ def _validated(s: Settings) -> Settings:
             raise bad(name, f"{getattr(s, name):g} s is not in {lo:g}..86400")
     if not 1 <= s.notifier_queue_max <= 10_000_000:
         raise bad("notifier_queue_max", f"{s.notifier_queue_max} is not in 1..10000000")
-    if not 0 <= s.notifier_metrics_port <= 65535:
-        raise bad("notifier_metrics_port", f"{s.notifier_metrics_port} is not a TCP port (0 = off)")
+    for name in ("notifier_metrics_port", "worker_metrics_port"):
+        if not 0 <= getattr(s, name) <= 65535:
+            raise bad(name, f"{getattr(s, name)} is not a TCP port (0 = off)")
     for name, urls in (("webhook_urls", s.webhooks), ("alertmanager_url", [s.alertmanager_url]),
                        ("external_url", [s.external_url])):
         for url in filter(None, urls):

@@ -184,7 +184,8 @@ class Notifier:
             if not due:
                 continue
             gone, ends = rfc3339(int(now * 1000)), rfc3339(int((now + ENDS_AHEAD * resend) * 1000))
-            body = [a for u in due for a in alertmanager_push(u.alert, u.pushed_labels, gone, ends, self.external_url)]
+            body = [a for u in due
+                    for a in alertmanager_push(u.alert, u.pushed_labels, gone, ends, self.external_url, as_open=u.open)]
             result = await self._post(ALERTMANAGER, url, orjson.dumps(body), {})
             failures = failures + 1 if result == "failed" else 0
             if result != "failed":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from services.alert_payloads import Alert, Labels, Member, group_key, group_labels, labels
+from services.alert_payloads import Alert, Labels, Member, group_key, group_labels, labels, telling
 from services.config import ConfigError
 
 # Resolved alerts are remembered this long after their last change, so a record read again
@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     told_labels BLOB,
     am_rev INTEGER,                  -- the rev Alertmanager last got, with which labels, when
     am_labels BLOB,
-    am_at REAL
+    am_at REAL,
+    am_open INTEGER,                 -- whether it was last sent to Alertmanager as open
+    am_opened REAL                   -- when Alertmanager got it open after it wasn't
 );
 CREATE INDEX IF NOT EXISTS alerts_grp ON alerts (grp);
 CREATE TABLE IF NOT EXISTS groups (
@@ -58,10 +60,16 @@ CREATE TABLE IF NOT EXISTS queue (
 CREATE INDEX IF NOT EXISTS queue_url ON queue (url, id);
 """
 
-# Alertmanager forgets an open alert whose endsAt passes, so open ones are re-sent; a
-# resolution goes only where the firing went.
+# Columns added since the first schema, for files written by an older notifier.
+_ADDED = {"am_open": "INTEGER", "am_opened": "REAL"}
+
+# Alertmanager forgets an open alert whose endsAt passes, so open ones are re-sent. An
+# alert Alertmanager never got is sent open even if it resolved meanwhile, and a
+# resolution goes only once the alert has been open there for a resend: Alertmanager
+# notifies an alert only if it is still firing when its group's wait ends (30 s by
+# default), so a resolution sent sooner would make it an alert nobody was told of.
 _AM_DUE = """(status != 'resolved' AND (am_rev IS NULL OR am_rev != rev OR am_at <= :stale))
-              OR (status = 'resolved' AND am_rev IS NOT NULL AND am_rev != rev)"""
+              OR (status = 'resolved' AND (am_rev IS NULL OR (am_open AND am_opened <= :stale)))"""
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class Unpushed:
     rev: int
     alert: Alert
     pushed_labels: Labels | None
+    open: bool  # to be sent open: it is, or it resolved before Alertmanager got it open
 
 
 class NotifierStore:
@@ -99,6 +108,14 @@ class NotifierStore:
         # FULL: a committed transaction survives a power cut, not only a crash, because
         # the Kafka offsets committed after it say it's done.
         self.db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;" + _SCHEMA)
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(alerts)")}
+        if _ADDED.keys() - have:
+            with self.db:
+                for name, kind in _ADDED.items():
+                    self.db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {kind}")
+                # An older notifier sent a resolution as soon as it read it.
+                self.db.execute("UPDATE alerts SET am_open = (am_rev IS NOT NULL AND status != 'resolved'), "
+                                "am_opened = am_at")
 
     def close(self) -> None:
         self.db.close()
@@ -130,7 +147,7 @@ class NotifierStore:
                 applied += 1
             self.db.execute(
                 "DELETE FROM alerts WHERE status = 'resolved' AND (grp IS NULL OR NOT ?) "
-                "AND (am_rev IS NULL OR am_rev = rev) AND changed <= ?", (grouped, now - RESOLVED_KEPT_S))
+                "AND NOT COALESCE(am_open, 0) AND changed <= ?", (grouped, now - RESOLVED_KEPT_S))
         return applied
 
     # ------------------------------------------------------------ webhook groups
@@ -159,12 +176,15 @@ class NotifierStore:
             for url, body in bodies:
                 self.db.execute("INSERT INTO queue (url, key, body, next_at) VALUES (?, ?, ?, ?)",
                                 (url, uuid.uuid4().hex, body, now))
+            told = [(telling(m), m) for m in members]
             self.db.executemany(
                 "UPDATE alerts SET told_status = ?, told_labels = ?, "
-                "grp = CASE WHEN status = 'resolved' THEN NULL ELSE grp END WHERE id = ?",
-                [(m.alert["status"], orjson.dumps(labels(m.alert)), m.alert["id"]) for m in members])
-            self.db.execute("UPDATE groups SET pending = 0, flushed = CASE WHEN ? THEN ? ELSE flushed END "
-                            "WHERE key = ?", (bool(bodies), now, key))
+                "grp = CASE WHEN ? = 'resolved' THEN NULL ELSE grp END WHERE id = ?",
+                [(status, orjson.dumps(labels(m.alert)), status, m.alert["id"]) for status, m in told])
+            # A resolution not told yet keeps the group due, at its next interval.
+            untold = any(status != m.alert["status"] for status, m in told)
+            self.db.execute("UPDATE groups SET pending = ?, flushed = CASE WHEN ? THEN ? ELSE flushed END "
+                            "WHERE key = ?", (untold, bool(bodies), now, key))
             self.db.execute("DELETE FROM groups WHERE key = ? AND NOT EXISTS "
                             "(SELECT 1 FROM alerts WHERE grp = ?)", (key, key))
             return self._bound()
@@ -207,9 +227,11 @@ class NotifierStore:
     # ------------------------------------------------------------ Alertmanager
 
     def unpushed(self, now: float, resend_s: float, limit: int) -> list[Unpushed]:
-        rows = self.db.execute(f"SELECT rev, doc, am_labels FROM alerts WHERE {_AM_DUE} ORDER BY changed LIMIT :limit",
-                               {"stale": now - resend_s, "limit": limit}).fetchall()
-        return [Unpushed(rev, orjson.loads(doc), orjson.loads(ls) if ls else None) for rev, doc, ls in rows]
+        rows = self.db.execute(
+            "SELECT rev, doc, am_labels, status != 'resolved' OR am_rev IS NULL FROM alerts "
+            f"WHERE {_AM_DUE} ORDER BY changed LIMIT :limit", {"stale": now - resend_s, "limit": limit}).fetchall()
+        return [Unpushed(rev, orjson.loads(doc), orjson.loads(ls) if ls else None, bool(open_))
+                for rev, doc, ls, open_ in rows]
 
     def count_unpushed(self, now: float, resend_s: float) -> int:
         (n,) = self.db.execute(f"SELECT COUNT(*) FROM alerts WHERE {_AM_DUE}", {"stale": now - resend_s}).fetchone()
@@ -218,5 +240,9 @@ class NotifierStore:
     def pushed(self, items: list[Unpushed], now: float) -> None:
         """Alertmanager took these; a change applied meanwhile has a later rev, so it stays due."""
         with self.db:
-            self.db.executemany("UPDATE alerts SET am_rev = ?, am_labels = ?, am_at = ? WHERE id = ?",
-                                [(u.rev, orjson.dumps(labels(u.alert)), now, u.alert["id"]) for u in items])
+            self.db.executemany(
+                "UPDATE alerts SET am_rev = :rev, am_labels = :labels, am_at = :now, am_open = :open, "
+                "am_opened = CASE WHEN :open AND NOT COALESCE(am_open, 0) THEN :now ELSE am_opened END "
+                "WHERE id = :id",
+                [{"rev": u.rev, "labels": orjson.dumps(labels(u.alert)), "now": now, "open": u.open,
+                  "id": u.alert["id"]} for u in items])

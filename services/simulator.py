@@ -110,6 +110,10 @@ KINDS: tuple[tuple[str, int], ...] = (
     ("traffic.incident", 240), ("grid.voltage", 180), ("gate.denied_burst", 100),
     ("grid.frequency", 90), ("gate.tailgating", 60), ("gate.fever", 1),
 )
+# Rules whose detectors judge an event against a fixed limit, needing nothing learned:
+# these are injected from the first second, so a new user sees alerts within a minute;
+# the others wait for the warm-up, while detectors learn what is normal.
+NO_BASELINE = frozenset({"gate.fever", "gate.tailgating", "grid.outage", "grid.voltage", "grid.frequency"})
 # Quiet time on an entity between two of its episodes, so each is a separate one
 # and the detector's baseline has settled again.
 GUARD_S = 900
@@ -177,8 +181,8 @@ class Simulator:
     Deterministic: a city, a seed, the same arguments and the same sequence of
     `tick` calls give the same events. `end_s` bounds the anomaly plan (an episode
     is only begun if it ends by then); None plans forever. `anomaly_every_s` is the
-    mean time between two injected anomalies (None: no anomalies), the first after
-    `warmup_s`. With `steady_rate`, gate passes are scaled so the city produces that
+    mean time between two injected anomalies (None: no anomalies), the first at
+    `start_s`: those of `NO_BASELINE` from then on, the others after `warmup_s`. With `steady_rate`, gate passes are scaled so the city produces that
     many events/s at every hour; their direction and method mix still follow the day.
     """
 
@@ -217,21 +221,24 @@ class Simulator:
 
         self._active: list[Anomaly] = []
         self._plan = (iter(()) if anomaly_every_s is None
-                      else self._planner(np.random.default_rng([seed, 2]), start_s + warmup_s,
+                      else self._planner(np.random.default_rng([seed, 2]), start_s, start_s + warmup_s,
                                          end_s, anomaly_every_s))
         self._next = next(self._plan, None)
 
     # -------------------------------------------------------- anomaly plan
 
-    def _planner(self, rng: np.random.Generator, first_s: int, end_s: int | None,
+    def _planner(self, rng: np.random.Generator, first_s: int, learned_s: int, end_s: int | None,
                  every_s: float) -> Iterator[Anomaly]:
-        """Anomalies in start order, cycling through `KINDS`; a kind that has no free
-        entity or would not end by `end_s` is passed over for the next one."""
+        """Anomalies in start order, cycling through `KINDS`; a kind that needs a baseline
+        before `learned_s`, has no free entity or would not end by `end_s` is passed over
+        for the next one."""
         free_from = {d: np.full(len(ids), -np.inf) for d, ids in self._ids.items()}
         slot, cursor = first_s, 0
         while end_s is None or slot < end_s:
             for i in range(len(KINDS)):
                 rule, duration = KINDS[(cursor + i) % len(KINDS)]
+                if slot < learned_s and rule not in NO_BASELINE:
+                    continue
                 domain = rule.partition(".")[0]
                 eligible = free_from[domain] <= slot
                 if rule == "gate.fever":

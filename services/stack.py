@@ -74,7 +74,8 @@ class Stack:
             asyncio.run(publish_registry(s))
         env = self._child_env()
         for i in range(s.workers):
-            self._start(f"worker-{i}", ["worker", "--worker-id", str(i)], env)
+            port = {env_name("worker_metrics_port"): str(s.worker_metrics_port + i)} if s.worker_metrics_port else {}
+            self._start(f"worker-{i}", ["worker", "--worker-id", str(i)], {**env, **port})
         api_env = {**env, **self._token_env()}  # only the process serving HTTP holds tokens
         self._start("api", ["api"], api_env)
         if s.webhooks or s.alertmanager_url:

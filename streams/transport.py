@@ -34,6 +34,9 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
    to commit are chosen; and a topic whose state is stored as snapshots registers its
    `commit_ceilings`: its partitions are committed at the offset the newest snapshot
    covers, never past it, so a restart replays what no snapshot holds yet.
+6. The partition watchdog's view (streams/watchdog.py): how far each partition that should
+   be read has got, what Faust and aiokafka hold for one, and reading one again from its
+   commit. The private state of both libraries is read here and nowhere else.
 """
 
 from __future__ import annotations
@@ -140,6 +143,72 @@ class Consumer(driver.Consumer):
             records = {tp: [_as_one(rs)] if tp.topic in batched and rs else rs
                        for tp, rs in records.items()}
         return records, active
+
+    # ------------------------------------------------------------ for streams/watchdog.py
+
+    def progress(self) -> dict[TP, Optional[int]]:
+        """How far each partition that should be read now has got: while tables recover,
+        the fetch position of the changelog partitions Faust reads; after, the committed
+        offset of every assigned source partition (None before its first commit). Empty
+        while the flow is stopped for a rebalance."""
+        assignment = self._assignment_state()
+        if assignment is None or not self.flow_active:
+            return {}
+        changelogs, recovering = self.app.tables.changelog_topics, self.app.in_recovery
+        active = self._get_active_partitions()
+        out: dict[TP, Optional[int]] = {}
+        for ktp in assignment.tps:
+            tp = TP(ktp.topic, ktp.partition)
+            if recovering and tp in active:
+                state = assignment.state_value(ktp)
+                out[tp] = state.position if state.has_valid_position else None
+            elif not recovering and tp.topic not in changelogs:
+                out[tp] = self._committed_offset.get(tp)
+        return out
+
+    def fetch_state(self, tp: TP) -> str:
+        """What Faust and aiokafka hold for a partition, in one line, for a person to read."""
+        assignment, consumer = self._assignment_state(), self._thread._consumer
+        line = (f"faust: active={tp in self._get_active_partitions()} paused={tp in self._paused_partitions} "
+                f"buffered={tp in self._buffered_partitions} flow={self.flow_active} "
+                f"read={self._read_offset.get(tp)} committed={self._committed_offset.get(tp)} "
+                f"acked={len(self._acked.get(tp, ()))} gaps={len(self._gap.get(tp, ()))}")
+        ktp = TopicPartition(tp.topic, tp.partition)
+        if assignment is None or consumer is None or ktp not in assignment.tps:
+            return f"{line}; aiokafka: not assigned"
+        state, fetcher = assignment.state_value(ktp), consumer._fetcher
+        held = fetcher._records.get(ktp)
+        return (f"{line}; aiokafka: paused={state.paused} position="
+                f"{state.position if state.has_valid_position else None} reset={state.awaiting_reset} "
+                f"highwater={consumer.highwater(ktp)} held={type(held).__name__ if held else None} "
+                f"in_flight={sorted(fetcher._in_flight)}")
+
+    async def restart_fetch(self, tp: TP) -> None:
+        """Read a partition again from its committed offset, as a new owner would: Faust's
+        bookkeeping of it reset as on revocation, resumed, and aiokafka seeked there (which
+        drops whatever it holds for it and wakes its fetcher)."""
+        for held in (self._gap, self._acked, self._acked_index, self._read_offset):
+            held.pop(tp, None)
+        self.resume_partitions({tp})
+        committed = await self._thread.call_thread(_seek_committed, self._thread._ensure_consumer(),
+                                                   TopicPartition(tp.topic, tp.partition))
+        if committed:
+            self._committed_offset[tp] = self._read_offset[tp] = committed
+
+    def _assignment_state(self) -> Any:
+        consumer = self._thread._consumer
+        subscription = None if consumer is None else consumer._subscription.subscription
+        return None if subscription is None else subscription.assignment
+
+
+async def _seek_committed(consumer: Any, tp: TopicPartition) -> Optional[int]:
+    """On the consumer's thread: seek `tp` to its committed offset, or its beginning."""
+    committed = await consumer.committed(tp)
+    if committed:
+        consumer.seek(tp, committed)
+    else:
+        await consumer.seek_to_beginning(tp)
+    return committed
 
 
 class Transport(driver.Transport):

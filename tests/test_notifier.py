@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -85,7 +86,9 @@ def test_what_a_group_tells_and_when() -> None:
     assert group_entries([Member(firing, None, None)], EXTERNAL)  # a new alert
     assert group_entries([Member(doc("firing", 2), *told)], EXTERNAL) is None  # only its count moved
     assert group_entries([Member(doc("acknowledged", 3), *told)], EXTERNAL)  # someone took it
-    assert group_entries([Member(doc("resolved", 2), None, None)], EXTERNAL) is None  # never told it fired
+    # Resolved before any notification told it fired: it is told firing now, its resolution next.
+    (first,) = group_entries([Member(doc("resolved", 2), None, None)], EXTERNAL) or []
+    assert first["status"] == "firing" and first["endsAt"] == ZERO_TIME
     (gone,) = group_entries([Member(doc("resolved", 2), *told)], EXTERNAL) or []
     assert gone["status"] == "resolved" and gone["endsAt"] == "2026-11-21T00:05:00.000Z"
     # Escalation changes the severity label: the label set told before is resolved beside the new one.
@@ -195,19 +198,28 @@ def receiver() -> Iterator[Receiver]:
     r.down()
 
 
-@pytest.fixture(scope="module")
-def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def running_alertmanager(work: Path, config: str) -> Iterator[str]:
+    """A real Alertmanager with `config` as its alertmanager.yml; yields its URL."""
     assert ALERTMANAGER_BIN.exists(), "needs Debian's prometheus-alertmanager (.ci/run installs it)"
-    work = tmp_path_factory.mktemp("alertmanager")
-    (work / "alertmanager.yml").write_text("route: {receiver: none}\nreceivers: [{name: none}]\n")
+    (work / "alertmanager.yml").write_text(config)
     url = f"http://127.0.0.1:{free_port()}"
     with open(work / "log", "ab") as log:
         proc = spawn([str(ALERTMANAGER_BIN), f"--config.file={work / 'alertmanager.yml'}",
                       f"--storage.path={work / 'data'}", f"--web.listen-address={url[7:]}",
                       "--cluster.listen-address="], env={}, cwd=work, output=log)
-    wait_for(lambda: _status(url + "/-/ready") == 200, timeout=20)
-    yield url
-    stop(proc)
+    try:
+        wait_for(lambda: _status(url + "/-/ready") == 200, timeout=20)
+        yield url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_alertmanager(tmp_path_factory.mktemp("alertmanager"),
+                              "route: {receiver: none}\nreceivers: [{name: none}]\n") as url:
+        yield url
 
 
 def _status(url: str) -> int | None:
@@ -295,6 +307,32 @@ def test_alerts_reach_alertmanager_and_webhooks_then_resolve(
     assert resolved["endsAt"] == "2026-11-21T00:05:00.000Z"
     assert metric(port, "citybrain_notifications_total", receiver=shinan["receiver"], outcome="delivered") == 4
     assert metric(port, "citybrain_notifications_total", receiver="alertmanager", outcome="delivered") >= 2
+
+
+def test_an_alert_that_fires_and_resolves_within_the_group_wait_is_told_firing_then_resolved(
+        settings: Settings, receiver: Receiver, notifier: Callable[..., Proc], tmp_path: Path) -> None:
+    # Alertmanager notifies a webhook of its own: what its routes do with what it was sent.
+    behind = Receiver().up()
+    config = ("route: {receiver: hook, group_by: [alert_id], group_wait: 200ms, group_interval: 1s}\n"
+              f"receivers: [{{name: hook, webhook_configs: [{{url: '{behind.url}'}}]}}]\n")
+    try:
+        with running_alertmanager(tmp_path, config) as url:
+            receiver.up()
+            notifier(CITYBRAIN_ALERTMANAGER_URL=url, CITYBRAIN_WEBHOOK_URLS=receiver.url)
+            fever = f"{uuid.uuid4().hex[:8]}-fever"
+            gate = {"rule": "gate.fever", "entity": "G-0007", "severity": "critical"}
+            publish(settings, alert(fever, **gate), alert(fever, "resolved", 2, **gate))  # within 0.3 s
+
+            told = [("firing", [(fever, "firing")]), ("resolved", [(fever, "resolved")])]
+            wait_for(lambda: len(receiver.received) == 2, timeout=20)
+            assert [s[1:] for s in receiver.statuses()] == told
+            assert receiver.received[0][1]["alerts"][0]["endsAt"] == ZERO_TIME
+            wait_for(lambda: len(behind.received) == 2, timeout=20)
+            assert [s[1:] for s in behind.statuses()] == told
+            time.sleep(1.5)  # a group interval: nothing more comes
+            assert len(receiver.received) == len(behind.received) == 2
+    finally:
+        behind.down()
 
 
 def test_a_receiver_down_for_a_while_gets_every_notification_once(

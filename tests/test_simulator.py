@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from services.city import City, build_city
-from services.simulator import ENTITY_FIELD, GUARD_S, KINDS, Batcher, Simulator, generate
+from services.simulator import ENTITY_FIELD, GUARD_S, KINDS, NO_BASELINE, Batcher, Simulator, generate
 from streams.partitioning import partition_for
 from streams.topics import DOMAINS
 
@@ -162,6 +162,16 @@ def test_every_rule_is_injected_with_its_ground_truth(city: City, run: tuple[lis
             assert datetime.fromisoformat(t[edge]).timestamp() * 1000 == t[f"{edge}_ms"]
             assert t[edge].endswith("Z")
         assert START.timestamp() * 1000 <= t["start_ms"] and t["end_ms"] <= (START.timestamp() + RUN_S) * 1000
+
+
+def test_faults_needing_no_baseline_show_from_the_first_second_the_others_after_the_warmup(
+        run: tuple[list[dict], list[dict]]) -> None:
+    _, truth = run
+    start_ms, learned_ms = START.timestamp() * 1000, (START.timestamp() + 300) * 1000  # the default warm-up
+    assert truth[0]["start_ms"] == start_ms  # a new user's first minute shows the product
+    early = [t for t in truth if t["start_ms"] < learned_ms]
+    assert {t["rule"] for t in early} == NO_BASELINE
+    assert {t["rule"] for t in truth if t["start_ms"] < start_ms + 180_000} == NO_BASELINE
 
 
 def test_anomalies_never_overlap_on_one_entity(run: tuple[list[dict], list[dict]]) -> None:

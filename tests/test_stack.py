@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
+import pytest
+from websockets.sync.client import connect
 
 from services.processes import port_in_use
 from tests.conftest import ROOT, free_port, wait_for
@@ -68,6 +71,29 @@ def test_up_simulates_a_living_city_then_stops_cleanly(tmp_path: Path) -> None:
     assert f"127.0.0.1:{broker_port}" in out and url in out and str(tmp_path / "tokens") in out
     assert not any(alive(p) for p in pids)
     assert not port_in_use("127.0.0.1", broker_port) and not port_in_use("127.0.0.1", api_port)
+
+
+def test_make_run_shows_a_first_alert_live_within_a_minute(tmp_path: Path) -> None:
+    """What a new user sees: `make run` is `citybrain up --simulate 1000`."""
+    began = time.monotonic()
+    proc, _, api_port = start_up(tmp_path, "--simulate", "1000")
+    try:
+        wait_for(lambda: _status(f"http://127.0.0.1:{api_port}/readyz") == 200, timeout=60)
+        with connect(f"ws://127.0.0.1:{api_port}/api/v1/alerts/live") as ws:
+            # From the beginning (position ""), as a dashboard opened a little late is.
+            ws.send(orjson.dumps({"token": viewer_token(tmp_path), "position": ""}).decode())
+            try:
+                while (message := orjson.loads(ws.recv(timeout=max(0.1, 60 - (time.monotonic() - began)))))[
+                        "type"] != "alert":
+                    pass
+            except TimeoutError:
+                pytest.fail("no alert on WS /api/v1/alerts/live within 60 s of citybrain up")
+        first_s = time.monotonic() - began
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    print(f"first alert {message['alert']['rule']} after {first_s:.1f} s")
+    assert first_s < 60, out
 
 
 def test_killing_up_with_sigkill_leaves_no_orphans(tmp_path: Path) -> None:
