@@ -90,7 +90,20 @@ class Batch:
         order = np.argsort(self.code, kind="stable")
         self.starts = np.flatnonzero(np.diff(self.code[order], prepend=-1))
         self.order = order
+        self.group = self.code[order]  # each event's entity, in group order
         self.groups: list[np.ndarray] = np.split(order, self.starts[1:]) if self.n else []
+
+    def running_max(self, x: np.ndarray, initial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For integer values `x` of the events in group order (`x[order]`) and a start
+        per entity: the entity's running maximum just before each event, and just after.
+        One accumulate over the batch: each entity's values are lifted above the previous
+        entity's, so no maximum carries from one entity to the next."""
+        lift = self.group * (np.int64(1) << 42)  # above any epoch ms until 2109, and any minute
+        after = np.maximum(np.maximum.accumulate(x + lift) - lift, initial[self.group])
+        before = np.empty_like(after)
+        before[1:] = after[:-1]
+        before[self.starts] = initial
+        return before, after
 
     def col(self, name: str) -> np.ndarray:
         """A numeric field as floats; NaN where an event lacks it."""
@@ -173,29 +186,30 @@ class Detector:
         a device alone on its partition (another producer's partitioner) moves it only
         itself, and its silence must still be seen, as it was seen beside others."""
         out: list[Detection] = []
-        reach = np.maximum(batch.before, batch.ts)  # how far time had got at each event
+        reach = np.maximum(batch.before, batch.ts)[batch.order]  # how far time had got at each event
+        never = np.iinfo(np.int64).min // 2
+        last, _ = batch.running_max(batch.ts[batch.order],
+                                    np.array([never if s["seen"] is None else s["seen"] for s in states], np.int64))
         for rule in self.silence:
-            timeout = batch.per_event([p[rule]["timeout_s"] * 1000 for p in params])
-            seen = batch.per_event([s["seen"] if s["seen"] is not None else np.inf for s in states])
-            # a gap needs stream time past (at least) the entity's earliest event + timeout
-            first = np.minimum(seen, batch.ts)[batch.order]
-            earliest = np.minimum.reduceat(first, batch.starts) if batch.n else first
-            latest = np.maximum.reduceat(reach[batch.order], batch.starts) if batch.n else first
-            maybe = latest >= earliest + timeout[batch.order][batch.starts]
+            timeout = np.array([p[rule]["timeout_s"] * 1000 for p in params])[batch.group]
+            # a gap: time got past the timeout since the entity's previous event
+            maybe = np.zeros(len(batch.entities), bool)
+            maybe[batch.group[(last > never) & (reach >= last + timeout)]] = True
             for i in sorted(set(np.flatnonzero(maybe).tolist()) | ongoing.get(rule, set())):
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
-                last = states[i]["seen"]
+                last_seen = states[i]["seen"]
                 for j in batch.groups[i].tolist():
                     t = int(batch.ts[j])
-                    if rule not in states[i]["r"] and last is not None and reach[j] >= last + p["timeout_s"] * 1000:
-                        out.append(self._went_silent(rule, batch.entities[i], last, p, states[i]))
+                    if (rule not in states[i]["r"] and last_seen is not None
+                            and max(int(batch.before[j]), t) >= last_seen + p["timeout_s"] * 1000):
+                        out.append(self._went_silent(rule, batch.entities[i], last_seen, p, states[i]))
                     rs = states[i]["r"].pop(rule, None)
                     if rs is not None:
                         out.append(self._detection(rule, batch.entities[i], p, (
                             "resolved", t, p["timeout_s"], p["timeout_s"], rs["episode"], rs["seq"] + 1)))
-                    last = t if last is None else max(last, t)
+                    last_seen = t if last_seen is None else max(last_seen, t)
         return out
 
     def watch(self, watch: "SilenceWatch", entity: str, last: int) -> None:

@@ -63,25 +63,19 @@ def _crowd_surge(batch: Batch, states: list[dict[str, Any]], params: list[Params
     event after it (heartbeats come every 30 s, so that is soon), which is the only event
     the rule looks at; the others say nothing about it.
 
-    The minutes are found for the whole batch at once (a running maximum per gate, by
-    the offset trick: each gate's minutes lifted above the previous gate's); only the
-    judgements, about one per gate and minute, walk the baselines one by one."""
-    n, g = batch.n, len(batch.entities)
+    The minutes are found for the whole batch at once (a running maximum per gate); only
+    the judgements, about one per gate and minute, walk the baselines one by one."""
+    n = batch.n
     seen, bad, ok = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
     value, limit = np.zeros(n), np.zeros(n)
     if n == 0:
         return Condition(bad, ok, value, limit, seen)
     order, starts = batch.order, batch.starts
-    sizes = np.diff(np.append(starts, n))
-    gate = np.repeat(np.arange(g), sizes)  # per sorted event
+    gate = batch.group
     minute = (batch.ts // MINUTE_MS)[order]
     held = [st.get("minute") for st in states]
     current = np.array([h[0] if h else m for h, m in zip(held, minute[starts].tolist())], np.int64)
-    lift = gate * _LIFT
-    after = np.maximum(np.maximum.accumulate(minute + lift) - lift, current[gate])  # newest minute after each event
-    before = np.empty_like(after)
-    before[1:] = after[:-1]
-    before[starts] = current
+    before, after = batch.running_max(minute, current)  # the gate's newest minute around each event
     counted = (batch.equals("type", "gate.pass")[order] & (minute >= before)).astype(np.int64)  # a late pass counts nowhere
     total = np.cumsum(counted) - counted  # passes counted before each event, batch-wide
     opened = total[starts][gate] - np.array([h[1] if h else 0 for h in held], np.int64)[gate]  # … at the current minute's start
@@ -109,5 +103,3 @@ def _crowd_surge(batch: Batch, states: list[dict[str, Any]], params: list[Params
         st["minute"] = [m, int(t - since.get(i, opened[starts[i]]))]
     return Condition(bad, ok, value, limit, seen)
 
-
-_LIFT = 1 << 32  # above any minute since 1970 up to 2100 (~6.8e7), so gates' running maxima stay apart
