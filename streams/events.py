@@ -57,6 +57,14 @@ class Reject:
 # that `check` would reject: it may only be stricter.
 
 
+def _given(ev: Event, name: str, required: bool) -> Any:
+    """The field's value; None where an optional field is absent."""
+    v = ev.get(name)
+    if v is None and required:
+        raise Invalid(f"missing field: {name}")
+    return v
+
+
 @dataclass(frozen=True)
 class Number:
     name: str
@@ -65,10 +73,8 @@ class Number:
     required: bool = True
 
     def check(self, ev: Event) -> None:
-        v = ev.get(self.name)
+        v = _given(ev, self.name, self.required)
         if v is None:
-            if self.required:
-                raise Invalid(f"missing field: {self.name}")
             return
         if type(v) is bool or not isinstance(v, (int, float)):
             raise Invalid(f"wrong type: {self.name} must be a number, got {type(v).__name__}")
@@ -90,10 +96,8 @@ class Choice:
     required: bool = True
 
     def check(self, ev: Event) -> None:
-        v = ev.get(self.name)
+        v = _given(ev, self.name, self.required)
         if v is None:
-            if self.required:
-                raise Invalid(f"missing field: {self.name}")
             return
         if not isinstance(v, str) or v not in self.allowed:
             raise Invalid(f"bad value: {self.name}={_short(v)} not one of {', '.join(sorted(self.allowed))}")
@@ -112,9 +116,7 @@ class Text:
     name: str
 
     def check(self, ev: Event) -> str:
-        v = ev.get(self.name)
-        if v is None:
-            raise Invalid(f"missing field: {self.name}")
+        v = _given(ev, self.name, True)
         if not isinstance(v, str):
             raise Invalid(f"wrong type: {self.name} must be a string, got {type(v).__name__}")
         if not 0 < len(v) <= MAX_ID_LEN:
