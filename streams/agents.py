@@ -203,8 +203,9 @@ class DomainAgent:
             max_ahead_ms=int(settings.clock_skew_s * 1000))
         self.owned: dict[int, Owned] = {}
         self.ceilings: dict[int, int] = {}  # partition → the offset its newest snapshot covers + 1
-        # Live figures are sent under this lock, and so are a step's outputs: so a
-        # window's live figures never follow its closed ones.
+        # Held by a step and the sending of its outputs, by the live publication and by
+        # the choice of snapshots: so a window's live figures never follow its closed
+        # ones, and no snapshot covers a step whose outputs are not on the broker.
         self.publishing = asyncio.Lock()
         app.agent(self.source, name=f"citybrain.{domain}")(self.run)
         app.timer(LIVE_EVERY_S)(self.publish_live)
@@ -250,21 +251,24 @@ class DomainAgent:
         partition = event.message.partition
         owned = self._owned(partition)
         records = [Record(partition, r.offset, r.key, r.value) for r in event.value]
-        step = self.processor.step(partition, records, owned.state)
+        # The step and the sending of its outputs hold the lock that snapshots take too: a
+        # snapshot that covered a step whose outputs were still on their way would, after
+        # a crash, skip the records whose outputs never arrived.
         async with self.publishing:
+            step = self.processor.step(partition, records, owned.state)
             await send_all(self.app, [
                 *((self.topics.deadletter, key, doc, None, None) for key, doc in step.deadletters),
                 *((self.topics.alert_inputs, key, doc, None, None) for key, doc in step.detections),
                 *((self._window_topic(kind), key, doc, partition, None) for kind, key, doc in step.closed)])
-        owned.input_bytes += sum(len(r.value or b"") for r in records)
-        owned.changed = owned.stepped = owned.vitals_due = True
+            owned.input_bytes += sum(len(r.value or b"") for r in records)
+            owned.changed = owned.stepped = owned.vitals_due = True
+            for ws in step.closed_starts:
+                owned.touched.pop(ws, None)
+            for ws, touched in step.touched.items():
+                owned.touched.setdefault(ws, Touched()).add(touched)
         if step.ahead:
             owned.ahead.update(step.ahead)
             owned.ahead = dict(sorted(owned.ahead.items(), key=lambda kv: -kv[1])[:AHEAD_SHOWN])
-        for ws in step.closed_starts:
-            owned.touched.pop(ws, None)
-        for ws, touched in step.touched.items():
-            owned.touched.setdefault(ws, Touched()).add(touched)
         self._count_latency(owned, event.value)
 
     @staticmethod
@@ -307,14 +311,15 @@ class DomainAgent:
     async def flush(self, force: bool = False) -> None:
         """Snapshot the partitions that are due (every changed one when `force`), then
         wait until the table's changelog has them."""
-        for p, owned in self.owned.items():
-            if owned.snapshot_due(force):
-                meta, writes = snapshot_writes(p, owned.state, owned.snapshot)
-                for key, value in writes:
-                    self.table.put(p, key, value)
-                owned.snapshot, owned.snapshot_at = meta, time.monotonic()
-                owned.input_bytes, owned.changed = 0, False
-            owned.stepped = False
+        async with self.publishing:  # between steps: every output of a snapshot's records is sent
+            for p, owned in self.owned.items():
+                if owned.snapshot_due(force):
+                    meta, writes = snapshot_writes(p, owned.state, owned.snapshot)
+                    for key, value in writes:
+                        self.table.put(p, key, value)
+                    owned.snapshot, owned.snapshot_at = meta, time.monotonic()
+                    owned.input_bytes, owned.changed = 0, False
+                owned.stepped = False
         await self.table.flush()
         for p, owned in self.owned.items():
             if owned.snapshot is not None:
