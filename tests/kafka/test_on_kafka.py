@@ -1,0 +1,59 @@
+"""The stream engine on a 3-broker Apache Kafka cluster: the suite's own exactness, crash
+and scale-out tests (imported, so they run here on Kafka with this directory's `broker`),
+and a broker fault the embedded broker can't stage: the leader of the busiest partitions
+killed mid-stream and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from services.config import Settings
+from services.kafka_broker import KafkaCluster, KafkaNode
+from tests.conftest import Proc, vitals_totals, wait_for
+from tests.test_scale_out import test_two_workers_and_two_api_replicas_give_the_same_answers  # noqa: F401
+from tests.test_stream_engine import (  # noqa: F401
+    expected, expected_alerts, generate, produce_all, published_alerts, records, windows_match,
+    test_every_window_equals_the_reference_with_out_of_order_and_late_events,
+    test_sigkill_mid_stream_several_times_loses_and_doubles_nothing,
+    test_two_workers_share_partitions_and_stay_exact_when_one_leaves)
+
+
+def leader_of(settings: Settings, topic: str, partition: int) -> int:
+    async def ask() -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        return next(p["leader"] for p in described["partitions"] if p["partition"] == partition)
+
+    return asyncio.run(ask())
+
+
+def test_partition_leader_killed_mid_stream_and_restarted_changes_nothing(
+        broker: KafkaCluster, settings: Settings, start_worker: Callable[..., Proc]) -> None:
+    events = generate(30000, seed=41, entities=200)
+    ref, late = expected(events, settings.partitions)
+    per_domain = records(events, 1, settings.partitions)
+    alerts = expected_alerts(settings, per_domain)
+    busiest = max(per_domain, key=lambda d: len(per_domain[d]))
+    produce_all(settings, per_domain)
+
+    def applied() -> int:
+        return sum(t["events"] for t in vitals_totals(settings).values())
+
+    start_worker()
+    wait_for(lambda: applied() > 0, timeout=60, every=0.1)
+    node: KafkaNode = broker.nodes[leader_of(settings, settings.topics.events(busiest), 0) - 1]
+    node.kill()  # SIGKILL mid-stream: the worker's fetches, outputs and commits move to new leaders
+    killed_at = applied()
+    assert killed_at < len(events) - late, "the worker finished before the broker was killed"
+    wait_for(lambda: applied() > killed_at, timeout=60)  # the stream goes on with two brokers
+    node.start()
+    wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
+    assert applied() == len(events) - late
+    wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
