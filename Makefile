@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench soak install clean
+.PHONY: run test test-kafka bench soak install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "citybrain needs Python 3.11 or newer")'
@@ -19,6 +19,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The tier on Apache Kafka: tests/kafka on a 3-broker KRaft cluster (Java 17+; Maven
+# fetches Kafka's jars on the first run, cached under ~/.cache/citybrain).
+test-kafka: $(STAMP)
+	$(BIN)/python -m pytest tests/kafka --kafka $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

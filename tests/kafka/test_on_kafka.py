@@ -6,13 +6,16 @@ killed mid-stream and restarted."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Callable
 
+import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.config import Settings
 from services.kafka_broker import KafkaCluster, KafkaNode
-from tests.conftest import Proc, vitals_totals, wait_for
+from services.provision import ensure_topics
+from tests.conftest import Proc, child_env, free_port, produce, read_all, vitals_totals, wait_for
 from tests.test_scale_out import test_two_workers_and_two_api_replicas_give_the_same_answers  # noqa: F401
 from tests.test_stream_engine import (  # noqa: F401
     expected, expected_alerts, generate, produce_all, published_alerts, records, windows_match,
@@ -57,3 +60,20 @@ def test_partition_leader_killed_mid_stream_and_restarted_changes_nothing(
     wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
     assert applied() == len(events) - late
     wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
+
+
+def test_citybrain_broker_engine_kafka_keeps_its_topics_across_a_restart(tmp_path: Path) -> None:
+    """`citybrain broker --engine kafka`: one KRaft node, durable under --data-dir."""
+    port = free_port()
+    s = Settings(broker=f"127.0.0.1:{port}", topic_prefix="d.", partitions=2, data_dir=tmp_path)
+    argv = ["broker", "--engine", "kafka", "--broker-port", str(port), "--data-dir", str(tmp_path)]
+    for run in range(2):
+        node = Proc(argv, child_env(s), tmp_path / f"broker-{run}.log")
+        try:
+            wait_for(lambda: "listening" in node.output(), timeout=120)
+            asyncio.run(ensure_topics(s))
+            produce(s, s.topics.deadletter, [(None, orjson.dumps({"run": run}))])
+            assert [v for _, v in read_all(s, s.topics.deadletter)] == [{"run": r} for r in range(run + 1)]
+        finally:
+            assert node.stop() == 0
+    assert (tmp_path / "kafka" / "data" / "meta.properties").exists()
