@@ -63,7 +63,11 @@ def kafka_classpath() -> str:
 
 
 def new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64. One starting with '-' would
+    read as an option to the storage tool (Kafka's own generator skips those too)."""
+    while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"):
+        pass
+    return cid
 
 
 class KafkaNode:
@@ -121,13 +125,13 @@ class KafkaNode:
         classpath = kafka_classpath()
         self.workdir.mkdir(parents=True, exist_ok=True)
         props = self._properties()
-        # Formats an empty storage directory; one formatted before keeps its data and id.
-        fmt = subprocess.run(self._java(classpath, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                                        "-t", self.cluster_id, "-c", str(props)),
-                             capture_output=True, text=True)
-        if fmt.returncode != 0:
-            last = (fmt.stdout + fmt.stderr).strip().splitlines()[-1:]
-            raise BrokerError(f"cannot format Kafka storage in {self.workdir}: {' '.join(last)}")
+        if not (self.workdir / "data" / "meta.properties").exists():  # else: keep its data and id
+            fmt = subprocess.run(self._java(classpath, "kafka.tools.StorageTool", "format",
+                                            "-t", self.cluster_id, "-c", str(props)),
+                                 capture_output=True, text=True)
+            if fmt.returncode != 0:
+                said = [line for line in (fmt.stdout + fmt.stderr).splitlines() if line.strip()]
+                raise BrokerError(f"cannot format Kafka storage in {self.workdir}: {said[0] if said else '?'}")
         with open(self.log_path, "ab") as log:
             self.proc = spawn(self._java(classpath, "kafka.Kafka", str(props)),
                               env={"PATH": "/usr/bin:/bin", "HOME": str(self.workdir)},
