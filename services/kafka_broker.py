@@ -19,8 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from services.broker import BrokerError
-from services.processes import port_in_use, port_open, spawn, stop
+from services.broker import BrokerError, LocalBroker
+from services.processes import port_in_use, spawn
 
 FETCH_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "fetch.sh"
 JAVA_HINT = "Apache Kafka needs Java 17 or newer: install a JRE (Debian: apt-get install openjdk-17-jre-headless)"
@@ -70,26 +70,20 @@ def new_cluster_id() -> str:
     return cid
 
 
-class KafkaNode:
+class KafkaNode(LocalBroker):
     """One KRaft node (broker and controller) on loopback, durable under `workdir`."""
+
+    name = "Kafka"
+    stop_grace_s = 30.0  # a controlled shutdown moves leadership away first: a few seconds
 
     def __init__(self, port: int, workdir: Path, *, node_id: int = 1, controller_port: int,
                  voters: str | None = None, cluster_id: str | None = None,
                  config: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
-        self.host, self.port, self.workdir, self.node_id = host, port, workdir, node_id
-        self.controller_port = controller_port
+        super().__init__(port, workdir, host)
+        self.node_id, self.controller_port = node_id, controller_port
         self.voters = voters or f"{node_id}@{host}:{controller_port}"
         self.cluster_id = cluster_id or new_cluster_id()
         self.config = config or {}
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "broker.log"
 
     def _properties(self) -> Path:
         props = {
@@ -137,36 +131,12 @@ class KafkaNode:
                               env={"PATH": "/usr/bin:/bin", "HOME": str(self.workdir)},
                               cwd=self.workdir, output=log)
 
-    def wait_listening(self, timeout_s: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        while not port_open(self.host, self.port):
-            if self.proc.poll() is not None:
-                raise BrokerError(f"Kafka exited with code {self.proc.returncode}; see {self.log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"Kafka not listening on {self.address} after {timeout_s:g}s; "
-                                  f"see {self.log_path}")
-            time.sleep(0.1)
-
     def kill(self) -> None:
         """SIGKILL: a crash, no controlled shutdown."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
             self.proc = None
-
-    def stop(self) -> None:
-        # A controlled shutdown moves leadership away first; it takes a few seconds.
-        if self.proc is not None:
-            stop(self.proc, grace_s=30.0)
-            self.proc = None
-
-    def __enter__(self) -> "KafkaNode":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def single_node(port: int, workdir: Path) -> KafkaNode:

@@ -22,10 +22,9 @@ from pathlib import Path
 import httpx
 
 from services import tokens
-from services.broker import EmbeddedBroker, local_broker
+from services.broker import LocalBroker, local_broker
 from services.config import ConfigError, Settings, env_name
 from services.processes import port_in_use, spawn, stop
-from services.kafka_broker import KafkaNode
 from services.provision import ensure_topics, publish_registry
 
 READY_TIMEOUT_S = 90.0
@@ -41,7 +40,7 @@ class Child:
 class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker: EmbeddedBroker | KafkaNode | None = None
+        self.broker: LocalBroker | None = None
         self.children: list[Child] = []
         self.stopping = threading.Event()
 
