@@ -6,6 +6,8 @@ killed mid-stream and restarted."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from services.config import Settings
 from services.kafka_broker import KafkaCluster, KafkaNode
 from services.provision import ensure_topics
-from tests.conftest import Proc, child_env, free_port, produce, read_all, vitals_totals, wait_for
+from tests.conftest import Api, Proc, child_env, free_port, produce, read_all, vitals_totals, wait_for
 from tests.test_scale_out import test_two_workers_and_two_api_replicas_give_the_same_answers  # noqa: F401
 from tests.test_stream_engine import (  # noqa: F401
     expected, expected_alerts, generate, produce_all, published_alerts, records, windows_match,
@@ -69,6 +71,35 @@ def test_partition_leader_killed_mid_stream_and_restarted_changes_nothing(
     wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
 
 
+def test_partition_leader_frozen_for_30_s_mid_stream_changes_nothing(
+        broker: KafkaCluster, settings: Settings, start_worker: Callable[..., Proc], api: Api) -> None:
+    """SIGSTOP, not a crash: the broker holds its connections open and answers nothing;
+    the cluster fences it and moves its leaders, clients time out their requests to it."""
+    events = generate(20000, seed=61, entities=200)
+    ref, late = expected(events, settings.partitions)
+    per_domain = records(events, 1, settings.partitions)
+    alerts = expected_alerts(settings, per_domain)
+    busiest = max(per_domain, key=lambda d: len(per_domain[d]))
+    produce_all(settings, per_domain)
+
+    def applied() -> int:
+        return sum(t["events"] for t in vitals_totals(settings).values())
+
+    start_worker()
+    wait_for(lambda: applied() > 0, timeout=60, every=0.1)
+    node = broker.nodes[leader_of(settings, settings.topics.events(busiest), 0) - 1]
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(30)
+    finally:
+        node.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
+    assert applied() == len(events) - late
+    wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
+    wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
+
+
 def test_citybrain_broker_engine_kafka_keeps_its_topics_across_a_restart(tmp_path: Path) -> None:
     """`citybrain broker --engine kafka`: one KRaft node, durable under --data-dir."""
     port = free_port()
@@ -84,3 +115,27 @@ def test_citybrain_broker_engine_kafka_keeps_its_topics_across_a_restart(tmp_pat
         finally:
             assert node.stop() == 0
     assert (tmp_path / "kafka" / "data" / "meta.properties").exists()
+
+
+def test_whole_cluster_restarted_mid_stream_changes_nothing(
+        broker: KafkaCluster, settings: Settings, start_worker: Callable[..., Proc], api: Api) -> None:
+    """Every broker stopped mid-stream and started again: the worker and the API wait for
+    it, the API says 503 on /readyz meanwhile, and nothing is lost or counted twice."""
+    events = generate(20000, seed=51, entities=200)
+    ref, late = expected(events, settings.partitions)
+    per_domain = records(events, 1, settings.partitions)
+    alerts = expected_alerts(settings, per_domain)
+    produce_all(settings, per_domain)
+
+    def applied() -> int:
+        return sum(t["events"] for t in vitals_totals(settings).values())
+
+    start_worker()
+    wait_for(lambda: applied() > 0, timeout=60, every=0.1)
+    broker.stop()
+    wait_for(lambda: api.get("/readyz", token=None).status_code == 503, timeout=30)
+    broker.start()
+    wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
+    assert applied() == len(events) - late
+    wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
+    wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
