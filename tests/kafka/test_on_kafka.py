@@ -35,6 +35,29 @@ def test_five_worker_sigkills_mid_stream_lose_and_double_nothing(
     sigkills(settings, start_worker, "memory")
 
 
+class Stream:
+    """A produced stream of events and what an undisturbed run makes of it: the
+    reference windows and the alerts, to hold a disturbed run against."""
+
+    def __init__(self, settings: Settings, n: int, seed: int) -> None:
+        self.settings = settings
+        events = generate(n, seed=seed, entities=200)
+        self.ref, late = expected(events, settings.partitions)
+        self.on_time = len(events) - late
+        self.per_domain = records(events, 1, settings.partitions)
+        self.alerts = expected_alerts(settings, self.per_domain)
+        self.busiest = max(self.per_domain, key=lambda d: len(self.per_domain[d]))
+        produce_all(settings, self.per_domain)
+
+    def applied(self) -> int:
+        return sum(t["events"] for t in vitals_totals(self.settings).values())
+
+    def assert_undisturbed(self) -> None:
+        wait_for(lambda: windows_match(self.settings, self.ref), timeout=120, every=1.0)
+        assert self.applied() == self.on_time
+        wait_for(lambda: published_alerts(self.settings) == self.alerts, timeout=60, every=1.0)
+
+
 def committed_events(settings: Settings) -> int:
     async def ask() -> int:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
@@ -58,24 +81,18 @@ def test_sigkills_after_commits_lose_and_double_nothing(
     scratch. Here a worker is killed only after the group committed more, so the next one
     recovers state from the changelogs and resumes from committed offsets (a worker gets
     through these 60,000 events in a few commit intervals, so there are one to three)."""
-    events = generate(60000, seed=11, entities=200)
-    ref, late = expected(events, settings.partitions)
-    per_domain = records(events, 1, settings.partitions)
-    alerts = expected_alerts(settings, per_domain)
-    produce_all(settings, per_domain)
+    stream = Stream(settings, 60000, seed=11)
     kills, seen = 0, 0
     while kills < 3:
         w = start_worker(str(kills), CITYBRAIN_STORE=store)
         now = wait_for(lambda: (n := committed_events(settings)) > seen and n, timeout=60, every=0.05)
-        if now >= len(events):
+        if now >= sum(len(r) for r in stream.per_domain.values()):
             break
         w.kill()
         kills, seen = kills + 1, now
     assert kills >= 1
     start_worker("last", CITYBRAIN_STORE=store)
-    wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
-    assert sum(t["events"] for t in vitals_totals(settings).values()) == len(events) - late
-    wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
+    stream.assert_undisturbed()
 
 
 def leader_of(settings: Settings, topic: str, partition: int) -> int:
@@ -93,55 +110,33 @@ def leader_of(settings: Settings, topic: str, partition: int) -> int:
 
 def test_partition_leader_killed_mid_stream_and_restarted_changes_nothing(
         broker: KafkaCluster, settings: Settings, start_worker: Callable[..., Proc]) -> None:
-    events = generate(30000, seed=41, entities=200)
-    ref, late = expected(events, settings.partitions)
-    per_domain = records(events, 1, settings.partitions)
-    alerts = expected_alerts(settings, per_domain)
-    busiest = max(per_domain, key=lambda d: len(per_domain[d]))
-    produce_all(settings, per_domain)
-
-    def applied() -> int:
-        return sum(t["events"] for t in vitals_totals(settings).values())
-
+    stream = Stream(settings, 30000, seed=41)
     start_worker()
-    wait_for(lambda: applied() > 0, timeout=60, every=0.1)
-    node: KafkaNode = broker.nodes[leader_of(settings, settings.topics.events(busiest), 0) - 1]
+    wait_for(lambda: stream.applied() > 0, timeout=60, every=0.1)
+    node: KafkaNode = broker.nodes[leader_of(settings, settings.topics.events(stream.busiest), 0) - 1]
     node.kill()  # SIGKILL mid-stream: the worker's fetches, outputs and commits move to new leaders
-    killed_at = applied()
-    assert killed_at < len(events) - late, "the worker finished before the broker was killed"
-    wait_for(lambda: applied() > killed_at, timeout=60)  # the stream goes on with two brokers
+    killed_at = stream.applied()
+    assert killed_at < stream.on_time, "the worker finished before the broker was killed"
+    wait_for(lambda: stream.applied() > killed_at, timeout=60)  # the stream goes on with two brokers
     node.start()
-    wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
-    assert applied() == len(events) - late
-    wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
+    stream.assert_undisturbed()
 
 
 def test_partition_leader_frozen_for_30_s_mid_stream_changes_nothing(
         broker: KafkaCluster, settings: Settings, start_worker: Callable[..., Proc], api: Api) -> None:
     """SIGSTOP, not a crash: the broker holds its connections open and answers nothing;
     the cluster fences it and moves its leaders, clients time out their requests to it."""
-    events = generate(20000, seed=61, entities=200)
-    ref, late = expected(events, settings.partitions)
-    per_domain = records(events, 1, settings.partitions)
-    alerts = expected_alerts(settings, per_domain)
-    busiest = max(per_domain, key=lambda d: len(per_domain[d]))
-    produce_all(settings, per_domain)
-
-    def applied() -> int:
-        return sum(t["events"] for t in vitals_totals(settings).values())
-
+    stream = Stream(settings, 20000, seed=61)
     start_worker()
-    wait_for(lambda: applied() > 0, timeout=60, every=0.1)
-    node = broker.nodes[leader_of(settings, settings.topics.events(busiest), 0) - 1]
+    wait_for(lambda: stream.applied() > 0, timeout=60, every=0.1)
+    node = broker.nodes[leader_of(settings, settings.topics.events(stream.busiest), 0) - 1]
     assert node.proc is not None
     node.proc.send_signal(signal.SIGSTOP)
     try:
         time.sleep(30)
     finally:
         node.proc.send_signal(signal.SIGCONT)
-    wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
-    assert applied() == len(events) - late
-    wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
+    stream.assert_undisturbed()
     wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
 
 
@@ -166,21 +161,11 @@ def test_whole_cluster_restarted_mid_stream_changes_nothing(
         broker: KafkaCluster, settings: Settings, start_worker: Callable[..., Proc], api: Api) -> None:
     """Every broker stopped mid-stream and started again: the worker and the API wait for
     it, the API says 503 on /readyz meanwhile, and nothing is lost or counted twice."""
-    events = generate(20000, seed=51, entities=200)
-    ref, late = expected(events, settings.partitions)
-    per_domain = records(events, 1, settings.partitions)
-    alerts = expected_alerts(settings, per_domain)
-    produce_all(settings, per_domain)
-
-    def applied() -> int:
-        return sum(t["events"] for t in vitals_totals(settings).values())
-
+    stream = Stream(settings, 20000, seed=51)
     start_worker()
-    wait_for(lambda: applied() > 0, timeout=60, every=0.1)
+    wait_for(lambda: stream.applied() > 0, timeout=60, every=0.1)
     broker.stop()
     wait_for(lambda: api.get("/readyz", token=None).status_code == 503, timeout=30)
     broker.start()
-    wait_for(lambda: windows_match(settings, ref), timeout=120, every=1.0)
-    assert applied() == len(events) - late
-    wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
+    stream.assert_undisturbed()
     wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
