@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench soak stress-scale-in install clean
+.PHONY: run test test-kafka bench soak stress-scale-in install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "citybrain needs Python 3.11 or newer")'
@@ -23,6 +23,11 @@ test: $(STAMP)
 # The scale-in scenario (one of two workers leaves) 20 times in a row; RUNS=n for more.
 stress-scale-in: $(STAMP)
 	STRESS_SCALE_IN_RUNS=$(or $(RUNS),20) $(BIN)/python -m pytest tests/test_scale_in_stress.py $(PYTEST_ARGS)
+
+# The tier on Apache Kafka: tests/kafka on a 3-broker KRaft cluster (Java 17+; Maven
+# fetches Kafka's jars on the first run, cached under ~/.cache/citybrain).
+test-kafka: $(STAMP)
+	$(BIN)/python -m pytest tests/kafka --kafka $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

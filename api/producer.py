@@ -21,7 +21,8 @@ class EventProducer:
 
     async def start(self) -> None:
         # aiokafka binds a producer to the running loop, so it is made here, not in __init__.
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks=1)
+        # acks=all: a 202 promises the events survive the loss of their partition's leader.
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
         await self._producer.start()
 
     async def stop(self) -> None:

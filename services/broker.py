@@ -22,7 +22,13 @@ class BrokerError(RuntimeError):
     """The broker could not be started or reached; the message is for a person."""
 
 
-class EmbeddedBroker:
+class LocalBroker:
+    """A broker process this machine runs on loopback, logging to `workdir/broker.log`:
+    what `citybrain broker`, `up` and the tests start and stop."""
+
+    name = "broker"
+    stop_grace_s = 5.0
+
     def __init__(self, port: int, workdir: Path, host: str = "127.0.0.1") -> None:
         self.host, self.port, self.workdir = host, port, workdir
         self.proc: subprocess.Popen | None = None
@@ -34,6 +40,36 @@ class EmbeddedBroker:
     @property
     def log_path(self) -> Path:
         return self.workdir / "broker.log"
+
+    def start(self, timeout_s: float = 20.0) -> "LocalBroker":
+        raise NotImplementedError
+
+    def wait_listening(self, timeout_s: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while not port_open(self.host, self.port):
+            if self.proc.poll() is not None:
+                raise BrokerError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError(f"{self.name} not listening on {self.address} after {timeout_s:g}s; "
+                                  f"see {self.log_path}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc, grace_s=self.stop_grace_s)
+            self.proc = None
+
+    def __enter__(self) -> "LocalBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(LocalBroker):
+    name = "embedded broker"
 
     def start(self, timeout_s: float = 20.0) -> "EmbeddedBroker":
         if port_in_use(self.host, self.port):
@@ -54,25 +90,15 @@ class EmbeddedBroker:
                 # Memory-only: nothing to flush, so dying with the parent may be abrupt.
                 death_signal=signal.SIGKILL,
             )
-        deadline = time.monotonic() + timeout_s
-        while not port_open(self.host, self.port):
-            if self.proc.poll() is not None:
-                raise BrokerError(f"embedded broker exited with code {self.proc.returncode}; "
-                                  f"see {self.log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError(f"embedded broker not listening on {self.address} "
-                                  f"after {timeout_s:g}s; see {self.log_path}")
-            time.sleep(0.05)
+        self.wait_listening(timeout_s)
         return self
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc, grace_s=5.0)
-            self.proc = None
 
-    def __enter__(self) -> "EmbeddedBroker":
-        return self.start()
+def local_broker(engine: str, port: int, data_dir: Path) -> LocalBroker:
+    """The broker `citybrain broker` and `up` run: embedded (memory only, under
+    DATA_DIR/broker) or one Apache Kafka node (durable, under DATA_DIR/kafka)."""
+    if engine == "kafka":
+        from services.kafka_broker import single_node
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return single_node(port, data_dir / "kafka")
+    return EmbeddedBroker(port, data_dir / "broker")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine
 
 from services import config, datadir
-from services.broker import BrokerError, EmbeddedBroker
+from services.broker import BrokerError, local_broker
 from services.config import ConfigError, Settings
 from streams.events import Invalid
 
@@ -31,7 +31,8 @@ def _flags(p: argparse.ArgumentParser, *names: str) -> None:
     """Declare flags by setting name; each maps onto the Settings field of that name."""
     spec: dict[str, tuple[type, str]] = {
         "broker": (str, "HOST:PORT of an existing Kafka cluster (default: run the embedded broker)"),
-        "broker_port": (int, "port of the embedded broker (default 9092)"),
+        "broker_port": (int, "port of the local broker (default 9092; Apache Kafka's controller takes the next)"),
+        "broker_engine": (str, "the local broker: embedded (memory only, default) or kafka (Apache Kafka, durable)"),
         "api_host": (str, "address the HTTP API binds (default 127.0.0.1)"),
         "api_port": (int, "port of the HTTP API (default 8000)"),
         "data_dir": (Path, "where durable local state lives (default ./var)"),
@@ -69,8 +70,9 @@ def _wait_for_signal() -> None:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     s = _settings(args)
-    with EmbeddedBroker(s.broker_port, s.data_dir / "broker") as broker:
-        print(f"embedded broker listening on {broker.address} (memory only; log {broker.log_path})",
+    kind = "Apache Kafka, durable under" if s.broker_engine == "kafka" else "embedded broker, memory only; log in"
+    with local_broker(s.broker_engine, s.broker_port, s.data_dir) as broker:
+        print(f"{s.broker_engine} broker listening on {broker.address} ({kind} {broker.workdir})",
               flush=True)
         _wait_for_signal()
     return 0
@@ -170,12 +172,14 @@ def parser() -> argparse.ArgumentParser:
     common = ("broker", "topic_prefix", "partitions", "data_dir", "log_level")
 
     p = sub.add_parser("up", help="run broker, topics, workers, API (and simulator) on this machine")
-    _flags(p, *common, "broker_port", "api_host", "api_port", "workers", "simulate",
+    _flags(p, *common, "broker_port", "broker_engine", "api_host", "api_port", "workers", "simulate",
            "simulate_batch", "registry_file", "store", "rules_file")
     p.set_defaults(run=cmd_up)
 
-    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker alone")
+    p = sub.add_parser("broker", help="run the local broker alone (embedded, or Apache Kafka with --engine kafka)")
     _flags(p, "broker_port", "data_dir", "log_level")
+    p.add_argument("--engine", dest="broker_engine", default=None,
+                   help="embedded (memory only, default) or kafka (Apache Kafka, durable under DATA_DIR/kafka)")
     p.set_defaults(run=cmd_broker)
 
     p = sub.add_parser("topics", help="create every topic (idempotent); publish a registry file")

@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     broker: str | None = None  # HOST:PORT of an existing Kafka cluster; None runs the embedded one
-    broker_port: int = 9092  # the embedded broker's port
+    broker_port: int = 9092  # the local broker's port (a local Kafka's controller takes the next one)
+    broker_engine: str = "embedded"  # the local broker: embedded (Tansu, memory only) or kafka (Apache Kafka)
     broker_memory_warn_mb: float | None = None  # `up` warns past this; None: 2/3 of the limit
     broker_memory_limit_mb: float | None = None  # `up` stops past this; None: half the machine's memory
     api_host: str = "127.0.0.1"
@@ -75,6 +76,7 @@ class Settings:
 
     @property
     def embedded(self) -> bool:
+        """True when this machine runs the broker itself (of `broker_engine`)."""
         return self.broker is None
 
     @property
@@ -170,6 +172,8 @@ def _validated(s: Settings) -> Settings:
         raise bad("simulate", f"{s.simulate:g} events/s is not in (0, 5000000]")
     if not 1 <= s.simulate_batch <= s.max_batch:
         raise bad("simulate_batch", f"{s.simulate_batch} is not in 1..{s.max_batch}")
+    if s.broker_engine not in ("embedded", "kafka"):
+        raise bad("broker_engine", f"{s.broker_engine!r} is not one of embedded, kafka")
     if s.store not in ("memory", "rocksdb"):
         raise bad("store", f"{s.store!r} is not one of memory, rocksdb")
     if not 0.5 <= s.session_timeout_s <= 300:

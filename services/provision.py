@@ -3,6 +3,10 @@
 Idempotent: existing topics are left alone, but one with fewer partitions than the
 service expects is an error, because Faust's co-partitioning of a source topic with its
 tables' changelogs would silently break.
+
+Replication follows the cluster: three copies where there are three brokers or more, with
+two in sync for a write to count (so one broker may fail or restart without losing or
+refusing anything); one copy on a single broker, which is all it can hold.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from streams.topics import TopicSpec
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+MAX_REPLICAS = 3
 
 
 async def connect_admin(bootstrap: str, timeout_s: float = 15.0) -> AIOKafkaAdminClient:
@@ -41,6 +46,16 @@ async def connect_admin(bootstrap: str, timeout_s: float = 15.0) -> AIOKafkaAdmi
     return admin
 
 
+def replication(brokers: int) -> tuple[int, dict[str, str]]:
+    """Replication factor and the topic configs that go with it, for a cluster this size."""
+    factor = min(MAX_REPLICAS, brokers)
+    return factor, ({"min.insync.replicas": str(factor - 1)} if factor >= MAX_REPLICAS else {})
+
+
+async def broker_count(admin: AIOKafkaAdminClient) -> int:
+    return len((await admin.describe_cluster())["brokers"])
+
+
 async def provision(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
     """Create the missing topics; returns the names created."""
     admin = await connect_admin(bootstrap)
@@ -48,8 +63,10 @@ async def provision(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
+            factor, replicated = replication(await broker_count(admin))
             resp = await admin.create_topics(
-                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing])
+                [NewTopic(s.name, s.partitions, factor, topic_configs={**s.config, **replicated})
+                 for s in missing])
             for name, code, message in ((t[0], t[1], t[2]) for t in resp.topic_errors):
                 if code not in (0, TOPIC_ALREADY_EXISTS):
                     raise BrokerError(f"cannot create topic {name}: {message or f'error {code}'}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from services import tokens
-from services.broker import EmbeddedBroker
+from services.broker import LocalBroker, local_broker
 from services.broker_memory import BrokerMemoryWatch, Verdict, limits, machine_memory_mb
 from services.config import ConfigError, Settings, env_name
 from services.processes import port_in_use, rss_bytes, spawn, stop
@@ -41,7 +41,7 @@ class Child:
 class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker: EmbeddedBroker | None = None
+        self.broker: LocalBroker | None = None
         self.children: list[Child] = []
         self.stopping = threading.Event()
 
@@ -61,12 +61,13 @@ class Stack:
         s = self.settings
         (s.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         if s.embedded:
-            # The broker starts empty: a worker's local (rocksdb) tables from an earlier run
-            # would claim offsets the new topics don't have, and records would be skipped.
-            for stale in s.data_dir.glob("worker-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            self.broker = EmbeddedBroker(s.broker_port, s.data_dir / "broker").start()
-            # Supervised like the other parts: with a memory-only broker gone, nothing works.
+            if s.broker_engine == "embedded":
+                # The broker starts empty: a worker's local (rocksdb) tables from an earlier run
+                # would claim offsets the new topics don't have, and records would be skipped.
+                for stale in s.data_dir.glob("worker-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            self.broker = local_broker(s.broker_engine, s.broker_port, s.data_dir).start()
+            # Supervised like the other parts: with the local broker gone, nothing works.
             assert self.broker.proc is not None
             self.children.append(Child("broker", self.broker.proc, self.broker.log_path))
         asyncio.run(ensure_topics(s))
@@ -84,7 +85,7 @@ class Stack:
             self._start("simulator", ["simulate"], env, to_terminal=True)
 
         print(f"citybrain up\n"
-              f"  broker   {s.bootstrap}{' (embedded, memory only)' if s.embedded else ''}\n"
+              f"  broker   {s.bootstrap}{self._broker_note()}\n"
               f"  api      {s.api_url}  (docs {s.api_url}/docs)\n"
               f"  tokens   {api_env.get(env_name('token_file'), 'from CITYBRAIN_API_TOKENS')}\n"
               f"  logs     {s.data_dir / 'logs'}\n"
@@ -94,6 +95,13 @@ class Stack:
         if self._wait_ready():
             print(f"ready: {s.api_url}/readyz is 200", flush=True)
         return self._supervise()
+
+    def _broker_note(self) -> str:
+        if self.broker is None:
+            return ""
+        if self.settings.broker_engine == "kafka":
+            return f" (Apache Kafka, durable under {self.broker.workdir})"
+        return " (embedded, memory only)"
 
     def _child_env(self) -> dict[str, str]:
         """Every child's environment: the settings, less the API tokens."""

@@ -29,7 +29,10 @@ def create_app(settings: Settings, datadir: Path | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         web_enabled=False,
-        producer_acks=1,
+        # Every in-sync replica has a record before it counts (with min.insync.replicas 2 of
+        # 3, services.provision): with acks=1 a leader that dies before its followers copied
+        # a changelog or output record takes the record with it. One broker: the same as 1.
+        producer_acks=-1,
         # Workers produce their outputs as whole record batches (streams/produce.py);
         # below the 1 MiB that Kafka brokers accept by default.
         producer_max_batch_size=512 * 1024,

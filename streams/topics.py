@@ -12,14 +12,27 @@ from dataclasses import dataclass, field
 
 DOMAINS: tuple[str, ...] = ("gate", "traffic", "grid")
 
-COMPACTED = {"cleanup.policy": "compact"}
-# Raw events are kept a week, for replays after an incident. Stating it also answers the
-# DescribeConfigs of tools that read it (Quix Streams does; the embedded broker reports
-# only what a topic was created with).
-EVENTS = {"retention.ms": str(7 * 86_400_000)}
+DAY_MS = 86_400_000
+GIB = 1 << 30
+# What Apache Kafka does with each topic over months and years (the embedded broker keeps
+# everything in memory and applies none of it). Sizes are per partition and replica.
+# Latest value per key (state, registry, alerts, live figures). Kafka compacts only closed
+# segments: 64 MiB segments rolled at least daily keep what a restarting worker or API
+# reads back close to one record per key, not up to a 1 GiB segment of history.
+COMPACTED = {"cleanup.policy": "compact", "segment.bytes": str(64 << 20), "segment.ms": str(DAY_MS)}
+# Raw events are kept a week, for replays after an incident, and at most 8 GiB a
+# partition (at `make run`'s 1,000 events/s about a week and a half on 8 partitions), so
+# a burst can't fill the disk. Stating retention also answers the DescribeConfigs of
+# tools that read it (Quix Streams does; the embedded broker reports only what a topic
+# was created with).
+EVENTS = {"retention.ms": str(7 * DAY_MS), "retention.bytes": str(8 * GIB)}
+# Rejected records: a month to look into them, 1 GiB at most.
+DEADLETTERS = {"retention.ms": str(30 * DAY_MS), "retention.bytes": str(GIB)}
 # Window figures are keyed per window, so compaction alone would keep every window
-# forever; time retention drops them after two days.
-WINDOWED = {"cleanup.policy": "compact,delete", "retention.ms": str(2 * 86_400_000)}
+# forever; time retention drops them after two days (the API's window history keeps
+# what it serves on its own disk), size retention caps them.
+WINDOWED = {"cleanup.policy": "compact,delete", "retention.ms": str(2 * DAY_MS),
+            "retention.bytes": str(2 * GIB), "segment.bytes": str(64 << 20)}
 
 
 # Bounds (seconds) of the processing-latency histogram each vitals record carries:
@@ -118,7 +131,7 @@ class Topics:
             TopicSpec(self.registry, 1, COMPACTED),
             TopicSpec(self.alerts, n, COMPACTED),
             TopicSpec(self.alert_inputs, n, EVENTS),
-            TopicSpec(self.deadletter, 1),
+            TopicSpec(self.deadletter, 1, DEADLETTERS),
             TopicSpec(self.vitals, 1, COMPACTED),
             TopicSpec(self.aggregates, n, WINDOWED),
             TopicSpec(self.rollups, n, WINDOWED),

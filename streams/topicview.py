@@ -48,7 +48,11 @@ class TopicView:
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
             auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=self._fetch_max_wait_ms)
         await self._consumer.start()
-        await self._consumer.topics()  # fills the metadata cache partitions_for_topic reads
+        # A starting aiokafka client asks for no topic's metadata; the embedded broker
+        # answers with every topic, Apache Kafka with none, and `partitions_for_topic`
+        # reads only that cache. So the topic is asked for, until a broker knows it
+        # (Kafka's brokers learn of a new topic some milliseconds after it was created).
+        await self._consumer._client._wait_on_metadata(self.topic)
         parts = self._consumer.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)

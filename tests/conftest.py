@@ -35,6 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKENS = {"tv": "viewer", "to": "operator:值班长", "tu": "operator", "ta": "admin", "ti": "ingest"}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kafka", action="store_true",
+                     help="run tests/kafka on a 3-broker Apache Kafka cluster (make test-kafka)")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # The Kafka tier needs Java and minutes of its own: `make test-kafka`, not `make test`.
+    if collection_path == ROOT / "tests" / "kafka" and not config.getoption("--kafka"):
+        return True
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -54,6 +54,16 @@ def test_bad_values_from_flags_and_variables(tmp_path: Path) -> None:
     one_line_error(citybrain("api", env={"CITYBRAIN_API_PORT": "http"}), "CITYBRAIN_API_PORT")
 
 
+def test_apache_kafka_without_java_says_what_to_install(tmp_path: Path) -> None:
+    no_java = {"PATH": str(tmp_path)}  # a PATH with no java on it
+    one_line_error(citybrain("broker", "--engine", "kafka", "--broker-port", str(free_port()),
+                             "--data-dir", str(tmp_path), env=no_java), "Java 17", "install")
+    one_line_error(citybrain("up", "--broker-engine", "kafka", "--broker-port", str(free_port()),
+                             "--api-port", str(free_port()), "--data-dir", str(tmp_path), env=no_java),
+                   "Java 17", "install")
+    one_line_error(citybrain("broker", "--engine", "zookeeper"), "CITYBRAIN_BROKER_ENGINE")
+
+
 def test_api_without_tokens_says_how_to_configure_them(broker: EmbeddedBroker) -> None:
     one_line_error(citybrain("api", "--broker", broker.address, "--api-port", str(free_port())),
                    "CITYBRAIN_API_TOKENS")

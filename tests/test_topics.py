@@ -22,7 +22,10 @@ def test_contract_topic_names_under_the_default_prefix() -> None:
 def test_state_topics_are_compacted_and_changelogs_copartitioned() -> None:
     specs = {s.name: s for s in Topics("x.", 6).specs(("gate-state",))}
     for name in ("x.registry", "x.alerts", "x.vitals", "x.worker-gate-state-changelog"):
-        assert specs[name].config == {"cleanup.policy": "compact"}
+        assert specs[name].config["cleanup.policy"] == "compact"
+    for name in ("x.gate.events", "x.deadletter", "x.aggregates", "x.rollups"):
+        assert "delete" in specs[name].config.get("cleanup.policy", "delete")
+        assert int(specs[name].config["retention.ms"]) > 0 and int(specs[name].config["retention.bytes"]) > 0
     assert specs["x.gate.events"].partitions == specs["x.worker-gate-state-changelog"].partitions == 6
 
 
