@@ -28,11 +28,10 @@ from tests.test_stream_engine import (  # noqa: F401
 from tests.test_stream_engine import test_sigkill_mid_stream_several_times_loses_and_doubles_nothing as sigkills
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_five_worker_sigkills_mid_stream_lose_and_double_nothing(
-        settings: Settings, start_worker: Callable[..., Proc]) -> None:
-    # The memory store only: with rocksdb, windows went missing on Kafka in 2 runs of 2
-    # (and not on the embedded broker); see README, "Apache Kafka".
-    sigkills(settings, start_worker, "memory")
+        settings: Settings, start_worker: Callable[..., Proc], store: str) -> None:
+    sigkills(settings, start_worker, store)
 
 
 class Stream:
