@@ -112,11 +112,11 @@ class KafkaNode(LocalBroker):
 
     def launch(self) -> None:
         """Format storage if new, then start the JVM; it listens once it has a quorum."""
+        classpath = kafka_classpath()  # first: without Java, nothing else matters
         for port in (self.port, self.controller_port):
             if port_in_use(self.host, port):
                 raise BrokerError(f"port {port} on {self.host} is already in use "
                                   "(another broker? pass --broker-port or --broker HOST:PORT)")
-        classpath = kafka_classpath()
         self.workdir.mkdir(parents=True, exist_ok=True)
         props = self._properties()
         if not (self.workdir / "data" / "meta.properties").exists():  # else: keep its data and id

@@ -311,6 +311,7 @@ class DomainAgent:
     async def flush(self, force: bool = False) -> None:
         """Snapshot the partitions that are due (every changed one when `force`), then
         wait until the table's changelog has them."""
+        staged: dict[int, Snapshot] = {}
         async with self.publishing:  # between steps: every output of a snapshot's records is sent
             for p, owned in self.owned.items():
                 if owned.snapshot_due(force):
@@ -319,11 +320,13 @@ class DomainAgent:
                         self.table.put(p, key, value)
                     owned.snapshot, owned.snapshot_at = meta, time.monotonic()
                     owned.input_bytes, owned.changed = 0, False
+                    staged[p] = meta
                 owned.stepped = False
         await self.table.flush()
-        for p, owned in self.owned.items():
-            if owned.snapshot is not None:
-                self.ceilings[p] = owned.snapshot.offset + 1
+        # Only what this call saw stored moves a commit ceiling: a flush running beside it
+        # may have staged a newer snapshot that is still on its way.
+        for p, meta in staged.items():
+            self.ceilings[p] = max(self.ceilings.get(p, 0), meta.offset + 1)
 
 
 class AlertAgent:

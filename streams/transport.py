@@ -148,9 +148,11 @@ class Consumer(driver.Consumer):
 
     def progress(self) -> dict[TP, Optional[int]]:
         """How far each partition that should be read now has got: while tables recover,
-        the fetch position of the changelog partitions Faust reads; after, the committed
-        offset of every assigned source partition (None before its first commit). Empty
-        while the flow is stopped for a rebalance."""
+        the fetch position of the changelog partitions Faust reads; after, the offset Faust
+        has handed to its streams for every assigned source partition (None before the
+        first). Not the committed offset: a partition whose state is snapshotted commits
+        only at its snapshots (`commit_ceilings`), up to a minute apart while it is busy.
+        Empty while the flow is stopped for a rebalance."""
         assignment = self._assignment_state()
         if assignment is None or not self.flow_active:
             return {}
@@ -163,7 +165,7 @@ class Consumer(driver.Consumer):
                 state = assignment.state_value(ktp)
                 out[tp] = state.position if state.has_valid_position else None
             elif not recovering and tp.topic not in changelogs:
-                out[tp] = self._committed_offset.get(tp)
+                out[tp] = self._read_offset.get(tp)
         return out
 
     def fetch_state(self, tp: TP) -> str:

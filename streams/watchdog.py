@@ -1,6 +1,6 @@
 """The partition watchdog: a partition this worker owns, with records to read, that has
-not moved on for STALL_S is stalled (a source partition moves on by its committed offset,
-a changelog being recovered by its fetch position). It is logged with what Faust and
+not moved on for STALL_S is stalled (a source partition moves on by the offset Faust has
+handed to its streams, a changelog being recovered by its fetch position). It is logged with what Faust and
 aiokafka hold for it (streams/transport.py), counted, and read again from its commit.
 
 `Watch` is the judgement, pure; `install` runs it on a Faust timer in the worker. End
