@@ -51,6 +51,8 @@ class Settings:
     rules_file: Path | None = None  # YAML or JSON overrides of the rule catalogue (streams/rules.py)
     alert_flap_s: float = 300.0  # a condition back within this long reopens its resolved alert
     alert_escalate_s: float = 900.0  # an alert firing unacknowledged this long goes one severity up
+    incident_hold_s: float = 60.0  # a device's offline alert waits this long for its feeder's (streams/incidents.py)
+    incident_area_min: int = 3  # offline devices of one grid cell, no feeder to blame, that make an area incident
     webhook_urls: str | None = None  # comma-separated; each gets Alertmanager webhook v4 notifications
     alertmanager_url: str | None = None
     webhook_group_wait_s: float = 10.0  # a new group's first notification waits this long
@@ -208,6 +210,10 @@ def _validated(s: Settings) -> Settings:
     for name in ("alert_flap_s", "alert_escalate_s"):
         if not 0 <= getattr(s, name) <= 7 * 86_400:
             raise bad(name, f"{getattr(s, name):g} s is not in 0..604800")
+    if not 0 <= s.incident_hold_s <= 86_400:
+        raise bad("incident_hold_s", f"{s.incident_hold_s:g} s is not in 0..86400")
+    if not 2 <= s.incident_area_min <= 100_000:
+        raise bad("incident_area_min", f"{s.incident_area_min} is not in 2..100000")
     if s.rules_file is not None:
         try:
             s.rule_book()

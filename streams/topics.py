@@ -75,6 +75,17 @@ class Topics:
         return f"{self.prefix}alert-inputs"
 
     @property
+    def incident_inputs(self) -> str:
+        """Alert states that may share a cause, keyed by the district of that cause, so
+        a feeder's alerts and its devices' meet on one partition (streams/incidents.py)."""
+        return f"{self.prefix}incident-inputs"
+
+    @property
+    def incidents(self) -> str:
+        """The latest state of every incident, keyed by its id (compacted, contract §8)."""
+        return f"{self.prefix}incidents"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.prefix}deadletter"
 
@@ -118,6 +129,8 @@ class Topics:
             TopicSpec(self.registry, 1, COMPACTED),
             TopicSpec(self.alerts, n, COMPACTED),
             TopicSpec(self.alert_inputs, n, EVENTS),
+            TopicSpec(self.incident_inputs, n, EVENTS),
+            TopicSpec(self.incidents, n, COMPACTED),
             TopicSpec(self.deadletter, 1),
             TopicSpec(self.vitals, 1, COMPACTED),
             TopicSpec(self.aggregates, n, WINDOWED),

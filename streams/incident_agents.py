@@ -1,0 +1,122 @@
+"""The Faust shells of incidents (streams/incidents.py), in the same workers as the alerts.
+
+    citybrain.alerts ──(re-key: which feeder powers the device, whose district)──►
+        citybrain.incident-inputs ──(incident agent: one state per district)──► citybrain.incidents
+
+The re-key agent is stateless: it looks each offline or outage alert up in the registry
+and sends the part grouping needs to the partition of the district where its cause would
+be. The incident agent folds them like the alert agent folds detections: its state per
+district in a table co-partitioned with its source, holding the offset of the last input
+applied, so a crash replays inputs that change nothing (their alert `seq` was seen), and
+the incidents it repeats carry the same ids and seq, which readers upsert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import faust
+import orjson
+from faust.types import EventT
+
+from services.config import Settings
+from streams import events as contract
+from streams.agents import REGISTRY_WAIT_S, send_all, state_table, write
+from streams.incidents import EFFECTS, BadInput, Grouping, apply, input_key, member, relevant
+from streams.produce import Output
+from streams.registry import Registry
+from streams.topicview import TopicView
+from streams.transport import deliver_in_batches, flush_before_commit
+
+INCIDENT_TABLES = ("incidents-state",)
+
+
+class Rekey:
+    """Alert states → incident inputs, keyed by the district of their possible cause."""
+
+    def __init__(self, app: faust.App, settings: Settings, registry: Registry, feed: TopicView) -> None:
+        self.app, self.topics, self.registry, self.feed = app, settings.topics, registry, feed
+        app.agent(deliver_in_batches(app, self.topics.alerts), name="citybrain.incident-rekey")(self.run)
+
+    async def run(self, stream: faust.StreamT) -> None:
+        deadline = time.monotonic() + REGISTRY_WAIT_S
+        while not self.feed.caught_up and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # a device's feeder is in the registry
+        async for event in stream.events():
+            out = [o for r in event.value if (o := self.route(r.value)) is not None]
+            if out:
+                await send_all(self.app, out)
+
+    def route(self, value: bytes | None) -> Output | None:
+        try:
+            alert = orjson.loads(value or b"null")
+        except orjson.JSONDecodeError:
+            return None  # the alerts topic is ours; the API's reader reports what isn't JSON
+        if not isinstance(alert, dict) or not relevant(alert):
+            return None
+        feeder = (self.registry.get(str(alert.get("entity"))) or {}).get("feeder") if alert["rule"] in EFFECTS else None
+        feeder = feeder if isinstance(feeder, str) else None
+        try:
+            doc = member(alert, feeder)
+        except (KeyError, TypeError, ValueError):
+            return None  # not an alert state; the incident agent would refuse it anyway
+        district = self.registry.area(feeder)["district"] if feeder and self.registry.get(feeder) else None
+        return self.topics.incident_inputs, input_key(doc, district), orjson.dumps(doc), None, None
+
+
+class IncidentAgent:
+    """Incident states from the incident-inputs topic, one table key per district."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app, self.topics = app, settings.topics
+        self.grouping = Grouping(settings.incident_hold_s, settings.incident_area_min)
+        self.state = state_table(app, settings, INCIDENT_TABLES[0])
+        flush_before_commit(app, self.state.flush)
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.agent(deliver_in_batches(app, self.topics.incident_inputs), name="citybrain.incidents")(self.run)
+
+    async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
+        await self.state.flush()
+
+    async def run(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await self.process(event)
+
+    async def process(self, event: EventT) -> None:
+        partition = event.message.partition
+        states: dict[str, Any] = {}
+        changed: dict[str, dict[str, Any]] = {}
+        rejected: list[Output] = []
+        for r in event.value:
+            key = (r.key or b"").decode(errors="replace")
+            state = states[key] if key in states else self.state.get(key)
+            if state is not None and r.offset <= state["o"]:
+                continue  # applied before a crash
+            try:
+                state, incidents = apply(state, orjson.loads(r.value or b"null"), self.grouping)
+            except (orjson.JSONDecodeError, BadInput) as exc:
+                reason = f"incident input: {exc}" if isinstance(exc, BadInput) else f"not JSON: {exc}"
+                rejected.append((self.topics.deadletter, r.key, contract.deadletter(
+                    contract.Reject(reason, r.value or b""), self.topics.incident_inputs, partition, r.offset),
+                    None, None))
+                continue
+            state["o"] = r.offset
+            states[key] = state
+            changed.update((i["id"], i) for i in incidents)
+        await send_all(self.app, rejected + [(self.topics.incidents, iid.encode(), orjson.dumps(i), None, None)
+                                             for iid, i in changed.items()])
+        write(self.state, event, states.items())
+
+
+def register_incidents(app: faust.App, settings: Settings) -> None:
+    registry = Registry.from_file(settings.registry_file) if settings.registry_file else Registry()
+    feed = TopicView(settings.bootstrap, settings.topics.registry, registry.apply)
+
+    @app.task
+    async def follow_registry_for_incidents() -> None:
+        await feed.start()
+
+    Rekey(app, settings, registry, feed)
+    IncidentAgent(app, settings)
