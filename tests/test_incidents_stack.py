@@ -1,16 +1,20 @@
 """Incidents on the real stack: a feeder outage and the gates it powers going silent are
-one incident, whether the feeder's alert arrives before or after the gates' alerts."""
+one incident, whether the feeder's alert arrives before or after the gates' alerts, and a
+real webhook receiver is told of the incident, not of each alert in it."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import orjson
 import pytest
 
 from services.config import Settings
 from streams.incidents import incident_id
-from tests.conftest import Api, Proc, event_records, produce, wait_for
+from tests.conftest import Api, Proc, child_env, event_records, produce, wait_for
+from tests.test_notifier import FAST, Receiver
 
 T0 = 1_795_219_200_000  # 2026-11-21T00:00:00Z
 AREA = {"district": "市南区", "street": "湛山街道", "community": "湛山社区", "grid_cell": "湛山社区第1网格"}
@@ -41,20 +45,31 @@ def alerts(api: Api, rule: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().up()
+    yield r
+    r.down()
+
+
+@pytest.fixture
 def stack(request: pytest.FixtureRequest, settings: Settings, start_worker: Callable[..., Proc],
-          start_api: Callable[[], Api]) -> Api:
+          start_api: Callable[[], Api], receiver: Receiver, tmp_path: Path) -> Iterator[Api]:
     produce(settings, settings.topics.registry,
             [(e["id"].encode(), orjson.dumps(e)) for e in [FEEDER] + POWERED + WITNESSES])
-    start_worker(CITYBRAIN_INCIDENT_HOLD_S=str(request.param))
+    hold = {"CITYBRAIN_INCIDENT_HOLD_S": str(request.param)}
+    start_worker(**hold)
+    notifier = Proc(["notify"], child_env(settings, **{**FAST, **hold}, CITYBRAIN_WEBHOOK_URLS=receiver.url),
+                    tmp_path / "notifier.log")
     api = start_api()
     wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
-    return api
+    yield api
+    notifier.stop()
 
 
-@pytest.mark.parametrize("stack, cause_first", [(60, True), (3600, False)], indirect=["stack"],
+@pytest.mark.parametrize("stack, cause_first", [(5, True), (3600, False)], indirect=["stack"],
                          ids=["cause-first", "cause-after-its-effects"])
 def test_a_feeder_outage_and_the_gates_it_powers_are_one_incident(
-        settings: Settings, stack: Api, cause_first: bool) -> None:
+        settings: Settings, stack: Api, receiver: Receiver, cause_first: bool) -> None:
     api = stack
     grid, gates = feeder_events(), gate_events()
     if cause_first:
@@ -80,3 +95,14 @@ def test_a_feeder_outage_and_the_gates_it_powers_are_one_incident(
     assert {a["entity"] for a in one["alerts"]} == {"F-0001", "G-0001", "G-0002", "G-0003"}
     assert api.get("/api/v1/incidents", params={"area": "太平角社区"}).json()["total"] == 0
     assert api.get("/api/v1/incidents/nope").status_code == 404
+
+    # Integrations hear of the incident, once, and of none of its alerts by themselves,
+    # also after the alerts' hold-back has passed (5 s here).
+    wait_for(receiver.statuses, timeout=30)
+    time.sleep(8)
+    told = receiver.statuses()
+    assert told == [('{}:{alertname="incident.feeder_outage", district="市南区"}', "firing",
+                     [(incident["id"], "firing")])]
+    entry = receiver.received[0][1]["alerts"][0]
+    assert entry["annotations"]["summary"] == "feeder F-0001 outage: 3 devices offline"
+    assert entry["generatorURL"].endswith(f"/api/v1/incidents/{incident['id']}")
