@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from streams.alerting import iso
+from streams.alerting import iso, ms
 from streams.registry import LEVELS
 from streams.rules import SEVERITIES
 
@@ -62,7 +61,7 @@ def relevant(alert: dict[str, Any]) -> bool:
 
 
 def _ms(stamp: str | None) -> int | None:
-    return None if stamp is None else int(datetime.fromisoformat(stamp).timestamp() * 1000)
+    return None if stamp is None else ms(stamp)
 
 
 def member(alert: dict[str, Any], feeder: str | None) -> dict[str, Any]:
