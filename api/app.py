@@ -18,10 +18,11 @@ from api.auth import Principal, TokenBook
 from api.citymap import Placements
 from api.docs import add_docs
 from api.headers import SecurityHeaders, TrustedHosts
+from api.cases import CaseView
 from api.incidents import IncidentView
 from api.metrics import HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
-from api.routes import alerts, areas, citymap, entities, health, incidents, ingest, overview, trends
+from api.routes import alerts, areas, cases, citymap, entities, health, incidents, ingest, overview, trends
 from api.routes.alerts import Waiting
 from api.trends import CityTrends
 from api.views import ReadModels
@@ -41,6 +42,9 @@ def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> Fas
     incident_view = IncidentView()
     incidents_feed = TopicView(settings.bootstrap, settings.topics.incidents, incident_view.apply,
                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    case_view = CaseView()
+    cases_feed = TopicView(settings.bootstrap, settings.topics.cases, case_view.apply,
+                           fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     registry = CollectorRegistry()
     registry.register(ReadModelCollector(views))
 
@@ -49,11 +53,13 @@ def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> Fas
         await views.start()
         await trends_view.start()
         await incidents_feed.start()
+        await cases_feed.start()
         await producer.start()
         try:
             yield
         finally:
             await producer.stop()
+            await cases_feed.stop()
             await incidents_feed.stop()
             await trends_view.stop()
             await views.stop()
@@ -64,6 +70,7 @@ def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> Fas
     app.state.placements = Placements(views.registry)
     app.state.trends = city_trends
     app.state.incidents = incident_view
+    app.state.cases = case_view
     app.state.producer = producer
     app.state.settings = settings
     app.state.tokens = TokenBook(tokens)
@@ -90,6 +97,7 @@ def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> Fas
     app.include_router(overview.router)
     app.include_router(alerts.router)
     app.include_router(incidents.router)
+    app.include_router(cases.router)
     app.include_router(entities.router)
     app.include_router(areas.router)
     app.include_router(ingest.router)

@@ -69,9 +69,9 @@ async def provision(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
 
 async def ensure_topics(settings: Settings) -> list[str]:
     from streams.agents import TABLES
-    from streams.incident_agents import INCIDENT_TABLES
+    from streams.incident_agents import COMMAND_TABLES
 
-    return await provision(settings.bootstrap, settings.topics.specs(TABLES + INCIDENT_TABLES))
+    return await provision(settings.bootstrap, settings.topics.specs(TABLES + COMMAND_TABLES))
 
 
 async def publish_registry(settings: Settings) -> int:

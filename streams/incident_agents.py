@@ -8,7 +8,8 @@ and sends the part grouping needs to the partition of the district where its cau
 be. The incident agent folds them like the alert agent folds detections: its state per
 district in a table co-partitioned with its source, holding the offset of the last input
 applied, so a crash replays inputs that change nothing (their alert `seq` was seen), and
-the incidents it repeats carry the same ids and seq, which readers upsert.
+the incidents it repeats carry the same ids and seq, which readers upsert. A new incident
+opens its case (streams/case_agent.py).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from faust.types import EventT
 from services.config import Settings
 from streams import events as contract
 from streams.agents import REGISTRY_WAIT_S, send_all, state_table, write
+from streams.case_agent import CASE_TABLES, CaseAgent
+from streams.cases import case_id, opening
 from streams.incidents import EFFECTS, BadInput, Grouping, apply, input_key, member, relevant
 from streams.produce import Output
 from streams.registry import Registry
 from streams.topicview import TopicView
 from streams.transport import deliver_in_batches, flush_before_commit
 
-INCIDENT_TABLES = ("incidents-state",)
+COMMAND_TABLES = ("incidents-state",) + CASE_TABLES
 
 
 class Rekey:
@@ -72,7 +75,7 @@ class IncidentAgent:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app, self.topics = app, settings.topics
         self.grouping = Grouping(settings.incident_hold_s, settings.incident_area_min)
-        self.state = state_table(app, settings, INCIDENT_TABLES[0])
+        self.state = state_table(app, settings, COMMAND_TABLES[0])
         flush_before_commit(app, self.state.flush)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.agent(deliver_in_batches(app, self.topics.incident_inputs), name="citybrain.incidents")(self.run)
@@ -89,6 +92,7 @@ class IncidentAgent:
         states: dict[str, Any] = {}
         changed: dict[str, dict[str, Any]] = {}
         rejected: list[Output] = []
+        opened: list[Output] = []
         for r in event.value:
             key = (r.key or b"").decode(errors="replace")
             state = states[key] if key in states else self.state.get(key)
@@ -105,12 +109,15 @@ class IncidentAgent:
             state["o"] = r.offset
             states[key] = state
             changed.update((i["id"], i) for i in incidents)
-        await send_all(self.app, rejected + [(self.topics.incidents, iid.encode(), orjson.dumps(i), None, None)
-                                             for iid, i in changed.items()])
+            # A new incident opens its case; a replay's repeat of it opens nothing (streams/cases.py).
+            opened += [(self.topics.case_inputs, case_id(i["id"]).encode(),
+                        orjson.dumps(opening(i, int(time.time() * 1000))), None, None) for i in incidents if i["seq"] == 1]
+        await send_all(self.app, rejected + opened + [
+            (self.topics.incidents, iid.encode(), orjson.dumps(i), None, None) for iid, i in changed.items()])
         write(self.state, event, states.items())
 
 
-def register_incidents(app: faust.App, settings: Settings) -> None:
+def register_command(app: faust.App, settings: Settings) -> None:
     registry = Registry.from_file(settings.registry_file) if settings.registry_file else Registry()
     feed = TopicView(settings.bootstrap, settings.topics.registry, registry.apply)
 
@@ -120,3 +127,4 @@ def register_incidents(app: faust.App, settings: Settings) -> None:
 
     Rekey(app, settings, registry, feed)
     IncidentAgent(app, settings)
+    CaseAgent(app, settings)

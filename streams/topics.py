@@ -86,6 +86,17 @@ class Topics:
         return f"{self.prefix}incidents"
 
     @property
+    def case_inputs(self) -> str:
+        """What changes a case, keyed by case id: its opening, people's commands and the
+        clock's ticks, in order on the case's partition (streams/cases.py)."""
+        return f"{self.prefix}case-inputs"
+
+    @property
+    def cases(self) -> str:
+        """The latest state of every case, keyed by its id (compacted, contract §8)."""
+        return f"{self.prefix}cases"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.prefix}deadletter"
 
@@ -131,6 +142,8 @@ class Topics:
             TopicSpec(self.alert_inputs, n, EVENTS),
             TopicSpec(self.incident_inputs, n, EVENTS),
             TopicSpec(self.incidents, n, COMPACTED),
+            TopicSpec(self.case_inputs, n, EVENTS),
+            TopicSpec(self.cases, n, COMPACTED),
             TopicSpec(self.deadletter, 1),
             TopicSpec(self.vitals, 1, COMPACTED),
             TopicSpec(self.aggregates, n, WINDOWED),

@@ -1,0 +1,76 @@
+"""Cases on the real stack: a feeder outage's incident opens a case at its grid cell; not
+accepted in time it climbs to the community, then the street, where an operator accepts
+and closes it; every step is in its history with who and when."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import orjson
+import pytest
+
+from services.config import Settings
+from streams.cases import case_id
+from tests.conftest import Api, Proc, event_records, produce, wait_for
+from tests.test_incidents_stack import AREA, FEEDER, POWERED, WITNESSES, feeder_events, gate_events
+
+LIMITS = """
+limits:
+  - {level: grid_cell, accept_s: 3}
+  - {level: community, accept_s: 3}
+  - {level: street, accept_s: 3600}
+"""
+
+
+def act(api: Api, cid: str, kind: str, token: str = "to", **body: Any) -> httpx.Response:
+    return httpx.post(f"{api.url}/api/v1/cases/{cid}/{kind}", json={"by": "街道值班员 张强", **body},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=15)
+
+
+@pytest.fixture
+def stack(settings: Settings, start_worker: Callable[..., Proc], start_api: Callable[[], Api],
+          tmp_path: Path) -> Api:
+    (tmp_path / "cases.yaml").write_text(LIMITS)
+    produce(settings, settings.topics.registry,
+            [(e["id"].encode(), orjson.dumps(e)) for e in [FEEDER] + POWERED + WITNESSES])
+    start_worker(CITYBRAIN_CASES_FILE=str(tmp_path / "cases.yaml"), CITYBRAIN_INCIDENT_HOLD_S="5")
+    api = start_api()
+    wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
+    return api
+
+
+def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed(
+        settings: Settings, stack: Api) -> None:
+    api = stack
+    produce(settings, settings.topics.events("grid"), event_records(feeder_events(), "feeder_id"))
+    produce(settings, settings.topics.events("gate"), event_records(gate_events(), "gate_id"))
+    (incident,) = wait_for(lambda: api.get("/api/v1/incidents").json()["incidents"], timeout=60)
+    cid = case_id(incident["id"])
+    case = wait_for(lambda: api.get(f"/api/v1/cases/{cid}").json() if api.get(f"/api/v1/cases/{cid}").status_code == 200
+                    else None, timeout=30)
+    assert (case["incident"], case["area"], case["severity"]) == (incident["id"], AREA, "critical")
+    assert case["history"][0]["level"] == "grid_cell" and case["history"][0]["unit"] == "湛山社区第1网格网格员"
+
+    at_street = wait_for(lambda: (lambda c: c if c["level"] == "street" else None)(
+        api.get(f"/api/v1/cases/{cid}").json()), timeout=30)
+    assert [(h["action"], h["level"]) for h in at_street["history"]] == [
+        ("dispatched", "grid_cell"), ("escalated", "community"), ("escalated", "street")]
+    assert at_street["escalations"] == 2 and at_street["unit"] == "湛山街道街道办事处"
+    assert api.get("/api/v1/cases", params={"level": "street"}).json()["total"] == 1
+
+    assert act(api, cid, "accept", token="tv").status_code == 403
+    assert act(api, cid, "feedback").status_code == 409  # not accepted yet
+    accepted = act(api, cid, "accept", note="已派抢修队")
+    assert accepted.status_code == 200 and accepted.json()["status"] == "accepted"
+    assert act(api, cid, "return").status_code == 422  # a return needs its reason
+    closed = act(api, cid, "close", note="线路已恢复供电")
+    assert closed.status_code == 200 and closed.json()["status"] == "closed"
+    history = closed.json()["history"]
+    assert [(h["action"], h["by"], h["level"]) for h in history][-2:] == [
+        ("accepted", "值班长", "street"), ("closed", "值班长", "street")]
+    assert history[-1]["note"] == "街道值班员 张强: 线路已恢复供电"
+    assert closed.json()["on_time"] is False  # it had to be escalated
+    assert act(api, cid, "close").status_code == 409
+    assert api.get("/api/v1/cases/nope").status_code == 404
