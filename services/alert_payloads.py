@@ -93,9 +93,34 @@ def parse_incident(raw: bytes) -> tuple[Alert, list[str]]:
     return alert, members
 
 
+def parse_case(raw: bytes) -> Alert:
+    """A value of the cases topic (contract §8) as integrations are told of it: an alert of
+    rule `case`, open until the case closes, with labels `level` and `unit` saying where it
+    sits now. An escalation changes them, so receivers hear of it (the old label set
+    resolved beside the new one), and Alertmanager routes on them to that level's unit.
+    Raises ValueError for a value that is not a case."""
+    doc = orjson.loads(raw)
+    try:
+        area = {level: str(doc["area"].get(level) or UNASSIGNED) for level in LEVELS}
+        escalated = f", escalated {doc['escalations']}×" if doc["escalations"] else ""
+        alert = {"id": doc["id"], "rule": "case", "domain": "case", "entity": doc["incident"] or doc["alert"],
+                 "severity": doc["severity"], "status": "resolved" if doc["status"] == "closed" else "firing",
+                 "summary": f"case {doc['status']} at {doc['unit']}{escalated}", "value": None, "threshold": None,
+                 "count": doc["escalations"], "acked_by": None, "resolved_by": None, "seq": doc["seq"],
+                 "area": area, "labels": {"level": str(doc["level"]), "unit": str(doc["unit"])},
+                 "link": f"/api/v1/cases/{quote(doc['id'], safe='')}",
+                 "started_at": rfc3339(parse_ts(doc["opened_at"])), "updated_at": rfc3339(parse_ts(doc["updated_at"])),
+                 "resolved_at": rfc3339(parse_ts(doc["closed_at"])) if doc["closed_at"] else None}
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"case {doc.get('id') if isinstance(doc, dict) else None!r}: {exc!r}") from None
+    if type(doc["seq"]) is not int or not isinstance(alert["entity"], str):
+        raise ValueError(f"case {doc['id']!r}: seq must be an integer and incident or alert an id")
+    return alert
+
+
 def labels(alert: Alert) -> Labels:
     return {"alertname": alert["rule"], "severity": alert["severity"], "domain": alert["domain"],
-            "entity": alert["entity"], **alert["area"], "alert_id": alert["id"]}
+            "entity": alert["entity"], **alert["area"], **alert.get("labels", {}), "alert_id": alert["id"]}
 
 
 def annotations(alert: Alert) -> dict[str, str]:

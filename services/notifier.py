@@ -1,6 +1,8 @@
 """`citybrain notify`: delivers the city's alerts to the alerting tools it already runs.
 
-It reads the compacted alerts topic in its own consumer group (`<prefix>notifier`) and
+It reads the compacted alerts topic in its own consumer group (`<prefix>notifier`), and
+the incidents and cases topics (contract §8), whose states are told as alerts of rule
+`incident.<kind>` and `case` (services/alert_payloads.py). It
 commits a batch's offsets only once the batch is in its SQLite file
 (`DATA_DIR/notifier.sqlite3`, services/notifier_store.py). From that file:
 - every webhook URL gets Alertmanager webhook v4 notifications, grouped by rule and
@@ -27,8 +29,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from services.alert_payloads import (Alert, alertmanager_push, group_entries, parse_alert, parse_incident, rfc3339,
-                                     webhook_payload)
+from services.alert_payloads import (Alert, alertmanager_push, group_entries, parse_alert, parse_case,
+                                     parse_incident, rfc3339, webhook_payload)
 from services.config import ConfigError, Settings
 from services.notifier_store import NotifierStore
 from services.processes import port_in_use
@@ -115,7 +117,7 @@ class Notifier:
         session_ms = int(self.s.session_timeout_s * 1000)
         topics = self.s.topics
         consumer = AIOKafkaConsumer(
-            topics.alerts, topics.incidents, bootstrap_servers=self.s.bootstrap,
+            topics.alerts, topics.incidents, topics.cases, bootstrap_servers=self.s.bootstrap,
             group_id=f"{self.s.topic_prefix}notifier", enable_auto_commit=False,
             # A new group starts at the beginning: an alert open before the notifier's first
             # start is notified; one resolved by then is not (see NotifierStore.apply).
@@ -134,7 +136,9 @@ class Notifier:
                         if r.value is None:
                             continue  # a tombstone: the alert is gone, nothing to tell
                         try:
-                            if tp.topic == topics.incidents:
+                            if tp.topic == topics.cases:
+                                alerts.append(parse_case(r.value))
+                            elif tp.topic == topics.incidents:
                                 incident, members = parse_incident(r.value)
                                 self.store.note_members(incident["id"], members, now)
                                 alerts.append(incident)

@@ -1,11 +1,12 @@
 """Cases on the real stack: a feeder outage's incident opens a case at its grid cell; not
-accepted in time it climbs to the community, then the street, where an operator accepts
-and closes it; every step is in its history with who and when."""
+accepted in time it climbs to the community, then the street (its worker SIGKILLed in
+between), where an operator accepts and closes it; every step is in its history with who
+and when, and a real webhook receiver hears of each level once."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 import orjson
@@ -13,8 +14,9 @@ import pytest
 
 from services.config import Settings
 from streams.cases import case_id
-from tests.conftest import Api, Proc, event_records, produce, wait_for
+from tests.conftest import Api, Proc, child_env, event_records, produce, wait_for
 from tests.test_incidents_stack import AREA, FEEDER, POWERED, WITNESSES, feeder_events, gate_events
+from tests.test_notifier import FAST, Receiver
 
 LIMITS = """
 limits:
@@ -29,21 +31,45 @@ def act(api: Api, cid: str, kind: str, token: str = "to", **body: Any) -> httpx.
                       headers={"Authorization": f"Bearer {token}"}, timeout=15)
 
 
+ENV = {"CITYBRAIN_INCIDENT_HOLD_S": "5"}
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().up()
+    yield r
+    r.down()
+
+
 @pytest.fixture
 def stack(settings: Settings, start_worker: Callable[..., Proc], start_api: Callable[[], Api],
-          tmp_path: Path) -> Api:
+          receiver: Receiver, tmp_path: Path) -> Iterator[Api]:
     (tmp_path / "cases.yaml").write_text(LIMITS)
+    ENV["CITYBRAIN_CASES_FILE"] = str(tmp_path / "cases.yaml")
     produce(settings, settings.topics.registry,
             [(e["id"].encode(), orjson.dumps(e)) for e in [FEEDER] + POWERED + WITNESSES])
-    start_worker(CITYBRAIN_CASES_FILE=str(tmp_path / "cases.yaml"), CITYBRAIN_INCIDENT_HOLD_S="5")
+    notifier = Proc(["notify"], child_env(settings, **{**FAST, **ENV}, CITYBRAIN_WEBHOOK_URLS=receiver.url),
+                    tmp_path / "notifier.log")
     api = start_api()
     wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
-    return api
+    yield api
+    notifier.stop()
+
+
+def case_levels(receiver: Receiver) -> list[tuple[str, str]]:
+    """The (level, status) of each case entry told, in order, repeats left out."""
+    told: list[tuple[str, str]] = []
+    for _, p in receiver.received:
+        for e in p["alerts"]:
+            if e["labels"]["alertname"] == "case" and (e["labels"]["level"], e["status"]) not in told:
+                told.append((e["labels"]["level"], e["status"]))
+    return told
 
 
 def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed(
-        settings: Settings, stack: Api) -> None:
+        settings: Settings, stack: Api, start_worker: Callable[..., Proc], receiver: Receiver) -> None:
     api = stack
+    worker = start_worker(**ENV)
     produce(settings, settings.topics.events("grid"), event_records(feeder_events(), "feeder_id"))
     produce(settings, settings.topics.events("gate"), event_records(gate_events(), "gate_id"))
     (incident,) = wait_for(lambda: api.get("/api/v1/incidents").json()["incidents"], timeout=60)
@@ -52,6 +78,11 @@ def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed
                     else None, timeout=30)
     assert (case["incident"], case["area"], case["severity"]) == (incident["id"], AREA, "critical")
     assert case["history"][0]["level"] == "grid_cell" and case["history"][0]["unit"] == "湛山社区第1网格网格员"
+
+    # Mid-escalation, the worker dies: its successor neither repeats nor skips a step.
+    wait_for(lambda: api.get(f"/api/v1/cases/{cid}").json()["level"] == "community", timeout=30)
+    worker.kill()
+    start_worker(**ENV)
 
     at_street = wait_for(lambda: (lambda c: c if c["level"] == "street" else None)(
         api.get(f"/api/v1/cases/{cid}").json()), timeout=30)
@@ -74,3 +105,11 @@ def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed
     assert closed.json()["on_time"] is False  # it had to be escalated
     assert act(api, cid, "close").status_code == 409
     assert api.get("/api/v1/cases/nope").status_code == 404
+    assert [c["id"] for c in api.get("/api/v1/cases").json()["cases"]] == [cid]  # one case, not two
+
+    # Each level was told once, as it got the case; the old one resolved beside it.
+    wait_for(lambda: ("street", "resolved") in case_levels(receiver), timeout=30)
+    assert case_levels(receiver) == [("grid_cell", "firing"), ("grid_cell", "resolved"), ("community", "firing"),
+                                     ("community", "resolved"), ("street", "firing"), ("street", "resolved")]
+    entry = next(e for _, p in receiver.received for e in p["alerts"] if e["labels"]["alertname"] == "case")
+    assert entry["labels"]["unit"] == "湛山社区第1网格网格员" and entry["generatorURL"].endswith(f"/api/v1/cases/{cid}")
