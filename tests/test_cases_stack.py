@@ -26,7 +26,7 @@ limits:
 """
 
 
-def act(api: Api, cid: str, kind: str, token: str = "to", **body: Any) -> httpx.Response:
+def act(api: Api, cid: str, kind: str, token: str = "tz", **body: Any) -> httpx.Response:
     return httpx.post(f"{api.url}/api/v1/cases/{cid}/{kind}", json={"by": "街道值班员 张强", **body},
                       headers={"Authorization": f"Bearer {token}"}, timeout=15)
 
@@ -92,6 +92,18 @@ def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed
     assert api.get("/api/v1/cases", params={"level": "street"}).json()["total"] == 1
 
     assert act(api, cid, "accept", token="tv").status_code == 403
+    # Another community's token: the case, its incident and its alerts are not there for it.
+    assert act(api, cid, "accept", token="tc").status_code == 404
+    assert api.get(f"/api/v1/cases/{cid}", token="tc").status_code == 404
+    assert api.get("/api/v1/cases", token="tc").json() == {"cases": [], "total": 0, "next_cursor": None}
+    assert api.get(f"/api/v1/incidents/{incident['id']}", token="tc").status_code == 404
+    assert api.get("/api/v1/incidents", token="tc").json()["total"] == 0
+    gate_alert = api.get("/api/v1/alerts", params={"rule": "gate.offline"}).json()["alerts"][0]
+    assert api.get(f"/api/v1/alerts/{gate_alert['id']}", token="tc").status_code == 404
+    assert api.get("/api/v1/alerts", token="tc").json()["total"] == 0
+    assert httpx.post(f"{api.url}/api/v1/alerts/{gate_alert['id']}/ack", json={"by": "x"},
+                      headers={"Authorization": "Bearer tc"}).status_code == 404
+    assert api.get(f"/api/v1/cases/{cid}", token="tz").status_code == 200  # its street's
     assert act(api, cid, "feedback").status_code == 409  # not accepted yet
     accepted = act(api, cid, "accept", note="已派抢修队")
     assert accepted.status_code == 200 and accepted.json()["status"] == "accepted"
@@ -100,7 +112,7 @@ def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed
     assert closed.status_code == 200 and closed.json()["status"] == "closed"
     history = closed.json()["history"]
     assert [(h["action"], h["by"], h["level"]) for h in history][-2:] == [
-        ("accepted", "值班长", "street"), ("closed", "值班长", "street")]
+        ("accepted", "湛山街道值班员", "street"), ("closed", "湛山街道值班员", "street")]
     assert history[-1]["note"] == "街道值班员 张强: 线路已恢复供电"
     assert closed.json()["on_time"] is False  # it had to be escalated
     assert act(api, cid, "close").status_code == 409

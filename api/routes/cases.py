@@ -39,11 +39,10 @@ def _shown(case: dict[str, Any], now_ms: int, history: bool = False) -> dict[str
     return {**{k: v for k, v in case.items() if history or k != "history"}, "overdue": overdue(case, now_ms)}
 
 
-@router.get("/cases", dependencies=[Depends(require("viewer"))],
-            responses={200: {"content": {"application/json": {"example": {
+@router.get("/cases", responses={200: {"content": {"application/json": {"example": {
                 "cases": [_EXAMPLE], "next_cursor": None, "total": 1}}}}})
 async def list_cases(
-        request: Request,
+        request: Request, who: Annotated[Principal, Depends(require("viewer"))],
         status: Annotated[str | None, Query(description=f"comma-separated: {', '.join(STATUSES)}")] = None,
         level: Annotated[str | None, Query(description="comma-separated: where the cases sit now")] = None,
         area: Annotated[str | None, Query(max_length=200, description="a district, street, community or grid cell")] = None,
@@ -57,7 +56,7 @@ async def list_cases(
     after = _after(cursor) if cursor else None
     now = int(time.time() * 1000)
     picked = [_shown(c, now) for c in _view(request).cases.values()
-              if not ((statuses and c["status"] not in statuses) or (levels and c["level"] not in levels)
+              if who.sees(c["area"]) and not ((statuses and c["status"] not in statuses) or (levels and c["level"] not in levels)
                       or (area and area not in (c["area"].get(lv) for lv in LEVELS)))]
     if overdue_ is not None:
         picked = [c for c in picked if c["overdue"] == overdue_]
@@ -69,12 +68,12 @@ async def list_cases(
     return {"cases": page, "total": total, "next_cursor": _cursor(page[-1]) if len(picked) > limit else None}
 
 
-@router.get("/cases/{case_id}", dependencies=[Depends(require("viewer"))],
-            responses={404: {"description": "no such case"}})
-async def get_case(request: Request, case_id: str) -> dict[str, Any]:
+@router.get("/cases/{case_id}", responses={404: {"description": "no such case"}})
+async def get_case(request: Request, case_id: str,
+                   who: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
     """One case with every transition of its history: who, when, at which level and unit."""
     case = _view(request).cases.get(case_id)
-    if case is None:
+    if case is None or not who.sees(case["area"]):
         raise HTTPException(404, f"no case {case_id!r}")
     return _shown(case, int(time.time() * 1000), history=True)
 
@@ -88,7 +87,7 @@ async def _act(request: Request, case_id: str, kind: str, who: Principal) -> Any
     body = await read_model(request, Action)
     view = _view(request)
     case = view.cases.get(case_id)
-    if case is None:
+    if case is None or not who.sees(case["area"]):
         raise HTTPException(404, f"no case {case_id!r}")
     allowed, _ = COMMANDS[kind]
     if case["status"] not in allowed:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from api.alerts import summary
-from api.auth import require
+from api.auth import Principal, require
 from api.incidents import IncidentView
 from api.routes.alerts import _after, _choices, _cursor, _ms
 from api.routes.entities import parse_instant
@@ -28,11 +28,10 @@ def _view(request: Request) -> IncidentView:
     return request.app.state.incidents
 
 
-@router.get("/incidents", dependencies=[Depends(require("viewer"))],
-            responses={200: {"content": {"application/json": {"example": {
+@router.get("/incidents", responses={200: {"content": {"application/json": {"example": {
                 "incidents": [_EXAMPLE], "next_cursor": None, "total": 1}}}}})
 async def list_incidents(
-        request: Request,
+        request: Request, who: Annotated[Principal, Depends(require("viewer"))],
         status: Annotated[str | None, Query(description="comma-separated: open, closed")] = None,
         area: Annotated[str | None, Query(max_length=200, description="a district, street, community or grid cell")] = None,
         since: Annotated[str | None, Query(description="updated at or after: RFC 3339 or epoch ms")] = None,
@@ -44,7 +43,7 @@ async def list_incidents(
     since_ms = parse_instant("since", since)
     after = _after(cursor) if cursor else None
     picked = [i for i in _view(request).incidents.values()
-              if not ((statuses and i["status"] not in statuses)
+              if who.sees(i["area"]) and not ((statuses and i["status"] not in statuses)
                       or (area and area not in (i["area"].get(level) for level in LEVELS))
                       or (since_ms is not None and _ms(i["updated_at"]) < since_ms))]
     picked.sort(key=lambda i: (i["updated_at"], i["id"]), reverse=True)
@@ -56,13 +55,13 @@ async def list_incidents(
             "next_cursor": _cursor(page[-1]) if len(picked) > limit else None}
 
 
-@router.get("/incidents/{incident_id}", dependencies=[Depends(require("viewer"))],
-            responses={404: {"description": "no such incident"}})
-async def get_incident(request: Request, incident_id: str) -> dict[str, Any]:
+@router.get("/incidents/{incident_id}", responses={404: {"description": "no such incident"}})
+async def get_incident(request: Request, incident_id: str,
+                       who: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
     """One incident, with its cause and child alerts as they are now (`alerts`)."""
     incident = _view(request).incidents.get(incident_id)
-    if incident is None:
+    if incident is None or not who.sees(incident["area"]):
         raise HTTPException(404, f"no incident {incident_id!r}")
     alerts = request.app.state.views.alerts.alerts
     members = [incident["cause"]] * (incident["cause"] is not None) + incident["children"]
-    return {**incident, "alerts": [summary(alerts[a]) for a in members if a in alerts]}
+    return {**incident, "alerts": [summary(alerts[a]) for a in members if a in alerts and who.sees(alerts[a]["area"])]}
