@@ -20,7 +20,7 @@ from api.docs import add_docs
 from api.headers import SecurityHeaders, TrustedHosts
 from api.cases import CaseView
 from api.incidents import IncidentView
-from api.metrics import HttpMetrics, ReadModelCollector
+from api.metrics import CaseCollector, HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
 from api.routes import alerts, areas, cases, citymap, entities, health, incidents, ingest, overview, trends
 from api.routes.alerts import Waiting
@@ -47,6 +47,7 @@ def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> Fas
                            fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     registry = CollectorRegistry()
     registry.register(ReadModelCollector(views))
+    registry.register(CaseCollector(case_view))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

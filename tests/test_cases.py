@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from api.cases import kpis
 from streams.alerting import iso
 from streams.cases import BadInput, CasesError, Limits, apply, case_id, command, opening
 
@@ -115,3 +116,19 @@ def test_a_bad_cases_file_is_refused_with_one_line(tmp_path: Path, text: str, me
 def test_bad_input_is_refused_with_a_reason(doc):
     with pytest.raises(BadInput):
         apply(None, doc, LIMITS)
+
+
+def test_kpis_count_closure_on_time_and_mean_times_from_a_timeline():
+    other = {**INCIDENT, "id": "inc-2"}
+    third = {**INCIDENT, "id": "inc-3"}
+    state, _ = run([opening(INCIDENT, T0), opening(other, T0 + 100_000), opening(third, T0),
+                    act("accept", 60), act("close", 600),  # on time: 60 s to accept, 600 s to close
+                    command("accept", {"id": case_id("inc-2")}, "x", None, T0 + 400_000), tick(1000),
+                    command("close", {"id": case_id("inc-2")}, "x", None, T0 + 4_000_000)])
+    # inc-2: accepted after 300 s, then not handled within 3600 s → escalated, closed late.
+    # inc-3: never accepted, escalated at the tick of 1000 s; overdue at the community from 1600 s.
+    assert kpis(state["cases"].values(), T0 + 1_500_000)["overdue"] == 0
+    assert kpis(state["cases"].values(), T0 + 1_700_000) == {
+        "opened": 3, "closed": 2, "closure_rate": 2 / 3, "on_time_rate": 0.5, "mean_accept_s": (60 + 300) / 2,
+        "mean_close_s": (600 + 3900) / 2, "overdue": 1}
+    assert kpis([], T0)["closure_rate"] is None

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from services.config import Settings
+from streams.alerting import ms
 from streams.cases import case_id
 from tests.conftest import Api, Proc, child_env, event_records, produce, wait_for
 from tests.test_incidents_stack import AREA, FEEDER, POWERED, WITNESSES, feeder_events, gate_events
@@ -118,6 +119,20 @@ def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed
     assert act(api, cid, "close").status_code == 409
     assert api.get("/api/v1/cases/nope").status_code == 404
     assert [c["id"] for c in api.get("/api/v1/cases").json()["cases"]] == [cid]  # one case, not two
+
+    # The street's KPIs, against a reference from the case's own timeline.
+    def at(action: str) -> float:
+        return next(ms(h["at"]) for h in history if h["action"] == action) / 1000
+    street = api.get("/api/v1/areas/street/湛山街道").json()
+    assert street["cases"] == {"opened": 1, "closed": 1, "closure_rate": 1.0, "on_time_rate": 0.0,
+                               "mean_accept_s": pytest.approx(at("accepted") - at("dispatched")),
+                               "mean_close_s": pytest.approx(at("closed") - at("dispatched")), "overdue": 0}
+    assert street["cases"]["mean_accept_s"] > 6  # two levels let it wait 3 s each
+    cell = next(c for c in street["children"] if c["id"] == "湛山社区")
+    assert cell["cases"]["closure_rate"] == 1.0
+    metrics = httpx.get(f"{api.url}/metrics").text
+    assert 'citybrain_cases_closure_rate{area="湛山街道",level="street"} 1.0' in metrics
+    assert 'citybrain_cases_opened_total{area="市南区",level="district"} 1.0' in metrics
 
     # Each level was told once, as it got the case; the old one resolved beside it.
     wait_for(lambda: ("street", "resolved") in case_levels(receiver), timeout=30)
