@@ -11,11 +11,13 @@ from typing import Any, Callable, Iterator
 import httpx
 import orjson
 import pytest
+from playwright.sync_api import Browser, expect
 
 from services.config import Settings
 from streams.alerting import ms
 from streams.cases import case_id
 from tests.conftest import Api, Proc, child_env, event_records, produce, wait_for
+from tests.test_dashboard import sign_in
 from tests.test_incidents_stack import AREA, FEEDER, POWERED, WITNESSES, feeder_events, gate_events
 from tests.test_notifier import FAST, Receiver
 
@@ -140,3 +142,37 @@ def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed
                                      ("community", "resolved"), ("street", "firing"), ("street", "resolved")]
     entry = next(e for _, p in receiver.received for e in p["alerts"] if e["labels"]["alertname"] == "case")
     assert entry["labels"]["unit"] == "湛山社区第1网格网格员" and entry["generatorURL"].endswith(f"/api/v1/cases/{cid}")
+
+
+def test_the_case_board_shows_the_escalated_case_and_an_operator_accepts_it_from_the_page(
+        settings: Settings, stack: Api, start_worker: Callable[..., Proc], request: pytest.FixtureRequest) -> None:
+    api = stack
+    start_worker(**ENV)
+    produce(settings, settings.topics.events("grid"), event_records(feeder_events(), "feeder_id"))
+    produce(settings, settings.topics.events("gate"), event_records(gate_events(), "gate_id"))
+    (incident,) = wait_for(lambda: api.get("/api/v1/incidents").json()["incidents"], timeout=60)
+    cid = case_id(incident["id"])
+    wait_for(lambda: api.get(f"/api/v1/cases/{cid}").status_code == 200
+             and api.get(f"/api/v1/cases/{cid}").json()["level"] == "street", timeout=30)
+
+    browser: Browser = request.getfixturevalue("browser")  # after producing: Playwright holds an event loop
+    page = browser.new_page(viewport={"width": 1600, "height": 1000}, locale="zh-CN")
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(api.url)
+    sign_in(page, "tz")
+    row = page.locator(f"#case-board [data-level=street] [data-case='{cid}']")
+    expect(row).to_contain_text("督办 Escalated ×2", timeout=15_000)
+    expect(row).to_contain_text("湛山街道街道办事处")
+    expect(page.locator("#case-board [data-level=grid_cell]")).to_contain_text("No cases")
+    row.locator("button.case-accept").click()
+    page.fill("#act-by", "街道值班员 张强")
+    page.fill("#act-note", "已派抢修队")
+    page.click("#act-ok")
+    expect(page.locator("#alert-notice")).to_contain_text("受理 Accept ✓", timeout=15_000)
+    case = api.get(f"/api/v1/cases/{cid}").json()
+    assert case["status"] == "accepted"
+    assert (case["history"][-1]["by"], case["history"][-1]["note"]) == ("湛山街道值班员", "街道值班员 张强: 已派抢修队")
+    expect(row.locator("button.case-close")).to_be_visible(timeout=15_000)
+    page.screenshot(path=str(Path(settings.data_dir) / "case-board.png"), full_page=True)
+    assert errors == []
