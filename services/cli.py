@@ -77,11 +77,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from services.provision import ensure_topics, publish_registry
+    from services.provision import ensure_topics, publish_registry, tables
 
     s = _settings(args)
     created = asyncio.run(ensure_topics(s))
-    print(f"{len(created)} topics created, {len(s.topics.specs(_tables())) - len(created)} already present "
+    print(f"{len(created)} topics created, {len(s.topics.specs(tables())) - len(created)} already present "
           f"on {s.bootstrap}")
     if s.registry_file is not None:
         n = asyncio.run(publish_registry(s))
@@ -153,12 +153,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     from services.stack import Stack
 
     return Stack(_settings(args)).run()
-
-
-def _tables() -> tuple[str, ...]:
-    from streams.agents import TABLES
-
-    return TABLES
 
 
 # ---------------------------------------------------------------- parser
