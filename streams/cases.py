@@ -30,7 +30,7 @@ import yaml
 
 from streams.alerting import iso, ms
 from streams.registry import LEVELS
-from streams.rules import SEVERITIES
+from streams.rules import CATALOGUE, SEVERITIES
 
 UP = {"grid_cell": "community", "community": "street", "street": "district"}  # who supervises whom
 OPEN = ("dispatched", "accepted", "handled", "verified", "returned")
@@ -65,6 +65,7 @@ class Limits:
     # specific match wins, field by field: severity and level, level, severity, default.
     table: dict[tuple[str | None, str | None], dict[str, float]] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)  # area name → its unit
+    open_for: frozenset[str] = frozenset()  # rules whose alerts open a case of their own
     keep_s: float = 86_400.0  # closed cases stay in the state this long
 
     def of(self, severity: str, level: str) -> tuple[float, float]:
@@ -79,8 +80,9 @@ class Limits:
 
     @classmethod
     def from_file(cls, path: Path, accept_s: float, handle_s: float) -> "Limits":
-        """A YAML or JSON file: `limits`, a list of {severity?, level?, accept_s?, handle_s?},
-        and `units`, a mapping of area names to the names of their units."""
+        """A YAML or JSON file: `limits`, a list of {severity?, level?, accept_s?, handle_s?};
+        `units`, a mapping of area names to the names of their units; `open_for`, rules
+        whose alerts open a case each (incidents always do)."""
         try:
             text = path.read_text(encoding="utf-8")
             doc = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -90,8 +92,8 @@ class Limits:
             raise CasesError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
                              f"{str(exc).splitlines()[0]}") from None
         doc = doc or {}
-        if not isinstance(doc, dict) or set(doc) - {"limits", "units"}:
-            raise CasesError(f"{path}: expected a mapping with 'limits' and/or 'units'")
+        if not isinstance(doc, dict) or set(doc) - {"limits", "units", "open_for"}:
+            raise CasesError(f"{path}: expected a mapping with 'limits', 'units' and/or 'open_for'")
         table: dict[tuple[str | None, str | None], dict[str, float]] = {}
         for i, row in enumerate(doc.get("limits") or []):
             where = f"{path}: limits[{i}]"
@@ -110,17 +112,21 @@ class Limits:
         if not isinstance(units, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
                                                   for k, v in units.items()):
             raise CasesError(f"{path}: units: expected a mapping of area names to unit names")
-        return cls(accept_s, handle_s, table, units)
+        open_for = doc.get("open_for") or []
+        if not isinstance(open_for, list) or set(open_for) - set(CATALOGUE):
+            raise CasesError(f"{path}: open_for: expected a list of rules of the catalogue ({', '.join(CATALOGUE)})")
+        return cls(accept_s, handle_s, table, units, frozenset(open_for))
 
 
 def case_id(incident_id: str) -> str:
     return hashlib.blake2b(f"case|{incident_id}".encode(), digest_size=8).hexdigest()
 
 
-def opening(incident: dict[str, Any], at_ms: int) -> dict[str, Any]:
-    """The input that opens an incident's case, as the incident agent sends it."""
-    return {"kind": "open", "id": case_id(incident["id"]), "incident": incident["id"],
-            "area": incident["area"], "severity": incident["severity"], "at": at_ms}
+def opening(source: str, doc: dict[str, Any], at_ms: int) -> dict[str, Any]:
+    """The input that opens the case of an incident or an alert (`source`), as the
+    incident agent or the alerts' re-key agent sends it."""
+    return {"kind": "open", "id": case_id(doc["id"]), "incident": None, "alert": None, source: doc["id"],
+            "area": doc["area"], "severity": doc["severity"], "at": at_ms}
 
 
 def command(kind: str, case: dict[str, Any], by: str, note: str | None, at_ms: int) -> dict[str, Any]:
@@ -131,11 +137,13 @@ def command(kind: str, case: dict[str, Any], by: str, note: str | None, at_ms: i
 def _check(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("kind") not in ("open", "tick", *COMMANDS):
         raise BadInput(f"case input must be an object with kind open, tick or one of {', '.join(COMMANDS)}")
-    need = {"open": (("id", str), ("incident", str), ("area", dict), ("severity", str)),
+    need = {"open": (("id", str), ("area", dict), ("severity", str)),
             "tick": ()}.get(doc["kind"], (("id", str), ("by", str)))
     for name, kind in need + (("at", int),):
         if not isinstance(doc.get(name), kind) or isinstance(doc.get(name), bool):
             raise BadInput(f"case input {doc['kind']}: {name} must be {kind.__name__}")
+    if doc["kind"] == "open" and not isinstance(doc.get("incident") or doc.get("alert"), str):
+        raise BadInput("case input open: needs the id of its incident or alert")
     if doc["kind"] == "open" and doc["severity"] not in SEVERITIES:
         raise BadInput(f"case input open: unknown severity {doc['severity']!r}")
     return doc
@@ -180,13 +188,14 @@ def _overdue(case: dict[str, Any], at: int) -> bool:
 
 def _new(doc: dict[str, Any], limits: Limits) -> dict[str, Any]:
     area = {level: doc["area"].get(level) or "unassigned" for level in LEVELS}
-    case = {"id": doc["id"], "incident": doc["incident"], "alert": None, "status": "dispatched",
+    case = {"id": doc["id"], "incident": doc.get("incident"), "alert": doc.get("alert"), "status": "dispatched",
             "level": "grid_cell", "unit": limits.unit(area, "grid_cell"), "area": area,
             "severity": doc["severity"], "accept_by": None, "handle_by": None, "escalations": 0,
             "opened_at": iso(doc["at"]), "accepted_at": None, "handled_at": None, "closed_at": None,
             "on_time": None, "updated_at": iso(doc["at"]), "seq": 0, "transitions": 0, "history": []}
     _clocks(case, doc["at"], limits)
-    _record(case, doc["at"], "dispatched", "system", f"incident {doc['incident']}")
+    source = "incident" if case["incident"] else "alert"
+    _record(case, doc["at"], "dispatched", "system", f"{source} {case[source]}")
     return case
 
 

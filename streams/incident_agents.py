@@ -9,7 +9,8 @@ be. The incident agent folds them like the alert agent folds detections: its sta
 district in a table co-partitioned with its source, holding the offset of the last input
 applied, so a crash replays inputs that change nothing (their alert `seq` was seen), and
 the incidents it repeats carry the same ids and seq, which readers upsert. A new incident
-opens its case (streams/case_agent.py).
+opens its case (streams/case_agent.py); so does the first state of an alert of a rule the
+cases file names (`open_for`), sent by the re-key agent.
 """
 
 from __future__ import annotations
@@ -34,13 +35,20 @@ from streams.topicview import TopicView
 from streams.transport import deliver_in_batches, flush_before_commit
 
 COMMAND_TABLES = ("incidents-state",) + CASE_TABLES
+ASKED_MAX = 100_000  # alert ids remembered as having asked for their case
 
 
 class Rekey:
-    """Alert states → incident inputs, keyed by the district of their possible cause."""
+    """Alert states → incident inputs, keyed by the district of their possible cause; and
+    the first state of an alert of a rule the cases file names → the opening of its case."""
 
     def __init__(self, app: faust.App, settings: Settings, registry: Registry, feed: TopicView) -> None:
         self.app, self.topics, self.registry, self.feed = app, settings.topics, registry, feed
+        self.open_for = settings.case_limits().open_for
+        # Alerts whose case this process asked to open. The alert agent publishes an alert's
+        # latest state per batch, so its first one may be any; each open alert asks once
+        # here (again after a restart: the case agent opens a case once).
+        self.asked: set[str] = set()
         app.agent(deliver_in_batches(app, self.topics.alerts), name="citybrain.incident-rekey")(self.run)
 
     async def run(self, stream: faust.StreamT) -> None:
@@ -48,23 +56,35 @@ class Rekey:
         while not self.feed.caught_up and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # a device's feeder is in the registry
         async for event in stream.events():
-            out = [o for r in event.value if (o := self.route(r.value)) is not None]
+            out = [o for r in event.value for o in self.route(r.value)]
             if out:
                 await send_all(self.app, out)
 
-    def route(self, value: bytes | None) -> Output | None:
+    def route(self, value: bytes | None) -> list[Output]:
         try:
             alert = orjson.loads(value or b"null")
         except orjson.JSONDecodeError:
-            return None  # the alerts topic is ours; the API's reader reports what isn't JSON
-        if not isinstance(alert, dict) or not relevant(alert):
-            return None
+            return []  # the alerts topic is ours; the API's reader reports what isn't JSON
+        if not isinstance(alert, dict):
+            return []
+        out = []
+        if (alert.get("rule") in self.open_for and alert.get("status") in ("firing", "acknowledged")
+                and alert.get("id") not in self.asked and isinstance(alert.get("area"), dict)):
+            if len(self.asked) >= ASKED_MAX:
+                self.asked.clear()
+            self.asked.add(alert["id"])
+            out.append((self.topics.case_inputs, case_id(alert["id"]).encode(),
+                        orjson.dumps(opening("alert", alert, int(time.time() * 1000))), None, None))
+        grouped = self.grouped(alert) if relevant(alert) else None
+        return out + ([grouped] if grouped else [])
+
+    def grouped(self, alert: dict[str, Any]) -> Output | None:
         feeder = (self.registry.get(str(alert.get("entity"))) or {}).get("feeder") if alert["rule"] in EFFECTS else None
         feeder = feeder if isinstance(feeder, str) else None
         try:
             doc = member(alert, feeder)
         except (KeyError, TypeError, ValueError):
-            return None  # not an alert state; the incident agent would refuse it anyway
+            return None  # not an alert state
         district = self.registry.area(feeder)["district"] if feeder and self.registry.get(feeder) else None
         return self.topics.incident_inputs, input_key(doc, district), orjson.dumps(doc), None, None
 
@@ -111,7 +131,8 @@ class IncidentAgent:
             changed.update((i["id"], i) for i in incidents)
             # A new incident opens its case; a replay's repeat of it opens nothing (streams/cases.py).
             opened += [(self.topics.case_inputs, case_id(i["id"]).encode(),
-                        orjson.dumps(opening(i, int(time.time() * 1000))), None, None) for i in incidents if i["seq"] == 1]
+                        orjson.dumps(opening("incident", i, int(time.time() * 1000))), None, None)
+                       for i in incidents if i["seq"] == 1]
         await send_all(self.app, rejected + opened + [
             (self.topics.incidents, iid.encode(), orjson.dumps(i), None, None) for iid, i in changed.items()])
         write(self.state, event, states.items())

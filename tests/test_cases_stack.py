@@ -176,3 +176,18 @@ def test_the_case_board_shows_the_escalated_case_and_an_operator_accepts_it_from
     expect(row.locator("button.case-close")).to_be_visible(timeout=15_000)
     page.screenshot(path=str(Path(settings.data_dir) / "case-board.png"), full_page=True)
     assert errors == []
+
+
+def test_an_alert_of_a_rule_the_cases_file_names_opens_its_own_case(
+        settings: Settings, start_worker: Callable[..., Proc], start_api: Callable[[], Api], tmp_path: Path) -> None:
+    (tmp_path / "open.yaml").write_text("open_for: [grid.outage]\n")
+    produce(settings, settings.topics.registry, [(b"F-0001", orjson.dumps(FEEDER))])
+    start_worker(CITYBRAIN_CASES_FILE=str(tmp_path / "open.yaml"))
+    api = start_api()
+    wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
+    produce(settings, settings.topics.events("grid"), event_records(feeder_events(), "feeder_id"))
+    (outage,) = wait_for(lambda: api.get("/api/v1/alerts", params={"rule": "grid.outage"}).json()["alerts"], timeout=60)
+    cases = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(api.get("/api/v1/cases").json()["cases"]),
+                     timeout=30)
+    assert {(c["alert"], c["incident"] is not None) for c in cases} == {(outage["id"], False), (None, True)}
+    assert api.get(f"/api/v1/cases/{case_id(outage['id'])}").json()["history"][0]["note"] == f"alert {outage['id']}"
