@@ -1,14 +1,16 @@
 """The Faust shell of cases (streams/cases.py), in the same workers as the alerts.
 
     incident agent (a new incident) ─┐
+    alerts' re-key agent (open_for) ─┤
     API (accept, feedback, …) ───────┼─► citybrain.case-inputs ──(case agent)──► citybrain.cases
     case agent's clock (tick) ───────┘
 
 The state of a partition's cases is one table key, `p<partition>`, holding the offset of
-the last input applied: a crash replays inputs that change nothing. Time reaches the
-cases only as ticks in the topic, which the owner of a partition with open cases writes
-to it every `TICK_S`: a replay sees the same ticks in the same places, so it escalates
-exactly as the first run did, and a case escalates once, whoever owns it next.
+the last input applied that changed a case: a crash replays inputs that change nothing.
+Time reaches the cases only as ticks in the topic, which the owner of a partition with
+open cases writes to it every `TICK_S`: a replay sees the same ticks in the same places,
+so it escalates exactly as the first run did, and a case escalates once, whoever owns it
+next.
 """
 
 from __future__ import annotations
@@ -83,5 +85,7 @@ class CaseAgent:
             changed.update((c["id"], dict(c)) for c in cases)
         await send_all(self.app, rejected + [(self.topics.cases, cid.encode(), orjson.dumps(c), None, None)
                                              for cid, c in changed.items()])
-        if state is not None:
+        # A batch of ticks that moved no case leaves the stored state as it was: a replay
+        # of those ticks decides the same (nothing), and the table isn't rewritten each second.
+        if changed:
             write(self.state, event, [(key, state)])
