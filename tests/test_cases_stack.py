@@ -17,6 +17,7 @@ from services.config import Settings
 from streams.alerting import ms
 from streams.cases import case_id
 from tests.conftest import Api, Proc, child_env, event_records, produce, wait_for
+from tests.test_alerts import Live
 from tests.test_dashboard import sign_in
 from tests.test_incidents_stack import AREA, FEEDER, POWERED, WITNESSES, feeder_events, gate_events
 from tests.test_notifier import FAST, Receiver
@@ -107,6 +108,11 @@ def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed
     assert httpx.post(f"{api.url}/api/v1/alerts/{gate_alert['id']}/ack", json={"by": "x"},
                       headers={"Authorization": "Bearer tc"}).status_code == 404
     assert api.get(f"/api/v1/cases/{cid}", token="tz").status_code == 200  # its street's
+    feeds = {token: Live(api, token=token, position="") for token in ("tz", "tc")}  # from the beginning
+    for feed in feeds.values():
+        wait_for(lambda f=feed: any(m["type"] == "caught_up" for m in f.messages), timeout=10)
+        feed.close()
+    assert feeds["tz"].alerts() and not feeds["tc"].alerts()
     assert act(api, cid, "feedback").status_code == 409  # not accepted yet
     accepted = act(api, cid, "accept", note="已派抢修队")
     assert accepted.status_code == 200 and accepted.json()["status"] == "accepted"
