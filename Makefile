@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/citybrain up --simulate 1000
+	CITYBRAIN_CASE_ACCEPT_S=$${CITYBRAIN_CASE_ACCEPT_S:-120} CITYBRAIN_CASE_HANDLE_S=$${CITYBRAIN_CASE_HANDLE_S:-600} \
+	  $(BIN)/citybrain up --simulate 1000 --handle
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -80,10 +80,11 @@ class Archive:
 
 
 class Feed:
-    """One live client's queue of alert messages; `overflowed` once it fell too far behind."""
+    """One live client's queue of (alert area, alert message); `overflowed` once it fell
+    too far behind."""
 
     def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[str] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[tuple[dict[str, str], str]] = asyncio.Queue(size)
         self.overflowed = False
 
 
@@ -118,7 +119,7 @@ class AlertView:
                                 "alert": summary(alert)}).decode()
         for feed in list(self._feeds):
             try:
-                feed.queue.put_nowait(message)
+                feed.queue.put_nowait((alert["area"], message))  # the area: scoped tokens see theirs
             except asyncio.QueueFull:  # a client that doesn't read: it resumes from its position
                 self._feeds.discard(feed)
                 feed.overflowed = True

@@ -18,13 +18,16 @@ from api.auth import Principal, TokenBook
 from api.citymap import Placements
 from api.docs import add_docs
 from api.headers import SecurityHeaders, TrustedHosts
-from api.metrics import HttpMetrics, ReadModelCollector
+from api.cases import CaseView
+from api.incidents import IncidentView
+from api.metrics import CaseCollector, HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
-from api.routes import alerts, areas, citymap, entities, health, ingest, overview, trends
+from api.routes import alerts, areas, cases, citymap, entities, health, incidents, ingest, overview, trends
 from api.routes.alerts import Waiting
 from api.trends import CityTrends
 from api.views import ReadModels
 from services.config import Settings
+from streams.topics import FETCH_MAX_WAIT_MS
 from streams.topicview import TopicView
 
 
@@ -36,18 +39,29 @@ def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> Fas
     producer = EventProducer(settings.bootstrap, settings.topics)
     city_trends = CityTrends(settings.window_s * 1000)
     trends_view = TopicView(settings.bootstrap, settings.topics.rollups, city_trends.apply)
+    incident_view = IncidentView()
+    incidents_feed = TopicView(settings.bootstrap, settings.topics.incidents, incident_view.apply,
+                               fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    case_view = CaseView()
+    cases_feed = TopicView(settings.bootstrap, settings.topics.cases, case_view.apply,
+                           fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     registry = CollectorRegistry()
     registry.register(ReadModelCollector(views))
+    registry.register(CaseCollector(case_view))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await views.start()
         await trends_view.start()
+        await incidents_feed.start()
+        await cases_feed.start()
         await producer.start()
         try:
             yield
         finally:
             await producer.stop()
+            await cases_feed.stop()
+            await incidents_feed.stop()
             await trends_view.stop()
             await views.stop()
 
@@ -56,6 +70,8 @@ def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> Fas
     app.state.views = views
     app.state.placements = Placements(views.registry)
     app.state.trends = city_trends
+    app.state.incidents = incident_view
+    app.state.cases = case_view
     app.state.producer = producer
     app.state.settings = settings
     app.state.tokens = TokenBook(tokens)
@@ -81,6 +97,8 @@ def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> Fas
     app.include_router(health.router)
     app.include_router(overview.router)
     app.include_router(alerts.router)
+    app.include_router(incidents.router)
+    app.include_router(cases.router)
     app.include_router(entities.router)
     app.include_router(areas.router)
     app.include_router(ingest.router)

@@ -28,10 +28,14 @@ _bearer = HTTPBearer(auto_error=False)
 class Principal:
     role: str
     name: str | None = None
-    # (level, area) the token is limited to. Parsed and kept; filtering by it is the
-    # linked-command work of contract §8, not done yet.
+    # (level, area) the token is limited to: it sees and acts on the alerts, incidents and
+    # cases of that area and below only (contract §8).
     scope: tuple[str, str] | None = None
     number: int = 0  # its place in the configured list, 1-based: names an unnamed token
+
+    def sees(self, area: Mapping[str, str] | None) -> bool:
+        """Whether something in `area` (its names at each level) is within the token's scope."""
+        return self.scope is None or (area or {}).get(self.scope[0]) == self.scope[1]
 
     @property
     def identity(self) -> str:

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
+from api.cases import CaseView, kpis
 from api.views import ReadModels
 from streams.topics import LATENCY_BUCKETS
 
@@ -77,6 +78,43 @@ class ReadModelCollector:
         for topic, ok in self.views.ready.items():
             ready.add_metric([topic], 1.0 if ok else 0.0)
         yield ready
+
+
+class CaseCollector:
+    """The cases' KPIs (contract §8) per district and per street, the levels a city
+    reports its closure rate on (grid cells and communities would be thousands of series;
+    the area route has them)."""
+
+    LEVELS = ("district", "street")
+
+    def __init__(self, cases: CaseView) -> None:
+        self.cases = cases
+
+    def collect(self) -> Iterator[Metric]:
+        now = int(time.time() * 1000)
+        families = {
+            "opened": CounterMetricFamily("citybrain_cases_opened", "Cases opened in the area", labels=["level", "area"]),
+            "closed": CounterMetricFamily("citybrain_cases_closed", "Cases of the area closed", labels=["level", "area"]),
+            "closure_rate": GaugeMetricFamily("citybrain_cases_closure_rate", "Closed cases over opened ones",
+                                              labels=["level", "area"]),
+            "on_time_rate": GaugeMetricFamily("citybrain_cases_on_time_rate", "Cases closed on time (never "
+                                              "escalated) over closed ones", labels=["level", "area"]),
+            "mean_accept_s": GaugeMetricFamily("citybrain_cases_accept_seconds_mean", "Mean time from a case's "
+                                               "opening to its acceptance", labels=["level", "area"]),
+            "mean_close_s": GaugeMetricFamily("citybrain_cases_close_seconds_mean", "Mean time from a case's "
+                                              "opening to its closing", labels=["level", "area"]),
+            "overdue": GaugeMetricFamily("citybrain_cases_overdue", "Open cases past their time to accept or "
+                                         "handle now", labels=["level", "area"]),
+        }
+        by_area: dict[tuple[str, str], list[dict]] = {}
+        for c in self.cases.cases.values():
+            for level in self.LEVELS:
+                by_area.setdefault((level, c["area"].get(level) or "unassigned"), []).append(c)
+        for (level, area), cases in sorted(by_area.items()):
+            for name, value in kpis(cases, now).items():
+                if value is not None:
+                    families[name].add_metric([level, area], value)
+        yield from families.values()
 
 
 # Every method the API or a browser's preflight uses; anything else is refused before

@@ -63,9 +63,64 @@ def parse_alert(raw: bytes) -> Alert:
     return alert
 
 
+_INCIDENT_SUMMARY = {"feeder_outage": "feeder {feeder} outage: {n} devices offline",
+                     "feeder_offline": "feeder {feeder} silent: {n} devices offline",
+                     "area_outage": "{n} devices offline in {cell}"}
+
+
+def parse_incident(raw: bytes) -> tuple[Alert, list[str]]:
+    """A value of the incidents topic (contract §8) as integrations are told of it, an alert
+    of rule `incident.<kind>` and domain `incident` (open is firing, closed is resolved),
+    and the ids of the alerts it groups, which are told through it and not by themselves.
+    Raises ValueError for a value that is not an incident."""
+    doc = orjson.loads(raw)
+    try:
+        members = ([doc["cause"]] if doc["cause"] else []) + list(doc["children"])
+        area = {level: str(doc["area"].get(level) or UNASSIGNED) for level in LEVELS}
+        n = len(doc["children"])
+        summary = _INCIDENT_SUMMARY[doc["kind"]].format(feeder=doc.get("feeder"), n=n, cell=area["grid_cell"])
+        alert = {"id": doc["id"], "rule": f"incident.{doc['kind']}", "domain": "incident",
+                 "entity": doc.get("feeder") or area["grid_cell"], "severity": doc["severity"],
+                 "status": "firing" if doc["status"] == "open" else "resolved", "summary": summary,
+                 "value": None, "threshold": None, "count": len(members), "acked_by": None, "resolved_by": None,
+                 "seq": doc["seq"], "area": area, "link": f"/api/v1/incidents/{quote(doc['id'], safe='')}",
+                 "started_at": rfc3339(parse_ts(doc["opened_at"])), "updated_at": rfc3339(parse_ts(doc["updated_at"])),
+                 "resolved_at": rfc3339(parse_ts(doc["closed_at"])) if doc["closed_at"] else None}
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"incident {doc.get('id') if isinstance(doc, dict) else None!r}: {exc!r}") from None
+    if not all(isinstance(m, str) for m in members) or type(doc["seq"]) is not int:
+        raise ValueError(f"incident {doc['id']!r}: children must be alert ids and seq an integer")
+    return alert, members
+
+
+def parse_case(raw: bytes) -> Alert:
+    """A value of the cases topic (contract §8) as integrations are told of it: an alert of
+    rule `case`, open until the case closes, with labels `level` and `unit` saying where it
+    sits now. An escalation changes them, so receivers hear of it (the old label set
+    resolved beside the new one), and Alertmanager routes on them to that level's unit.
+    Raises ValueError for a value that is not a case."""
+    doc = orjson.loads(raw)
+    try:
+        area = {level: str(doc["area"].get(level) or UNASSIGNED) for level in LEVELS}
+        escalated = f", escalated {doc['escalations']}×" if doc["escalations"] else ""
+        alert = {"id": doc["id"], "rule": "case", "domain": "case", "entity": doc["incident"] or doc["alert"],
+                 "severity": doc["severity"], "status": "resolved" if doc["status"] == "closed" else "firing",
+                 "summary": f"case {doc['status']} at {doc['unit']}{escalated}", "value": None, "threshold": None,
+                 "count": doc["escalations"], "acked_by": None, "resolved_by": None, "seq": doc["seq"],
+                 "area": area, "labels": {"level": str(doc["level"]), "unit": str(doc["unit"])},
+                 "link": f"/api/v1/cases/{quote(doc['id'], safe='')}",
+                 "started_at": rfc3339(parse_ts(doc["opened_at"])), "updated_at": rfc3339(parse_ts(doc["updated_at"])),
+                 "resolved_at": rfc3339(parse_ts(doc["closed_at"])) if doc["closed_at"] else None}
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"case {doc.get('id') if isinstance(doc, dict) else None!r}: {exc!r}") from None
+    if type(doc["seq"]) is not int or not isinstance(alert["entity"], str):
+        raise ValueError(f"case {doc['id']!r}: seq must be an integer and incident or alert an id")
+    return alert
+
+
 def labels(alert: Alert) -> Labels:
     return {"alertname": alert["rule"], "severity": alert["severity"], "domain": alert["domain"],
-            "entity": alert["entity"], **alert["area"], "alert_id": alert["id"]}
+            "entity": alert["entity"], **alert["area"], **alert.get("labels", {}), "alert_id": alert["id"]}
 
 
 def annotations(alert: Alert) -> dict[str, str]:
@@ -101,7 +156,7 @@ def group_key(group: Labels) -> str:
 
 def _alert(alert: Alert, ls: Labels, external_url: str) -> dict[str, Any]:
     return {"labels": ls, "annotations": annotations(alert), "startsAt": alert["started_at"],
-            "generatorURL": f"{external_url.rstrip('/')}/api/v1/alerts/{quote(alert['id'], safe='')}"}
+            "generatorURL": external_url.rstrip('/') + (alert.get("link") or f"/api/v1/alerts/{quote(alert['id'], safe='')}")}
 
 
 def alertmanager_alert(alert: Alert, ls: Labels, ends_at: str, external_url: str) -> dict[str, Any]:

@@ -7,7 +7,8 @@ ones often are. Everything is a pure function of the seed, so a seed names one c
 
 Devices are placed in grid cells: residential access gates `G-0001…`, road detectors
 `T-0001…` and 10 kV distribution feeders `F-0001…`, each as a registry entity of
-contract §3.
+contract §3. Every gate and detector draws power from the nearest feeder of its district
+(`"feeder": "F-0001"`), so a feeder's outage takes them offline (streams/incidents.py).
 """
 
 from __future__ import annotations
@@ -191,4 +192,20 @@ def build_city(seed: int, gates: int, sensors: int, feeders: int) -> City:
         entity["rated_kw"] = int(_RATED_KW[int(rng.integers(len(_RATED_KW)))])
         entity["nominal_kv"] = 10.0
         entities.append(entity)
+    _supply(entities)
     return City(seed, entities)
+
+
+def _supply(entities: list[dict]) -> None:
+    """Each gate and detector names the feeder that powers it: the nearest one of its
+    district, or of the city when its district has none."""
+    feeders = [e for e in entities if e["domain"] == "grid"]
+    if not feeders:
+        return
+    where = np.array([(f["lat"], f["lon"]) for f in feeders])
+    district = np.array([f["district"] for f in feeders])
+    for e in entities:
+        if e["domain"] == "grid":
+            continue
+        far = ((where - (e["lat"], e["lon"])) ** 2).sum(axis=1) + np.where(district == e["district"], 0.0, 1e6)
+        e["feeder"] = feeders[int(np.argmin(far))]["id"]

@@ -79,11 +79,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from services.provision import ensure_topics, publish_registry
+    from services.provision import ensure_topics, publish_registry, tables
 
     s = _settings(args)
     created = asyncio.run(ensure_topics(s))
-    print(f"{len(created)} topics created, {len(s.topics.specs(_tables())) - len(created)} already present "
+    print(f"{len(created)} topics created, {len(s.topics.specs(tables())) - len(created)} already present "
           f"on {s.bootstrap}")
     if s.registry_file is not None:
         n = asyncio.run(publish_registry(s))
@@ -108,6 +108,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from services.provision import ensure_topics
     from services.simulator import run_simulator
+    from services.units import run_units
 
     s = _settings(args)
     if args.fast and args.duration is None:
@@ -115,9 +116,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     async def simulate() -> None:
         await ensure_topics(s)
-        await run_simulator(s.bootstrap, s.topics, rate=s.simulate or 1000.0,
-                            batch=s.simulate_batch, seed=args.seed, truth_path=args.truth,
-                            duration_s=args.duration, fast=args.fast)
+        units = asyncio.ensure_future(run_units(s.bootstrap, s.topics, args.seed)) if args.handle else None
+        try:
+            await run_simulator(s.bootstrap, s.topics, rate=s.simulate or 1000.0,
+                                batch=s.simulate_batch, seed=args.seed, truth_path=args.truth,
+                                duration_s=args.duration, fast=args.fast)
+        finally:
+            if units is not None:
+                units.cancel()
+                await asyncio.gather(units, return_exceptions=True)
 
     try:
         asyncio.run(_until_signalled(simulate()))
@@ -154,13 +161,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from services.stack import Stack
 
-    return Stack(_settings(args)).run()
-
-
-def _tables() -> tuple[str, ...]:
-    from streams.agents import TABLES
-
-    return TABLES
+    return Stack(_settings(args), handle=args.handle).run()
 
 
 # ---------------------------------------------------------------- parser
@@ -174,6 +175,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="run broker, topics, workers, API (and simulator) on this machine")
     _flags(p, *common, "broker_port", "broker_engine", "api_host", "api_port", "workers", "simulate",
            "simulate_batch", "registry_file", "store", "rules_file")
+    p.add_argument("--handle", action="store_true", help="with --simulate: simulated units handle the cases")
     p.set_defaults(run=cmd_up)
 
     p = sub.add_parser("broker", help="run the local broker alone (embedded, or Apache Kafka with --engine kafka)")
@@ -209,6 +211,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--fast", action="store_true",
                    help="produce simulated time as fast as possible instead of in real time")
+    p.add_argument("--handle", action="store_true",
+                   help="simulated units accept, handle and close the cases, some late (services/units.py)")
     p.set_defaults(run=cmd_simulate)
     return top
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from streams.cases import CasesError, Limits
 from streams.rules import RuleBook, RulesError
 from streams.topics import Topics
 
@@ -52,6 +53,11 @@ class Settings:
     rules_file: Path | None = None  # YAML or JSON overrides of the rule catalogue (streams/rules.py)
     alert_flap_s: float = 300.0  # a condition back within this long reopens its resolved alert
     alert_escalate_s: float = 900.0  # an alert firing unacknowledged this long goes one severity up
+    incident_hold_s: float = 60.0  # a device's offline alert waits this long for its feeder's (streams/incidents.py)
+    incident_area_min: int = 3  # offline devices of one grid cell, no feeder to blame, that make an area incident
+    case_accept_s: float = 1800.0  # a case waits this long to be accepted at its level, then escalates
+    case_handle_s: float = 86_400.0  # and this long to be handled
+    cases_file: Path | None = None  # YAML or JSON: limits per severity and level, unit names (streams/cases.py)
     webhook_urls: str | None = None  # comma-separated; each gets Alertmanager webhook v4 notifications
     alertmanager_url: str | None = None
     webhook_group_wait_s: float = 10.0  # a new group's first notification waits this long
@@ -82,6 +88,11 @@ class Settings:
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix, self.partitions)
+
+    def case_limits(self) -> Limits:
+        if self.cases_file is None:
+            return Limits(self.case_accept_s, self.case_handle_s)
+        return Limits.from_file(self.cases_file, self.case_accept_s, self.case_handle_s)
 
     def rule_book(self) -> RuleBook:
         return RuleBook.from_file(self.rules_file) if self.rules_file else RuleBook()
@@ -212,6 +223,17 @@ def _validated(s: Settings) -> Settings:
     for name in ("alert_flap_s", "alert_escalate_s"):
         if not 0 <= getattr(s, name) <= 7 * 86_400:
             raise bad(name, f"{getattr(s, name):g} s is not in 0..604800")
+    if not 0 <= s.incident_hold_s <= 86_400:
+        raise bad("incident_hold_s", f"{s.incident_hold_s:g} s is not in 0..86400")
+    if not 2 <= s.incident_area_min <= 100_000:
+        raise bad("incident_area_min", f"{s.incident_area_min} is not in 2..100000")
+    for name in ("case_accept_s", "case_handle_s"):
+        if not 1 <= getattr(s, name) <= 365 * 86_400:
+            raise bad(name, f"{getattr(s, name):g} s is not in 1..31536000")
+    try:
+        s.case_limits()
+    except CasesError as exc:
+        raise bad("cases_file", str(exc)) from None
     if s.rules_file is not None:
         try:
             s.rule_book()

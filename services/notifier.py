@@ -1,6 +1,8 @@
 """`citybrain notify`: delivers the city's alerts to the alerting tools it already runs.
 
-It reads the compacted alerts topic in its own consumer group (`<prefix>notifier`) and
+It reads the compacted alerts topic in its own consumer group (`<prefix>notifier`), and
+the incidents and cases topics (contract §8), whose states are told as alerts of rule
+`incident.<kind>` and `case` (services/alert_payloads.py). It
 commits a batch's offsets only once the batch is in its SQLite file
 (`DATA_DIR/notifier.sqlite3`, services/notifier_store.py). From that file:
 - every webhook URL gets Alertmanager webhook v4 notifications, grouped by rule and
@@ -18,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from services.alert_payloads import alertmanager_push, group_entries, parse_alert, rfc3339, webhook_payload
+from services.alert_payloads import (Alert, alertmanager_push, group_entries, parse_alert, parse_case,
+                                     parse_incident, rfc3339, webhook_payload)
 from services.config import ConfigError, Settings
 from services.notifier_store import NotifierStore
 from services.processes import port_in_use
 from services.provision import ensure_topics
+from streams.incidents import CAUSES, EFFECTS
 from streams.topics import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger(__name__)
@@ -110,32 +115,45 @@ class Notifier:
 
     async def _consume(self) -> None:
         session_ms = int(self.s.session_timeout_s * 1000)
+        topics = self.s.topics
         consumer = AIOKafkaConsumer(
-            self.s.topics.alerts, bootstrap_servers=self.s.bootstrap,
+            topics.alerts, topics.incidents, topics.cases, bootstrap_servers=self.s.bootstrap,
             group_id=f"{self.s.topic_prefix}notifier", enable_auto_commit=False,
             # A new group starts at the beginning: an alert open before the notifier's first
             # start is notified; one resolved by then is not (see NotifierStore.apply).
             auto_offset_reset="earliest", session_timeout_ms=session_ms, fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             heartbeat_interval_ms=max(200, session_ms // 6),
             request_timeout_ms=max(30_000, session_ms * 2))
+        hold = HoldBack(self.s.incident_hold_s)
         await consumer.start()
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-                if not batches:
-                    continue
+                batches = await consumer.getmany(timeout_ms=int(TICK_S * 1000), max_records=1000)
+                now = time.time()
                 alerts = []
                 for tp, records in batches.items():
                     for r in records:
                         if r.value is None:
                             continue  # a tombstone: the alert is gone, nothing to tell
                         try:
-                            alerts.append(parse_alert(r.value))
+                            if tp.topic == topics.cases:
+                                alerts.append(parse_case(r.value))
+                            elif tp.topic == topics.incidents:
+                                incident, members = parse_incident(r.value)
+                                self.store.note_members(incident["id"], members, now)
+                                alerts.append(incident)
+                            elif hold.holds(alert := parse_alert(r.value)):
+                                hold.add(tp, r.offset, alert, now)
+                            else:
+                                alerts.append(alert)
                         except ValueError as exc:
                             log.warning("%s[%d]@%d skipped: %s", tp.topic, tp.partition, r.offset, exc)
-                self.store.apply(alerts, time.time(), grouped=bool(self.s.webhooks))
+                alerts += hold.due(now)
+                if not batches and not alerts:
+                    continue
+                self.store.apply(alerts, now, grouped=bool(self.s.webhooks))
                 try:
-                    await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+                    await consumer.commit(hold.commits({tp: records[-1].offset + 1 for tp, records in batches.items()}))
                 except KafkaError as exc:
                     # Those records are read again (after a rebalance, or a restart) and
                     # skipped by their seq: what they brought is already in the store.
@@ -223,6 +241,38 @@ class Notifier:
                 self.metrics.queue.labels(ALERTMANAGER).set(
                     self.store.count_unpushed(time.time(), self.s.alertmanager_resend_s))
             await asyncio.sleep(1.0)
+
+
+class HoldBack:
+    """Alerts an incident may group (a feeder's outage, a device gone offline) wait here
+    `hold_s` before they are told by themselves: when their incident comes meanwhile, it
+    tells of them instead (NotifierStore.note_members). Offsets are committed only below
+    the oldest record still waiting, so a restart reads it again."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+        self.waiting: deque[tuple[float, TopicPartition, int, Alert]] = deque()  # in read order
+        self.read: dict[TopicPartition, int] = {}
+
+    def holds(self, alert: Alert) -> bool:
+        return self.hold_s > 0 and (alert["rule"] in CAUSES or alert["rule"] in EFFECTS)
+
+    def add(self, tp: TopicPartition, offset: int, alert: Alert, now: float) -> None:
+        self.waiting.append((now + self.hold_s, tp, offset, alert))
+
+    def due(self, now: float) -> list[Alert]:
+        out = []
+        while self.waiting and self.waiting[0][0] <= now:
+            out.append(self.waiting.popleft()[3])
+        return out
+
+    def commits(self, read: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The offsets to commit, given the next offset to read of the partitions just read."""
+        self.read.update(read)
+        floor: dict[TopicPartition, int] = {}
+        for _, tp, offset, _ in self.waiting:
+            floor.setdefault(tp, offset)
+        return {tp: min(offset, floor.get(tp, offset)) for tp, offset in self.read.items()}
 
 
 def receivers(settings: Settings) -> list[str]:

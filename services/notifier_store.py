@@ -58,7 +58,13 @@ CREATE TABLE IF NOT EXISTS queue (
     next_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_url ON queue (url, id);
+CREATE TABLE IF NOT EXISTS members (  -- alerts told through their incident, not by themselves
+    alert TEXT PRIMARY KEY,
+    incident TEXT NOT NULL,
+    noted REAL NOT NULL
+);
 """
+MEMBERS_KEPT_S = 7 * 86_400.0  # longer than any alert is held back or read again
 
 # Columns added since the first schema, for files written by an older notifier.
 _ADDED = {"am_open": "INTEGER", "am_opened": "REAL"}
@@ -123,6 +129,14 @@ class NotifierStore:
 
     # ------------------------------------------------------------ alerts in
 
+    def note_members(self, incident: str, alerts: list[str], now: float) -> None:
+        """These alerts are told through `incident` from now on, unless they were told
+        already (their incident came late): then their own resolution is told too."""
+        with self.db:
+            self.db.executemany("INSERT INTO members (alert, incident, noted) VALUES (?, ?, ?) "
+                                "ON CONFLICT (alert) DO NOTHING", [(a, incident, now) for a in alerts])
+            self.db.execute("DELETE FROM members WHERE noted <= ?", (now - MEMBERS_KEPT_S,))
+
     def apply(self, alerts: list[Alert], now: float, grouped: bool) -> int:
         """Record the alerts' latest states; returns how many changed anything."""
         applied = 0
@@ -131,6 +145,8 @@ class NotifierStore:
                 row = self.db.execute("SELECT seq FROM alerts WHERE id = ?", (a["id"],)).fetchone()
                 if row is None and a["status"] == "resolved":
                     continue  # nobody was told it fired, so there is no resolution to tell
+                if row is None and self.db.execute("SELECT 1 FROM members WHERE alert = ?", (a["id"],)).fetchone():
+                    continue  # its incident tells of it
                 if row is not None and row[0] is not None and a["seq"] is not None and a["seq"] <= row[0]:
                     continue
                 key = group_key(group_labels(a)) if grouped else None

@@ -192,6 +192,12 @@ class Simulator:
         self.rng = np.random.default_rng([seed, 0])
         rng = np.random.default_rng([seed, 1])  # device traits, apart from the event noise
         self._ids = {d: [e["id"] for e in city.of(d)] for d in DOMAINS}
+        # What each feeder powers (services/city.py): its outage takes them offline.
+        self._powers = {d: {} for d in ("gate", "traffic")}
+        for d, powered in self._powers.items():
+            for i, e in enumerate(city.of(d)):
+                powered.setdefault(e.get("feeder"), []).append(i)
+        self._dark: dict[tuple[str, int], list[int]] = {}  # (feeder, outage start) → its silent detectors
         # Per domain: whether each device stamps epoch ms rather than RFC 3339.
         self._ms_form = {d: (rng.random(len(ids)) < 0.5).tolist() for d, ids in self._ids.items()}
 
@@ -253,6 +259,18 @@ class Simulator:
                 free_from[domain][index] = anomaly.end_s + GUARD_S
                 cursor = (cursor + i + 1) % len(KINDS)
                 yield anomaly
+                if rule == "grid.outage" and slot >= first_s + 2 * HEARTBEAT_S:
+                    # What the feeder powers goes dark with it, except devices busy with an
+                    # episode of their own: gates as gate.offline episodes in the ground
+                    # truth, detectors silently (no rule watches a detector's silence).
+                    # Not in the first minute: a gate never heard from can't be missed.
+                    dark = {}
+                    for d, powered in self._powers.items():
+                        dark[d] = [i for i in powered.get(anomaly.entity, []) if free_from[d][i] <= slot]
+                        free_from[d][dark[d]] = anomaly.end_s + GUARD_S
+                    self._dark[(anomaly.entity, anomaly.start_s)] = dark["traffic"]
+                    for g in dark["gate"]:
+                        yield Anomaly("gate.offline", self._ids["gate"][g], g, slot, anomaly.end_s)
                 break
             slot += int(round(every_s * rng.uniform(0.75, 1.25)))
 
@@ -287,6 +305,10 @@ class Simulator:
             variant, level = ("surge", 1.8) if normal * 1.8 <= 0.95 else ("drop", 0.15)
         domain = rule.partition(".")[0]
         return Anomaly(rule, self._ids[domain][index], index, start, end, level, variant)
+
+    def _unpowered_sensors(self) -> set[int]:
+        """Detectors behind an open breaker send nothing."""
+        return {i for a in self._active if a.rule == "grid.outage" for i in self._dark.get((a.entity, a.start_s), ())}
 
     # -------------------------------------------------------- ticks
 
@@ -395,7 +417,8 @@ class Simulator:
             if self._tr_phase[a.index] == t % TRAFFIC_INTERVAL_S:
                 pos = self._tr_pos[a.index]
                 self._distort_traffic(a, events[pos], float(expected[pos]))
-        return events
+        dark = self._unpowered_sensors()
+        return [ev for i, ev in zip(idx.tolist(), events) if i not in dark] if dark else events
 
     def _distort_traffic(self, a: Anomaly, ev: dict, expected: float) -> None:
         rng, free_flow = self.rng, float(self._free_flow[a.index])

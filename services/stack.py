@@ -39,8 +39,9 @@ class Child:
 
 
 class Stack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, handle: bool = False) -> None:
         self.settings = settings
+        self.handle = handle  # the simulator's units handle cases
         self.broker: LocalBroker | None = None
         self.children: list[Child] = []
         self.stopping = threading.Event()
@@ -82,7 +83,7 @@ class Stack:
         if s.webhooks or s.alertmanager_url:
             self._start("notifier", ["notify"], env)
         if s.simulate:
-            self._start("simulator", ["simulate"], env, to_terminal=True)
+            self._start("simulator", ["simulate"] + ["--handle"] * self.handle, env, to_terminal=True)
 
         print(f"citybrain up\n"
               f"  broker   {s.bootstrap}{self._broker_note()}\n"

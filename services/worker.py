@@ -17,6 +17,7 @@ from services.provision import ensure_topics
 from streams import watchdog
 from streams.agents import register
 from streams.app import create_app
+from streams.incident_agents import register_command
 
 # A graceful stop takes about two seconds; one that waits on a dead broker (it died with
 # `citybrain up`) would retry for minutes and hold the process and its ports.
@@ -61,6 +62,7 @@ def run_worker(settings: Settings, worker_id: str = "0") -> int:
     stalls = _serve_metrics(settings)
     app = create_app(settings, datadir=datadir)
     register(app, settings)
+    register_command(app, settings)
     watchdog.install(app, settings.bootstrap, lambda topic, partition: stalls.labels(topic, str(partition)).inc())
     worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True, override_logging=False)
     worker.execute_from_commandline()

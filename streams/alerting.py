@@ -134,7 +134,7 @@ def apply(state: dict[str, Any] | None, doc: Any, policy: Policy) -> tuple[dict[
             alert["severity"] = worse
             _record(alert, doc["ts"], "escalated", note=doc["summary"])
         elif (alert["status"] == "firing" and not alert.get("escalated")
-              and doc["ts"] - _ms(alert["started_at"]) >= policy.escalate_after_s * 1000):
+              and doc["ts"] - ms(alert["started_at"]) >= policy.escalate_after_s * 1000):
             alert["severity"], alert["escalated"] = _step_up(alert["severity"]), True
             _record(alert, doc["ts"], "escalated",
                     note=f"unacknowledged for {policy.escalate_after_s / 60:g} min")
@@ -142,7 +142,7 @@ def apply(state: dict[str, Any] | None, doc: Any, policy: Policy) -> tuple[dict[
             alert["seq"] += 1
         return state, alert
     if (alert is not None and alert["resolved_by"] is None
-            and doc["ts"] - _ms(alert["resolved_at"]) <= policy.flap_s * 1000):
+            and doc["ts"] - ms(alert["resolved_at"]) <= policy.flap_s * 1000):
         alert.update(status="firing", resolved_at=None, count=alert["count"] + 1,
                      updated_at=iso(doc["ts"]), value=doc["value"], summary=doc["summary"],
                      severity=_stronger(alert["severity"], doc["severity"]))
@@ -171,5 +171,6 @@ def _command(state: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any] | Non
     return alert
 
 
-def _ms(stamp: str) -> int:
+def ms(stamp: str) -> int:
+    """Epoch ms of a stamp `iso` made."""
     return int(datetime.fromisoformat(stamp).timestamp() * 1000)

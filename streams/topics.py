@@ -88,6 +88,28 @@ class Topics:
         return f"{self.prefix}alert-inputs"
 
     @property
+    def incident_inputs(self) -> str:
+        """Alert states that may share a cause, keyed by the district of that cause, so
+        a feeder's alerts and its devices' meet on one partition (streams/incidents.py)."""
+        return f"{self.prefix}incident-inputs"
+
+    @property
+    def incidents(self) -> str:
+        """The latest state of every incident, keyed by its id (compacted, contract §8)."""
+        return f"{self.prefix}incidents"
+
+    @property
+    def case_inputs(self) -> str:
+        """What changes a case, keyed by case id: its opening, people's commands and the
+        clock's ticks, in order on the case's partition (streams/cases.py)."""
+        return f"{self.prefix}case-inputs"
+
+    @property
+    def cases(self) -> str:
+        """The latest state of every case, keyed by its id (compacted, contract §8)."""
+        return f"{self.prefix}cases"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.prefix}deadletter"
 
@@ -131,6 +153,10 @@ class Topics:
             TopicSpec(self.registry, 1, COMPACTED),
             TopicSpec(self.alerts, n, COMPACTED),
             TopicSpec(self.alert_inputs, n, EVENTS),
+            TopicSpec(self.incident_inputs, n, EVENTS),
+            TopicSpec(self.incidents, n, COMPACTED),
+            TopicSpec(self.case_inputs, n, EVENTS),
+            TopicSpec(self.cases, n, COMPACTED),
             TopicSpec(self.deadletter, 1, DEADLETTERS),
             TopicSpec(self.vitals, 1, COMPACTED),
             TopicSpec(self.aggregates, n, WINDOWED),

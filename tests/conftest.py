@@ -32,7 +32,9 @@ from streams.topicview import read_to_end
 ROOT = Path(__file__).resolve().parents[1]
 # token → role[:name] (contract §5): the operators' token is a post's, shared by the
 # officers on duty, and "tu" an operator token issued without a name.
-TOKENS = {"tv": "viewer", "to": "operator:值班长", "tu": "operator", "ta": "admin", "ti": "ingest"}
+TOKENS = {"tv": "viewer", "to": "operator:值班长", "tu": "operator", "ta": "admin", "ti": "ingest",
+          # limited to an area (contract §8): a street's duty desk, and another street's community
+          "tz": "operator:湛山街道值班员@street:湛山街道", "tc": "operator:太平角社区值班员@community:太平角社区"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -63,7 +63,13 @@ ROUTES = [("GET", "/api/v1/overview", "viewer"),
           ("POST", "/api/v1/alerts/0123456789abcdef/resolve", "operator"),
           ("GET", "/api/v1/entities/traffic/T-0001", "viewer"),
           ("GET", "/api/v1/areas/district/市南区", "viewer"),
-          ("POST", "/api/v1/ingest/traffic", "ingest")]
+          ("POST", "/api/v1/ingest/traffic", "ingest"),
+          ("GET", "/api/v1/incidents", "viewer"),
+          ("GET", "/api/v1/incidents/0123456789abcdef", "viewer"),
+          ("GET", "/api/v1/cases", "viewer"),
+          ("GET", "/api/v1/cases/0123456789abcdef", "viewer"),
+          *(("POST", f"/api/v1/cases/0123456789abcdef/{kind}", "operator")
+            for kind in ("accept", "feedback", "verify", "close", "return"))]
 TOKEN_OF = {"viewer": "tv", "operator": "to", "ingest": "ti"}
 WRONG_ROLE = {"viewer": "ti", "operator": "tv", "ingest": "ta"}  # ingest stands apart: even admin may not ingest
 
@@ -82,6 +88,9 @@ def test_auth_matrix(api: Api, method: str, path: str, role: str) -> None:
     right = call(TOKEN_OF[role])
     assert right.status_code not in (401, 403) and right.status_code < 500
     assert all(isinstance(call(t).json()["detail"], str) for t in (None, "x", WRONG_ROLE[role]))
+    if role != "ingest":  # a token limited to an area has its role's rights there (tests/test_cases_stack.py)
+        scoped = call("tc" if role == "operator" else "tz")
+        assert scoped.status_code not in (401, 403) and scoped.status_code < 500
 
 
 def post(api: Api, path: str, body: bytes, token: str = "ti") -> Any:

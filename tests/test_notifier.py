@@ -34,7 +34,7 @@ from tests.conftest import ROOT, Proc, child_env, free_port, produce, wait_for
 
 ALERTMANAGER_BIN = Path("/usr/bin/prometheus-alertmanager")
 EXTERNAL = "http://citybrain.example:8000"
-FAST = {"CITYBRAIN_WEBHOOK_GROUP_WAIT_S": "0.3", "CITYBRAIN_WEBHOOK_GROUP_INTERVAL_S": "1",
+FAST = {"CITYBRAIN_WEBHOOK_GROUP_WAIT_S": "0.3", "CITYBRAIN_INCIDENT_HOLD_S": "0", "CITYBRAIN_WEBHOOK_GROUP_INTERVAL_S": "1",
         "CITYBRAIN_ALERTMANAGER_RESEND_S": "1", "CITYBRAIN_NOTIFIER_RETRY_MAX_S": "0.5",
         "CITYBRAIN_EXTERNAL_URL": EXTERNAL}
 

@@ -10,6 +10,7 @@ import pytest
 
 from services.city import City, build_city
 from services.simulator import ENTITY_FIELD, GUARD_S, KINDS, NO_BASELINE, Batcher, Simulator, generate
+from streams.events import parse_ts
 from streams.partitioning import partition_for
 from streams.topics import DOMAINS
 
@@ -71,7 +72,8 @@ def test_registry_entities_follow_the_contract(city: City) -> None:
         assert e["grid_cell"].startswith(e["community"]) and e["street"].endswith("街道")
         assert 36.0 <= e["lat"] <= 36.4 and 120.1 <= e["lon"] <= 120.6
         extra = set(e) - {"id", "domain", "name", "district", "street", "community", "grid_cell", "lat", "lon"}
-        assert extra == {"gate": set(), "traffic": {"free_flow_kmh"}, "grid": {"rated_kw", "nominal_kv"}}[e["domain"]]
+        assert extra == {"gate": {"feeder"}, "traffic": {"free_flow_kmh", "feeder"},
+                         "grid": {"rated_kw", "nominal_kv"}}[e["domain"]]
     assert all(f["nominal_kv"] == 10.0 and f["rated_kw"] > 0 for f in city.feeders)
     assert len({e["district"] for e in City.sized_for(1000).entities}) == 7
 
@@ -152,6 +154,28 @@ def test_the_rate_is_steady_when_asked(city: City) -> None:
         assert len(minute_of(big, at, steady_rate=300)) == pytest.approx(60 * 300, rel=0.05)
 
 
+def test_every_gate_and_detector_draws_power_from_a_feeder_of_its_district(city: City) -> None:
+    feeders = {f["id"]: f for f in city.feeders}
+    for e in city.gates + city.sensors:
+        assert feeders[e["feeder"]]["district"] == e["district"]
+
+
+def test_a_feeder_outage_takes_the_gates_it_powers_offline_in_the_ground_truth(
+        city: City, run: tuple[list[dict], list[dict]]) -> None:
+    events, truth = run
+    powered = {f["id"]: {g["id"] for g in city.gates if g["feeder"] == f["id"]} for f in city.feeders}
+    first_ms = truth[0]["start_ms"]
+    outages = [t for t in truth if t["rule"] == "grid.outage" and powered[t["entity"]]
+               and t["start_ms"] >= first_ms + 60_000]  # a gate never heard from can't be missed
+    assert outages
+    for o in outages:
+        dark = {t["entity"] for t in truth if t["rule"] == "gate.offline" and t["start_ms"] == o["start_ms"]}
+        assert dark <= powered[o["entity"]] and dark
+        beats = {ev["gate_id"] for ev in events if ev["type"] == "gate.heartbeat" and ev["gate_id"] in dark
+                 and o["start_ms"] <= parse_ts(ev["ts"]) < o["end_ms"]}
+        assert beats == set()
+
+
 def test_every_rule_is_injected_with_its_ground_truth(city: City, run: tuple[list[dict], list[dict]]) -> None:
     _, truth = run
     assert {t["rule"] for t in truth} == RULES
@@ -169,6 +193,9 @@ def test_faults_needing_no_baseline_show_from_the_first_second_the_others_after_
     _, truth = run
     start_ms, learned_ms = START.timestamp() * 1000, (START.timestamp() + 300) * 1000  # the default warm-up
     assert truth[0]["start_ms"] == start_ms  # a new user's first minute shows the product
+    outages = {t["start_ms"] for t in truth if t["rule"] == "grid.outage"}
+    # Gates a feeder's outage takes down go offline with it, whenever it is.
+    truth = [t for t in truth if not (t["rule"] == "gate.offline" and t["start_ms"] in outages)]
     early = [t for t in truth if t["start_ms"] < learned_ms]
     assert {t["rule"] for t in early} == NO_BASELINE
     assert {t["rule"] for t in truth if t["start_ms"] < start_ms + 180_000} == NO_BASELINE

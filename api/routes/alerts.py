@@ -86,11 +86,10 @@ def _choices(name: str, value: str | None, allowed: tuple[str, ...]) -> set[str]
     return chosen
 
 
-@router.get("/alerts", dependencies=[Depends(require("viewer"))],
-            responses={200: {"content": {"application/json": {"example": {
+@router.get("/alerts", responses={200: {"content": {"application/json": {"example": {
                 "alerts": [_EXAMPLE], "next_cursor": None, "total": 1}}}}})
 async def list_alerts(
-        request: Request,
+        request: Request, who: Annotated[Principal, Depends(require("viewer"))],
         status: Annotated[str | None, Query(description="comma-separated: firing, acknowledged, resolved")] = None,
         severity: Annotated[str | None, Query(description="comma-separated severities")] = None,
         domain: Annotated[str | None, Query(max_length=32)] = None,
@@ -107,7 +106,8 @@ async def list_alerts(
     after = _after(cursor) if cursor else None
     picked = []
     for a in _view(request).alerts.values():
-        if ((statuses and a["status"] not in statuses) or (severities and a["severity"] not in severities)
+        if (not who.sees(a["area"]) or (statuses and a["status"] not in statuses)
+                or (severities and a["severity"] not in severities)
                 or (domain and a["domain"] != domain) or (rule and a["rule"] != rule)
                 or (area and area not in (a["area"].get(level) for level in LEVELS))
                 or (since_ms is not None and _ms(a["updated_at"]) < since_ms)):
@@ -126,12 +126,12 @@ def _ms(stamp: str) -> int:
     return parse_instant("updated_at", stamp) or 0
 
 
-@router.get("/alerts/{alert_id}", dependencies=[Depends(require("viewer"))],
-            responses={404: {"description": "no such alert"}})
-async def get_alert(request: Request, alert_id: str) -> dict[str, Any]:
+@router.get("/alerts/{alert_id}", responses={404: {"description": "no such alert"}})
+async def get_alert(request: Request, alert_id: str,
+                    who: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
     """One alert with every transition of its history."""
     alert = _view(request).with_history(alert_id)
-    if alert is None:
+    if alert is None or not who.sees(alert["area"]):
         raise HTTPException(404, f"no alert {alert_id!r}")
     return alert
 
@@ -139,7 +139,7 @@ async def get_alert(request: Request, alert_id: str) -> dict[str, Any]:
 async def _act(request: Request, alert_id: str, kind: str, body: Action, who: Principal) -> Any:
     view = _view(request)
     alert = view.alerts.get(alert_id)
-    if alert is None:
+    if alert is None or not who.sees(alert["area"]):
         raise HTTPException(404, f"no alert {alert_id!r}")
     if alert["status"] == "resolved":
         raise HTTPException(409, f"alert {alert_id} is already resolved")
@@ -216,7 +216,8 @@ async def live(websocket: WebSocket, position: str | None = None) -> None:
         await websocket.send_text(_message("hello", position=format_position(view.position)))
         if start is not None:
             for alert in view.since(start):
-                await websocket.send_text(_message("alert", alert=summary(alert)))
+                if who.sees(alert["area"]):
+                    await websocket.send_text(_message("alert", alert=summary(alert)))
             await websocket.send_text(_message("caught_up", position=format_position(view.position)))
         # Listen too: a client that leaves is let go at once, not at the next ping (which
         # would also hold up a graceful shutdown of the API).
@@ -232,8 +233,8 @@ async def live(websocket: WebSocket, position: str | None = None) -> None:
             if not message.done():
                 message.cancel()
                 await websocket.send_text(_message("ping"))
-            else:
-                await websocket.send_text(message.result())
+            elif who.sees(message.result()[0]):
+                await websocket.send_text(message.result()[1])
         await websocket.close(1013, "client too slow; reconnect with your last position")
     except WebSocketDisconnect:
         pass

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 
 from api.auth import require
+from api.cases import kpis
 from streams.registry import LEVELS
 from streams.topics import DOMAINS
 
@@ -20,7 +22,8 @@ async def area(request: Request,
                                           description="district, street, community or grid_cell")],
                area_id: Annotated[str, Path(examples=["市南区"])]) -> dict[str, Any]:
     """One area's newest window and last 15 minutes per domain, the number of devices it
-    holds, and its children one level down (none for a grid cell) to drill into."""
+    holds, its cases' KPIs (`cases`), and its children one level down (none for a grid
+    cell) to drill into, each with its cases' closure rate."""
     if level not in LEVELS:
         raise HTTPException(404, f"unknown level {level!r}; one of {', '.join(LEVELS)}")
     views = request.app.state.views
@@ -34,7 +37,10 @@ async def area(request: Request,
         below = LEVELS[depth + 1]
         counts = Counter(e.get(below) or "unassigned" for e in inside)
         children = [{"level": below, "id": child, "entities": n} for child, n in sorted(counts.items())]
+    now, cases = int(time.time() * 1000), request.app.state.cases
+    for child in children:
+        child["cases"] = kpis(cases.within(child["level"], child["id"]), now)
     return {"level": level, "id": area_id,
             "path": {lv: inside[0].get(lv) for lv in LEVELS[:depth]} if inside else {},
             "entities": dict(Counter(e["domain"] for e in inside)),
-            "domains": domains, "children": children}
+            "domains": domains, "cases": kpis(cases.within(level, area_id), now), "children": children}

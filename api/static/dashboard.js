@@ -14,7 +14,7 @@ const SEVERITIES = Object.keys(SEVERITY_NAMES);   // most severe first
 const STATUS_NAMES = { firing: "告警中 Firing", acknowledged: "已确认 Acknowledged", resolved: "已解除 Resolved" };
 const ACTION_NAMES = { fired: "触发 Fired", acknowledged: "确认 Acknowledged", resolved: "解除 Resolved",
   escalated: "升级 Escalated", reopened: "复发 Reopened" };
-const ACTS = { ack: "确认 Ack", resolve: "解除 Resolve" };
+const ACTS = { ack: "确认 Ack", resolve: "解除 Resolve", accept: "受理 Accept", close: "办结 Close" };
 const SHOWN_ALERTS = 200;      // rows a wall screen can usefully show; the rest are counted
 const KEEP_RESOLVED = 500;     // resolved alerts remembered, so an older state can't revive one
 const $ = (id) => document.getElementById(id);
@@ -218,8 +218,11 @@ async function openArea(level, id, quiet = false) {
     parts.push(el("h3", { text: `下级 ${below}` }),
       el("ul", { class: "children" }, ...data.children.map((c) => {
         const n = Object.values(c.entities ?? {}).reduce((a, b) => a + b, 0);
+        const rate = c.cases?.closure_rate;   // 案件办结率 of the area's cases
         return el("li", {}, el("button", { type: "button", text: `${c.id} (${n})`,
-          onclick: () => openArea(c.level, c.id) }));
+          onclick: () => openArea(c.level, c.id) }),
+        c.cases?.opened ? el("span", { class: "muted", text: ` 办结率 Closed ${Math.round(rate * 100)}% of ${c.cases.opened}` +
+          (c.cases.overdue ? ` · 超时 ${c.cases.overdue}` : "") }) : null);
       })));
   }
   view.replaceChildren(...parts);
@@ -607,6 +610,7 @@ function start() {
   if (!timer) timer = setInterval(poll, 2000);
   startFeed();
   startWall().catch(quietly);
+  startCases();
 }
 
 function init() {
