@@ -13,8 +13,7 @@ from fastapi.responses import JSONResponse
 from api.auth import Principal, require
 from api.bodies import body_schema, read_model
 from api.cases import CaseView
-from api.routes.alerts import APPLIED_WAIT_S, Action, _after, _choices, _cursor, _ms, _note
-from api.routes.entities import parse_instant
+from api.routes.alerts import APPLIED_WAIT_S, Action, _after, _choices, _cursor, _note
 from streams.cases import COMMANDS, command, overdue
 from streams.registry import LEVELS
 
