@@ -148,9 +148,9 @@ class Consumer(driver.Consumer):
 
     def progress(self) -> dict[TP, Optional[int]]:
         """How far each partition that should be read now has got: while tables recover,
-        the fetch position of the changelog partitions Faust reads; after, the offset Faust
-        has handed to its streams for every assigned source partition (None before the
-        first). Not the committed offset: a partition whose state is snapshotted commits
+        the fetch position of the changelog partitions Faust reads; after, the offset after
+        the last record Faust has handed to its streams, for every assigned source
+        partition (None before the first), comparable with the partition's end offset. Not the committed offset: a partition whose state is snapshotted commits
         only at its snapshots (`commit_ceilings`), up to a minute apart while it is busy.
         Empty while the flow is stopped for a rebalance."""
         assignment = self._assignment_state()
@@ -165,7 +165,8 @@ class Consumer(driver.Consumer):
                 state = assignment.state_value(ktp)
                 out[tp] = state.position if state.has_valid_position else None
             elif not recovering and tp.topic not in changelogs:
-                out[tp] = self._read_offset.get(tp)
+                last = self._read_offset.get(tp)  # the offset of the last record handed over
+                out[tp] = None if last is None else last + 1
         return out
 
     def fetch_state(self, tp: TP) -> str:
