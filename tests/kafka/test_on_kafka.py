@@ -79,8 +79,8 @@ def test_sigkills_after_commits_lose_and_double_nothing(
     test kills it then, before its first offset commit, so the next worker starts from
     scratch. Here a worker is killed only after the group committed more, so the next one
     recovers state from the changelogs and resumes from committed offsets (a worker gets
-    through these 60,000 events in a few commit intervals, so there are one to three)."""
-    stream = Stream(settings, 60000, seed=11)
+    through these 240,000 events in a few commit intervals, so there are one to three)."""
+    stream = Stream(settings, 240_000, seed=11)
     kills, seen = 0, 0
     while kills < 3:
         w = start_worker(str(kills), CITYBRAIN_STORE=store)
