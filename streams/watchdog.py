@@ -21,7 +21,7 @@ from streams.watermarks import end_offsets
 log = logging.getLogger(__name__)
 
 CHECK_S = 5.0
-STALL_S = 20.0
+STALL_S = 10.0
 
 K = TypeVar("K", bound=Hashable)
 
