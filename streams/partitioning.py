@@ -1,7 +1,8 @@
-"""Which partition owns an entity: the Java client's murmur2, as every Kafka producer uses.
+"""The partition the Java client's murmur2 gives a key, as aiokafka and most Kafka producers do.
 
-State for an entity lives with the partition its id hashes to, so a producer that keys
-records by entity id (the contract's rule) lands each event where its state already is.
+The worker keeps an entity's state wherever its events arrive (streams/processor.py), so
+nothing in the stream path depends on this; the simulator and the benchmarks use it to
+place and group records the way a murmur2-keying gateway would.
 """
 
 from __future__ import annotations
