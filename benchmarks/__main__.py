@@ -34,7 +34,7 @@ SIZES = {
     "standard": {"single": 600, "batch": 1800, "probes": 240,
                  "live": {"start": 20_000, "top": 80_000, "floor": 500, "target": 10_000},
                  "scale": (10_000, 100_000, 1_000_000)},
-    "quick": {"single": 20, "batch": 40, "probes": 20, "live": {"start": 300, "top": 300, "floor": 75, "target": 300},
+    "quick": {"single": 120, "batch": 240, "probes": 20, "live": {"start": 300, "top": 300, "floor": 75, "target": 300},
               "scale": (1_000, 2_000)},
 }
 BATCH = 100

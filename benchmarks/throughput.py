@@ -122,6 +122,9 @@ def _rate(docs: list[dict[str, Any]]) -> dict[str, float]:
     first = _applied(_latest(docs[:1]))
     total = _applied(_latest(docs))
     seconds = (docs[-1]["updated_at"] - docs[0]["updated_at"]) / 1000
+    if seconds <= 0:
+        raise RuntimeError(f"the worker dealt with all {total} events between two of its vitals (1 s apart): "
+                           "too small a load to time; make it larger")
     return {"events": total, "seconds": seconds, "events_per_s": (total - first) / seconds}
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from urllib.parse import urlsplit
 
 import httpx
@@ -141,7 +140,10 @@ class Notifier:
                             elif tp.topic == topics.incidents:
                                 incident, members = parse_incident(r.value)
                                 self.store.note_members(incident["id"], members, now)
-                                alerts.append(incident)
+                                if hold.holds(incident, members):
+                                    hold.add(tp, r.offset, incident, now)
+                                else:
+                                    alerts += hold.release(incident["id"]) + [incident]
                             elif hold.holds(alert := parse_alert(r.value)):
                                 hold.add(tp, r.offset, alert, now)
                             else:
@@ -246,32 +248,54 @@ class Notifier:
 class HoldBack:
     """Alerts an incident may group (a feeder's outage, a device gone offline) wait here
     `hold_s` before they are told by themselves: when their incident comes meanwhile, it
-    tells of them instead (NotifierStore.note_members). Offsets are committed only below
-    the oldest record still waiting, so a restart reads it again."""
+    tells of them instead (NotifierStore.note_members). An incident whose cause stands
+    alone so far waits too, and its latest state is told when the wait is over, so its
+    first notification counts the devices that went down with the feeder. Offsets are
+    committed only below the oldest record still waiting, so a restart reads it again."""
 
     def __init__(self, hold_s: float) -> None:
         self.hold_s = hold_s
-        self.waiting: deque[tuple[float, TopicPartition, int, Alert]] = deque()  # in read order
+        # In read order, so in order of due time; a merged entry keeps its first place.
+        self.waiting: dict[str | tuple[TopicPartition, int], tuple[float, TopicPartition, int, Alert]] = {}
         self.read: dict[TopicPartition, int] = {}
 
-    def holds(self, alert: Alert) -> bool:
-        return self.hold_s > 0 and (alert["rule"] in CAUSES or alert["rule"] in EFFECTS)
+    def holds(self, alert: Alert, members: list[str] | None = None) -> bool:
+        """Whether `alert` waits: one an incident may group, or an open incident of
+        `members` that has no child yet, or a later open state of one that is waiting."""
+        if self.hold_s <= 0:
+            return False
+        if alert["domain"] == "incident":
+            return alert["status"] != "resolved" and (len(members or ()) <= 1 or alert["id"] in self.waiting)
+        return alert["rule"] in CAUSES or alert["rule"] in EFFECTS
 
     def add(self, tp: TopicPartition, offset: int, alert: Alert, now: float) -> None:
-        self.waiting.append((now + self.hold_s, tp, offset, alert))
+        """Hold `alert`, read at `tp`@`offset`. A later state of an incident that is
+        waiting replaces it and keeps its place: its due time and its offset."""
+        key = alert["id"] if alert["domain"] == "incident" else (tp, offset)
+        due, first_tp, first_offset, _ = self.waiting.get(key, (now + self.hold_s, tp, offset, alert))
+        self.waiting[key] = (due, first_tp, first_offset, alert)
+
+    def release(self, incident: str) -> list[Alert]:
+        """The waiting state of `incident`, if any, to be told now (before its closing,
+        so an incident that opens and closes within the wait is told both)."""
+        held = self.waiting.pop(incident, None)
+        return [] if held is None else [held[3]]
 
     def due(self, now: float) -> list[Alert]:
         out = []
-        while self.waiting and self.waiting[0][0] <= now:
-            out.append(self.waiting.popleft()[3])
+        for key, (at, _, _, alert) in list(self.waiting.items()):
+            if at > now:
+                break
+            out.append(alert)
+            del self.waiting[key]
         return out
 
     def commits(self, read: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """The offsets to commit, given the next offset to read of the partitions just read."""
         self.read.update(read)
         floor: dict[TopicPartition, int] = {}
-        for _, tp, offset, _ in self.waiting:
-            floor.setdefault(tp, offset)
+        for _, tp, offset, _ in self.waiting.values():
+            floor[tp] = min(offset, floor.get(tp, offset))
         return {tp: min(offset, floor.get(tp, offset)) for tp, offset in self.read.items()}
 
 

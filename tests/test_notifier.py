@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.alert_payloads import (ZERO_TIME, Member, alertmanager_push, fingerprint, group_entries, labels,
                                      parse_alert, webhook_payload)
 from services.config import ConfigError, Settings, load
-from services.notifier import backoff_s, outcome
+from services.notifier import HoldBack, backoff_s, outcome
 from services.notifier_store import NotifierStore
 from services.processes import spawn, stop
 from tests.conftest import ROOT, Proc, child_env, free_port, produce, wait_for
@@ -126,6 +126,30 @@ def test_retry_policy() -> None:
     assert [backoff_s(n, 60) for n in (1, 2, 3, 10)] == [0.5, 1.0, 2.0, 60]
     assert [outcome(s) for s in (200, 204, None, 503, 429, 408, 400, 404)] == \
         ["delivered"] * 2 + ["failed"] * 4 + ["dropped"] * 2
+
+
+def test_a_lone_cause_incident_waits_for_its_devices_and_a_short_one_is_told_both_ways() -> None:
+    from aiokafka import TopicPartition
+    tp = TopicPartition("citybrain.incidents", 0)
+    hold = HoldBack(hold_s=10)
+    incident = {"id": "i-1", "domain": "incident", "rule": "incident.feeder_outage", "status": "firing"}
+    # Its cause alone: it waits; the state with its devices replaces it and keeps its place.
+    assert hold.holds(incident, ["outage"])
+    hold.add(tp, 5, {**incident, "count": 1}, now=100.0)
+    assert hold.holds(incident, ["outage", "g1", "g2"])
+    hold.add(tp, 6, {**incident, "count": 3}, now=104.0)
+    assert hold.commits({tp: 7}) == {tp: 5}
+    assert hold.due(109.0) == []
+    assert hold.due(110.0) == [{**incident, "count": 3}]
+    assert hold.commits({tp: 7}) == {tp: 7}
+    # One that already groups devices is told at once; one that closes within the wait
+    # is told opening, then closing.
+    assert not hold.holds({**incident, "id": "i-2"}, ["outage", "g1"])
+    hold.add(tp, 8, {**incident, "id": "i-3"}, now=120.0)
+    closed = {**incident, "id": "i-3", "status": "resolved"}
+    assert not hold.holds(closed, ["outage"])
+    assert hold.release("i-3") == [{**incident, "id": "i-3"}] and hold.release("i-3") == []
+    assert not HoldBack(hold_s=0).holds(incident, ["outage"])
 
 
 def test_queue_is_bounded_ordered_survives_reopening_and_has_one_owner(tmp_path: Path) -> None:

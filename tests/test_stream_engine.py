@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Callable
 
 import orjson
@@ -157,6 +157,16 @@ def published_windows(settings: Settings) -> dict[tuple[str, str, int], dict]:
     return latest
 
 
+def where(settings: Settings, missing: set, extra: set) -> str:
+    """For a person: which partitions and windows the missing and extra windows are in,
+    and how far each partition's worker says it got."""
+    def count(keys: set) -> dict:
+        return dict(sorted(Counter((d, partition_for(e, settings.partitions), ws) for d, e, ws in keys).items()))
+    vitals = {k: {f: v.get(f) for f in ("offset", "events", "late", "records", "worker")}
+              for k, v in read_all(settings, settings.topics.vitals)}
+    return f"missing (domain, partition, window): {count(missing)}; extra: {count(extra)}; vitals: {vitals}"
+
+
 def windows_match(settings: Settings, ref: dict) -> bool:
     got = published_windows(settings)
     if got.keys() != ref.keys():
@@ -171,7 +181,7 @@ def windows_match(settings: Settings, ref: dict) -> bool:
 
 def assert_windows_equal(settings: Settings, ref: dict) -> None:
     got = published_windows(settings)
-    assert got.keys() == ref.keys()
+    assert got.keys() == ref.keys(), where(settings, ref.keys() - got.keys(), got.keys() - ref.keys())
     for key, doc in ref.items():
         assert_matches(key[0], got[key]["agg"], doc)
 
