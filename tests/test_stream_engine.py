@@ -137,6 +137,15 @@ def expected_alerts(settings: Settings, per_domain: dict[str, list]) -> dict[str
     return alerts
 
 
+def alerts_diff(got: dict[str, dict], want: dict[str, dict]) -> str:
+    """For a person: the alerts missing, extra, and the fields that differ (first five)."""
+    differ = {i: {k: (got[i].get(k), want[i].get(k)) for k in want[i] if got[i].get(k) != want[i].get(k)}
+              for i in sorted(got.keys() & want.keys()) if got[i] != want[i]}
+    return (f"missing {[(want[i]['rule'], want[i]['entity']) for i in sorted(want.keys() - got.keys())][:5]}, "
+            f"extra {[(got[i]['rule'], got[i]['entity']) for i in sorted(got.keys() - want.keys())][:5]}, "
+            f"{len(differ)} differ: {dict(list(differ.items())[:5])}")
+
+
 def published_alerts(settings: Settings) -> dict[str, dict]:
     return {doc["id"]: doc for _, doc in read_all(settings, settings.topics.alerts)}
 
@@ -266,7 +275,11 @@ def test_sigkill_mid_stream_several_times_loses_and_doubles_nothing(
         assert_windows_equal(settings, ref)
     assert applied() == len(events) - late
     # Alerts: the same ids, counts, severities, statuses and histories as without crashes.
-    wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
+    try:
+        wait_for(lambda: published_alerts(settings) == alerts, timeout=60, every=1.0)
+    finally:
+        got = published_alerts(settings)
+        assert got == alerts, alerts_diff(got, alerts)
 
 
 def test_two_workers_share_partitions_and_stay_exact_when_one_leaves(
