@@ -30,8 +30,9 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
    before the message.
 4. Fetch wait: Faust asks for fetches that may wait 1,500 ms; see FETCH_MAX_WAIT_MS.
 5. Commits after state: tables that write their changelog in batches (streams.agents.
-   StateTable) register a flush with `flush_before_commit`, awaited before the offsets
-   to commit are chosen; and a topic whose state is stored as snapshots registers its
+   StateTable) register a flush with `flush_before_commit`, awaited between choosing the
+   offsets to commit (records acked so far) and committing them; and a topic whose state
+   is stored as snapshots registers its
    `commit_ceilings`: its partitions are committed at the offset the newest snapshot
    covers, never past it, so a restart replays what no snapshot holds yet.
 6. The partition watchdog's view (streams/watchdog.py): how far each partition that should
@@ -47,6 +48,7 @@ from typing import Any, Awaitable, Callable, List, Mapping, Optional, Set, Tuple
 import faust
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
+from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
@@ -115,21 +117,37 @@ class Consumer(driver.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
+        # The offsets are chosen before the state is flushed: a record acked by now has had
+        # its state written (an agent writes before its message is acked), so the flush
+        # stores that state before the commit covers the record; records acked while the
+        # flush is on its way wait for the next commit. Chosen after the flush, they took
+        # in records acked meanwhile whose state was still pending, and a SIGKILL before
+        # the next flush lost that state (alerts missing updates after a crash).
+        offsets = self._filter_committable_offsets(tps)
         for flush in _BEFORE_COMMIT.get(self.app, ()):
             await flush()
-        return await super()._commit_tps(tps, start_new_transaction)
+        offsets.update(self._ceiling_offsets())  # a ceiling moves only once its snapshot is stored
+        if not offsets:
+            return False
+        try:
+            await self._handle_attached(offsets)  # as Faust's own _commit_tps does
+        except ProducerSendError as exc:
+            await self.crash(exc)
+            return False
+        return await self._commit_offsets(offsets, start_new_transaction=start_new_transaction)
 
     def _filter_committable_offsets(self, tps: Any) -> dict:
         offsets = super()._filter_committable_offsets(tps)  # also drains the acked lists
         ceilings = _CEILINGS.get(self.app, {})
-        if ceilings:
-            offsets = {tp: o for tp, o in offsets.items() if tp.topic not in ceilings}
-            assigned = self.assignment()
-            for topic, ceiling in ceilings.items():
-                for partition, offset in ceiling().items():
-                    tp = TP(topic, partition)
-                    if tp in assigned and self._should_commit(tp, offset):
-                        offsets[tp] = offset
+        return {tp: o for tp, o in offsets.items() if tp.topic not in ceilings}
+
+    def _ceiling_offsets(self) -> dict:
+        offsets, assigned = {}, self.assignment()
+        for topic, ceiling in _CEILINGS.get(self.app, {}).items():
+            for partition, offset in ceiling().items():
+                tp = TP(topic, partition)
+                if tp in assigned and self._should_commit(tp, offset):
+                    offsets[tp] = offset
         return offsets
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
