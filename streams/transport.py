@@ -42,8 +42,9 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
 
 from __future__ import annotations
 
+import logging
 import weakref
-from typing import Any, Awaitable, Callable, List, Mapping, Optional, Set, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable, List, Mapping, Optional, Set, Tuple
 
 import faust
 from aiokafka import TopicPartition
@@ -55,6 +56,8 @@ from faust.types import TP
 from streams.codecs import RECORDS
 from streams.topics import FETCH_MAX_WAIT_MS
 from streams.watermarks import end_offsets
+
+log = logging.getLogger(__name__)
 
 
 class ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -113,6 +116,8 @@ def _as_one(records: list[ConsumerRecord]) -> ConsumerRecord:
 
 
 class Consumer(driver.Consumer):
+    _fetched: Mapping[TP, Tuple[int, int]] = {}  # the last fetch: first and last offset per partition (replaced, never changed)
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -154,8 +159,33 @@ class Consumer(driver.Consumer):
         # `offset_to` is the offset of the message that revealed the gap: it is acked itself
         await super()._add_gap(tp, offset_from, offset_to - 1)
 
+    async def getmany(self, timeout: float) -> AsyncIterator[Tuple[TP, Any]]:
+        # Faust passes over the rest of a fetch without a word when a partition stops being
+        # active while the fetch is handed on (paused, e.g. for a table's recovery), and
+        # aiokafka's position has already moved past those records: they were never read,
+        # and the next record's offset gap counted them as acked. Such records are read
+        # again here, from the offset after the last one handed on. (A rebalance needs
+        # nothing: Faust seeks every partition to its commit.)
+        generation = self.app.consumer_generation_id
+        handed: dict[TP, int] = {}
+        async for tp, message in super().getmany(timeout):
+            handed[tp] = message.offset
+            yield tp, message
+        fetched, self._fetched = self._fetched, {}
+        if self.app.consumer_generation_id != generation or not self.flow_active:
+            return
+        for tp, (first, last) in fetched.items():
+            if handed.get(tp, first - 1) < last:
+                read = self._read_offset.get(tp)
+                again = first if read is None else min(read + 1, first)
+                log.warning("%s[%d]: Faust passed over offsets %d..%d of a fetch; reading them again from %d",
+                            tp.topic, tp.partition, max(first, handed.get(tp, first - 1) + 1), last, again)
+                await self._thread.call_thread(_seek, self._thread._ensure_consumer(),
+                                               TopicPartition(tp.topic, tp.partition), again)
+
     async def _wait_next_records(self, timeout: float) -> Tuple[Optional[Any], Optional[Set[TP]]]:
         records, active = await super()._wait_next_records(timeout)
+        self._fetched = {tp: (rs[0].offset, rs[-1].offset) for tp, rs in (records or {}).items() if rs}
         batched = _BATCHED.get(self.app)
         if records and batched:
             records = {tp: [_as_one(rs)] if tp.topic in batched and rs else rs
@@ -220,6 +250,12 @@ class Consumer(driver.Consumer):
         consumer = self._thread._consumer
         subscription = None if consumer is None else consumer._subscription.subscription
         return None if subscription is None else subscription.assignment
+
+
+async def _seek(consumer: Any, tp: TopicPartition, offset: int) -> None:
+    """On the consumer's thread: seek `tp` to `offset`, if it is still assigned."""
+    if tp in consumer.assignment():
+        consumer.seek(tp, offset)
 
 
 async def _seek_committed(consumer: Any, tp: TopicPartition) -> Optional[int]:
