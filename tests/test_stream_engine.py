@@ -191,8 +191,13 @@ def windows_match(settings: Settings, ref: dict) -> bool:
 def assert_windows_equal(settings: Settings, ref: dict) -> None:
     got = published_windows(settings)
     assert got.keys() == ref.keys(), where(settings, ref.keys() - got.keys(), got.keys() - ref.keys())
+    wrong = []
     for key, doc in ref.items():
-        assert_matches(key[0], got[key]["agg"], doc)
+        try:
+            assert_matches(key[0], got[key]["agg"], doc)
+        except AssertionError:
+            wrong.append((*key, partition_for(key[1], settings.partitions), got[key]["agg"]["n"], doc["events"]))
+    assert not wrong, f"{len(wrong)} windows differ (domain, entity, start, partition, events, expected): {wrong[:20]}"
 
 
 @pytest.mark.parametrize("batch", [1, 25])
