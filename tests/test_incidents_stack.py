@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from services.config import Settings
+from streams.cases import case_id
 from streams.incidents import incident_id
 from tests.conftest import Api, Proc, child_env, event_records, produce, wait_for
 from tests.test_notifier import FAST, Receiver
@@ -129,3 +130,16 @@ def test_a_feeder_outage_and_the_devices_it_powers_are_one_incident(
     entry = next(p for _, p in receiver.received if "incident" in p["groupKey"])["alerts"][0]
     assert entry["annotations"]["summary"] == "feeder F-0001 outage: 4 devices offline"
     assert entry["generatorURL"].endswith(f"/api/v1/incidents/{incident['id']}")
+
+    # In either order, the incident is a case for the feeder's grid cell, told once
+    # (its escalation: test_cases_stack).
+    case = wait_for(lambda: (lambda r: r.json() if r.status_code == 200 else None)(
+        api.get(f"/api/v1/cases/{case_id(incident['id'])}")), timeout=30)
+    assert (case["status"], case["level"], case["unit"], case["area"], case["incident"]) == (
+        "dispatched", "grid_cell", "湛山社区第1网格网格员", AREA, incident["id"])
+
+    def case_told() -> list[tuple[str, str]]:
+        return [(e["labels"]["level"], e["status"]) for _, p in receiver.received for e in p["alerts"]
+                if e["labels"]["alertname"] == "case"]
+    wait_for(case_told, timeout=30)
+    assert case_told() == [("grid_cell", "firing")]
