@@ -105,7 +105,7 @@ def grid_load(h: float) -> float:
 # the long ones first, so that a 30-minute run after its warm-up fits all of them.
 KINDS: tuple[tuple[str, int], ...] = (
     ("traffic.anomaly", 900), ("grid.load_anomaly", 900), ("gate.crowd_surge", 600),
-    ("gate.offline", 600), ("grid.offline", 600), ("traffic.sensor_fault", 720),
+    ("gate.offline", 600), ("grid.offline", 600), ("traffic.offline", 600), ("traffic.sensor_fault", 720),
     ("traffic.congestion", 480), ("grid.overload", 420), ("grid.outage", 300),
     ("traffic.incident", 240), ("grid.voltage", 180), ("gate.denied_burst", 100),
     ("grid.frequency", 90), ("gate.tailgating", 60), ("gate.fever", 1),
@@ -197,7 +197,6 @@ class Simulator:
         for d, powered in self._powers.items():
             for i, e in enumerate(city.of(d)):
                 powered.setdefault(e.get("feeder"), []).append(i)
-        self._dark: dict[tuple[str, int], list[int]] = {}  # (feeder, outage start) → its silent detectors
         # Per domain: whether each device stamps epoch ms rather than RFC 3339.
         self._ms_form = {d: (rng.random(len(ids)) < 0.5).tolist() for d, ids in self._ids.items()}
 
@@ -261,16 +260,14 @@ class Simulator:
                 yield anomaly
                 if rule == "grid.outage" and slot >= first_s + 2 * HEARTBEAT_S:
                     # What the feeder powers goes dark with it, except devices busy with an
-                    # episode of their own: gates as gate.offline episodes in the ground
-                    # truth, detectors silently (no rule watches a detector's silence).
-                    # Not in the first minute: a gate never heard from can't be missed.
-                    dark = {}
+                    # episode of their own: gate.offline and traffic.offline episodes in the
+                    # ground truth. Not in the first minute: a device never heard from
+                    # can't be missed.
                     for d, powered in self._powers.items():
-                        dark[d] = [i for i in powered.get(anomaly.entity, []) if free_from[d][i] <= slot]
-                        free_from[d][dark[d]] = anomaly.end_s + GUARD_S
-                    self._dark[(anomaly.entity, anomaly.start_s)] = dark["traffic"]
-                    for g in dark["gate"]:
-                        yield Anomaly("gate.offline", self._ids["gate"][g], g, slot, anomaly.end_s)
+                        dark = [i for i in powered.get(anomaly.entity, []) if free_from[d][i] <= slot]
+                        free_from[d][dark] = anomaly.end_s + GUARD_S
+                        for i in dark:
+                            yield Anomaly(f"{d}.offline", self._ids[d][i], i, slot, anomaly.end_s)
                 break
             slot += int(round(every_s * rng.uniform(0.75, 1.25)))
 
@@ -305,10 +302,6 @@ class Simulator:
             variant, level = ("surge", 1.8) if normal * 1.8 <= 0.95 else ("drop", 0.15)
         domain = rule.partition(".")[0]
         return Anomaly(rule, self._ids[domain][index], index, start, end, level, variant)
-
-    def _unpowered_sensors(self) -> set[int]:
-        """Detectors behind an open breaker send nothing."""
-        return {i for a in self._active if a.rule == "grid.outage" for i in self._dark.get((a.entity, a.start_s), ())}
 
     # -------------------------------------------------------- ticks
 
@@ -413,12 +406,12 @@ class Simulator:
             for i, v, s, o in zip(idx.tolist(), rng.poisson(expected).tolist(),
                                   np.round(speed, 1).tolist(), np.round(occupancy, 3).tolist())
         ]
+        offline = {a.index for a in active if a.rule == "traffic.offline"}
         for a in active:
-            if self._tr_phase[a.index] == t % TRAFFIC_INTERVAL_S:
+            if a.index not in offline and self._tr_phase[a.index] == t % TRAFFIC_INTERVAL_S:
                 pos = self._tr_pos[a.index]
                 self._distort_traffic(a, events[pos], float(expected[pos]))
-        dark = self._unpowered_sensors()
-        return [ev for i, ev in zip(idx.tolist(), events) if i not in dark] if dark else events
+        return [ev for i, ev in zip(idx.tolist(), events) if i not in offline] if offline else events
 
     def _distort_traffic(self, a: Anomaly, ev: dict, expected: float) -> None:
         rng, free_flow = self.rng, float(self._free_flow[a.index])

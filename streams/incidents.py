@@ -34,8 +34,7 @@ from streams.registry import LEVELS
 from streams.rules import SEVERITIES
 
 CAUSES = {"grid.outage": "feeder_outage", "grid.offline": "feeder_offline"}
-# Devices going silent. Detectors have no offline rule yet; its name is reserved here so a
-# detector's offline alert groups the day the rule exists.
+# Devices going silent: gates and road detectors (streams/rules.py).
 EFFECTS = ("gate.offline", "traffic.offline")
 AREA = "area_outage"
 OPEN = ("firing", "acknowledged")

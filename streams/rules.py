@@ -85,6 +85,12 @@ CATALOGUE: dict[str, Rule] = {r.name: r for r in (
           max_speed_kmh=10.0, speed_drop=0.4, occupancy=0.62, clear_s=120.0),
     _rule("traffic.sensor_fault", "warning", "detector readings flat, stuck at zero or impossible",
           repeats=3, max_speed_kmh=200.0, max_volume_per_min=200.0, clear_s=120.0),
+    # Three missed one-minute intervals, as gate.offline is three missed heartbeats; a city
+    # whose detectors report every 5 minutes sets timeout_s: 900 for them. Minor: a silent
+    # detector costs traffic data, not anyone's way home (in a feeder's incident, the
+    # outage's severity leads).
+    _rule("traffic.offline", "minor", "no reading for {value:.0f} s (timeout {threshold:.0f} s)",
+          timeout_s=180.0, clear_s=0.0),
     _rule("traffic.anomaly", "minor", "volume {value:.0f}; threshold {threshold:.0f} "
           "({ratio:g} × the usual for the time of day + {min_excess:.0f})",
           ratio=2.0, min_excess=8.0, raise_s=120.0, clear_s=180.0),

@@ -28,7 +28,7 @@ def city() -> City:
 def test_the_catalogue_is_the_contract_list() -> None:
     assert set(CATALOGUE) == {rule for rule, _ in KINDS} == {
         "gate.tailgating", "gate.fever", "gate.denied_burst", "gate.offline", "gate.crowd_surge",
-        "traffic.congestion", "traffic.incident", "traffic.sensor_fault", "traffic.anomaly",
+        "traffic.congestion", "traffic.incident", "traffic.sensor_fault", "traffic.anomaly", "traffic.offline",
         "grid.overload", "grid.voltage", "grid.frequency", "grid.outage", "grid.load_anomaly",
         "grid.offline"}
 
@@ -82,6 +82,59 @@ def test_replaying_the_same_events_reports_the_same_episode_and_sequence() -> No
     again, _ = run(ts, bad, [not b for b in bad], timing)
     assert first == again == [("firing", 0, 0, 1), ("firing", 10_000, 0, 2), ("firing", 20_000, 0, 3),
                               ("resolved", 30_000, 0, 4)]
+
+
+# ---------------------------------------------------------------- a road detector falls silent
+
+T0_S = 1_795_219_200  # 2026-11-21T00:00:00Z
+
+
+def flow(sensor: str, t_s: int) -> dict:
+    return {"type": "traffic.flow", "ts": (T0_S + t_s) * 1000, "sensor_id": sensor, "interval_s": 60,
+            "volume": 20, "speed_kmh": 45.0, "occupancy": 0.12}
+
+
+def silences(steps: list[list[dict]], book: RuleBook | None = None) -> list[tuple[str, str, str, int]]:
+    """One partition's batches through the traffic detector as the worker runs it: the
+    rules over each batch, then silence by the partition's stream time."""
+    from streams.columns import decode
+    from streams.detectors import Batch, SilenceWatch, detector, new_state
+    from streams.registry import Registry
+
+    det = detector("traffic", book or RuleBook(), Registry())
+    states: dict[str, dict] = {}
+    watch, out, stream_time = SilenceWatch(), [], 0
+    for events in steps:
+        cols, _ = decode("traffic", [(0, None, orjson.dumps({"events": events}))], None)
+        batch = Batch(cols)
+        mine = [states.setdefault(e, new_state()) for e in batch.entities]
+        out += det.detect(batch, mine)
+        for e, st in zip(batch.entities, mine):
+            det.watch(watch, e, st["seen"])
+        stream_time = max(stream_time, int(batch.ts.max()))
+        out += det.silent(watch, stream_time, lambda e: states[e])
+    return [(d.rule, d.entity, d.status, d.ts // 1000 - T0_S) for d in out if d.rule == "traffic.offline"]
+
+
+def test_a_road_detector_that_misses_three_readings_is_offline_until_it_reports_again() -> None:
+    # T-1 stops after its reading at 240 s; T-2, on the same partition, keeps stream time going.
+    steps = [[flow("T-2", t)] + ([flow("T-1", t)] if t <= 240 or t >= 720 else []) for t in range(0, 900, 60)]
+    assert silences(steps) == [("traffic.offline", "T-1", "firing", 420),  # 240 s + the 180 s timeout
+                               ("traffic.offline", "T-1", "resolved", 720)]
+
+
+def test_a_road_detector_alone_on_its_partition_is_seen_silent_in_its_own_gap() -> None:
+    # Nothing else moves its partition's stream time: its next reading shows the gap.
+    steps = [[flow("T-1", t)] for t in (0, 60, 120, 180, 240, 600, 660)]
+    assert silences(steps) == [("traffic.offline", "T-1", "firing", 420), ("traffic.offline", "T-1", "resolved", 600)]
+
+
+def test_a_detector_reporting_every_five_minutes_gets_its_timeout_from_the_rules_file(tmp_path: Path) -> None:
+    steps = [[flow("T-1", t), flow("T-5", t)] if t % 300 == 0 else [flow("T-1", t)] for t in range(0, 1800, 60)]
+    assert {e for _, e, _, _ in silences(steps)} == {"T-5"}  # the default 180 s is too short for it
+    f = tmp_path / "rules.yaml"
+    f.write_text("overrides:\n  - match: {entity: T-5}\n    rules: {traffic.offline: {timeout_s: 900}}\n")
+    assert silences(steps, RuleBook.from_file(f)) == []
 
 
 # ---------------------------------------------------------------- the rules file

@@ -160,20 +160,24 @@ def test_every_gate_and_detector_draws_power_from_a_feeder_of_its_district(city:
         assert feeders[e["feeder"]]["district"] == e["district"]
 
 
-def test_a_feeder_outage_takes_the_gates_it_powers_offline_in_the_ground_truth(
+def test_a_feeder_outage_takes_the_gates_and_detectors_it_powers_offline_in_the_ground_truth(
         city: City, run: tuple[list[dict], list[dict]]) -> None:
     events, truth = run
-    powered = {f["id"]: {g["id"] for g in city.gates if g["feeder"] == f["id"]} for f in city.feeders}
+    devices = {"gate": city.gates, "traffic": city.sensors}
     first_ms = truth[0]["start_ms"]
-    outages = [t for t in truth if t["rule"] == "grid.outage" and powered[t["entity"]]
-               and t["start_ms"] >= first_ms + 60_000]  # a gate never heard from can't be missed
-    assert outages
-    for o in outages:
-        dark = {t["entity"] for t in truth if t["rule"] == "gate.offline" and t["start_ms"] == o["start_ms"]}
-        assert dark <= powered[o["entity"]] and dark
-        beats = {ev["gate_id"] for ev in events if ev["type"] == "gate.heartbeat" and ev["gate_id"] in dark
-                 and o["start_ms"] <= parse_ts(ev["ts"]) < o["end_ms"]}
-        assert beats == set()
+    outages = [t for t in truth if t["rule"] == "grid.outage" and t["start_ms"] >= first_ms + 60_000]
+    assert outages  # a device never heard from can't be missed: none in the first minute
+    for domain, field in (("gate", "gate_id"), ("traffic", "sensor_id")):
+        powered = {f["id"]: {d["id"] for d in devices[domain] if d["feeder"] == f["id"]} for f in city.feeders}
+        went_dark = 0
+        for o in outages:
+            dark = {t["entity"] for t in truth if t["rule"] == f"{domain}.offline" and t["start_ms"] == o["start_ms"]}
+            assert dark <= powered[o["entity"]]
+            went_dark += len(dark)
+            heard = {ev[field] for ev in events if ev.get(field) in dark
+                     and o["start_ms"] <= parse_ts(ev["ts"]) < o["end_ms"]}
+            assert heard == set()
+        assert went_dark, domain
 
 
 def test_every_rule_is_injected_with_its_ground_truth(city: City, run: tuple[list[dict], list[dict]]) -> None:
@@ -194,8 +198,8 @@ def test_faults_needing_no_baseline_show_from_the_first_second_the_others_after_
     start_ms, learned_ms = START.timestamp() * 1000, (START.timestamp() + 300) * 1000  # the default warm-up
     assert truth[0]["start_ms"] == start_ms  # a new user's first minute shows the product
     outages = {t["start_ms"] for t in truth if t["rule"] == "grid.outage"}
-    # Gates a feeder's outage takes down go offline with it, whenever it is.
-    truth = [t for t in truth if not (t["rule"] == "gate.offline" and t["start_ms"] in outages)]
+    # Devices a feeder's outage takes down go offline with it, whenever it is.
+    truth = [t for t in truth if not (t["rule"].endswith(".offline") and t["start_ms"] in outages)]
     early = [t for t in truth if t["start_ms"] < learned_ms]
     assert {t["rule"] for t in early} == NO_BASELINE
     assert {t["rule"] for t in truth if t["start_ms"] < start_ms + 180_000} == NO_BASELINE

@@ -5,6 +5,8 @@ against its own recent history: the usual speed and occupancy (for an incident, 
 collapse *relative to the road*), the previous reading (a detector that repeats itself
 exactly is stuck), and a seasonal baseline of volume. History learns only from readings
 no rule objects to, so an hour-long jam doesn't become the road's normal.
+
+`traffic.offline` is a silence rule, judged by the engine against stream time.
 """
 
 from __future__ import annotations
