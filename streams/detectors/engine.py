@@ -138,7 +138,7 @@ class Detector:
 
     def __init__(self, domain: str, conditions: Conditions, rules: RuleBook, registry: Registry) -> None:
         self.domain, self.conditions, self.rules, self.registry = domain, conditions, rules, registry
-        self.silence = [r for r in ("gate.offline", "grid.offline") if r.startswith(domain + ".")]
+        self.silence = [r for r in CATALOGUE if r.startswith(domain + ".") and r.endswith(".offline")]
         # an entity that moves may fall under other overrides: derived anew on every change
         self._params: Derived[str, Params] = Derived(
             registry, lambda entity: rules.for_entity(domain, entity, registry.area(entity)))
