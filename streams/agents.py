@@ -244,6 +244,8 @@ class DomainAgent:
             owned = self.owned[partition] = Owned(state, meta, touched=self.processor.open_touched(state))
             if meta is not None:
                 self.ceilings[partition] = meta.offset + 1
+            log.info("%s[%d]: %s", self.domain, partition,
+                     "no snapshot, from the start" if meta is None else f"snapshot through offset {meta.offset} loaded")
         return owned
 
     async def run(self, stream: faust.StreamT) -> None:
@@ -257,6 +259,10 @@ class DomainAgent:
         partition = event.message.partition
         owned = self._owned(partition)
         records = [Record(partition, r.offset, r.key, r.value) for r in event.value]
+        if records[0].offset > owned.state.progress.offset + 1:
+            # A producer's transaction markers leave such gaps; anything else is records lost on the way.
+            log.info("%s[%d]: offsets %d..%d were not delivered", self.domain, partition,
+                     owned.state.progress.offset + 1, records[0].offset - 1)
         # The step and the sending of its outputs hold the lock that snapshots take too: a
         # snapshot that covered a step whose outputs were still on their way would, after
         # a crash, skip the records whose outputs never arrived.
