@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from services.broker import BrokerError
 from services.config import Settings
+from streams.kafka_security import client_options
 from streams.registry import Registry
 from streams.topics import TopicSpec
 
@@ -31,7 +32,7 @@ MAX_REPLICAS = 3
 
 
 async def connect_admin(bootstrap: str, timeout_s: float = 15.0) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(**client_options(bootstrap), request_timeout_ms=int(timeout_s * 1000))
     # aiokafka logs each failed connection attempt; the person gets our one line instead.
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
@@ -100,7 +101,7 @@ async def publish_registry(settings: Settings) -> int:
     """Publish a registry file to the compacted registry topic, keyed by entity id."""
     assert settings.registry_file is not None
     registry = Registry.from_file(settings.registry_file)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=20)
+    producer = AIOKafkaProducer(**client_options(settings.bootstrap), linger_ms=20)
     await producer.start()
     try:
         for entity in registry:
