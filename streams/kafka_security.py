@@ -11,6 +11,7 @@ plaintext, exactly as before TLS existed here.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,3 +105,44 @@ def security_for(bootstrap: str) -> KafkaSecurity:
 def client_options(bootstrap: str) -> dict[str, Any]:
     """`bootstrap_servers` and the security options for an aiokafka client of `bootstrap`."""
     return {"bootstrap_servers": bootstrap, **security_for(bootstrap).options()}
+
+
+class FailedConnections(logging.Handler):
+    """While active, keeps why each connection to a broker failed, instead of logging it:
+    aiokafka logs the reason (a refused password, an untrusted certificate) and then
+    raises only "Unable to bootstrap", so a person would get the one without the other."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.reasons: list[str] = []
+        self._logger = logging.getLogger("aiokafka")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR and record.msg.startswith("Unable connect to"):
+            self.reasons.append(str(record.args[-1]) if isinstance(record.args, tuple) else record.getMessage())
+
+    def __enter__(self) -> "FailedConnections":
+        self._level, self._propagate = self._logger.level, self._logger.propagate
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.ERROR)
+        self._logger.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+        self._logger.propagate = self._propagate
+
+
+def unreachable(bootstrap: str, reasons: list[str]) -> str:
+    """One line for a person: which cluster, and why, in the words of its settings."""
+    reason = reasons[-1] if reasons else ""
+    sec = security_for(bootstrap)
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        trusted = f"the CAs in {sec.cafile}" if sec.cafile else "this system's CAs"
+        return (f"cannot reach Kafka at {bootstrap}: its TLS certificate is not signed by {trusted} "
+                f"(CITYBRAIN_KAFKA_SSL_CAFILE): {reason}")
+    if "Authentication failed" in reason or "SaslAuthenticationFailed" in reason:
+        return (f"cannot reach Kafka at {bootstrap}: it refused the user name or password of "
+                f"{sec.username!r} ({sec.sasl_mechanism}; CITYBRAIN_KAFKA_SASL_*): {reason}")
+    return f"cannot reach Kafka at {bootstrap}" + (f": {reason}" if reason else "")

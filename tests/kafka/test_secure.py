@@ -116,7 +116,8 @@ def test_worker_and_api_over_sasl_ssl_make_windows_and_an_alert(
 
 def run_cli(settings: Settings, *argv: str, timeout: float = 90.0) -> tuple[int, str, float]:
     began = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "services.cli", *argv], env=child_env(settings), cwd=ROOT,
+    env = child_env(settings, CITYBRAIN_API_TOKENS="t=viewer", CITYBRAIN_WEBHOOK_URLS="http://127.0.0.1:9/hook")
+    done = subprocess.run([sys.executable, "-m", "services.cli", *argv], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
     return done.returncode, done.stderr, time.monotonic() - began
 
