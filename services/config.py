@@ -272,6 +272,9 @@ def _check_kafka_security(s: Settings, bad: Callable[[str, str], ConfigError]) -
     if protocol not in PROTOCOLS:
         raise bad("kafka_security_protocol", f"{protocol!r} is not one of {', '.join(PROTOCOLS)}")
     sec = KafkaSecurity(protocol)
+    if protocol != "PLAINTEXT" and s.broker is None:
+        raise bad("kafka_security_protocol", f"{protocol} needs {env_name('broker')}: the broker this machine "
+                                             "runs itself listens in plaintext on loopback")
     sasl_given = [n for n in ("kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file")
                   if getattr(s, n) is not None]
     tls_given = [n for n in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
