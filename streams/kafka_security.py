@@ -145,4 +145,8 @@ def unreachable(bootstrap: str, reasons: list[str]) -> str:
     if "Authentication failed" in reason or "SaslAuthenticationFailed" in reason:
         return (f"cannot reach Kafka at {bootstrap}: it refused the user name or password of "
                 f"{sec.username!r} ({sec.sasl_mechanism}; CITYBRAIN_KAFKA_SASL_*): {reason}")
+    if sec.tls and sec.certfile is None and reason.endswith("closed"):
+        # TLS 1.3: a broker that requires client certificates closes after the handshake
+        return (f"cannot reach Kafka at {bootstrap}: {reason}; if it requires client certificates "
+                "(mutual TLS), set CITYBRAIN_KAFKA_SSL_CERTFILE and CITYBRAIN_KAFKA_SSL_KEYFILE")
     return f"cannot reach Kafka at {bootstrap}" + (f": {reason}" if reason else "")

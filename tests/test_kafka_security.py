@@ -111,3 +111,9 @@ def test_a_refused_password_and_an_untrusted_certificate_are_named_for_a_person(
     untrusted = unreachable("k:9093", ["[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"])
     assert f"not signed by the CAs in {tmp_path / 'ca.pem'}" in untrusted
     assert unreachable("k:9093", []) == "cannot reach Kafka at k:9093"
+
+
+def test_a_connection_closed_on_a_client_without_certificate_hints_at_mutual_tls() -> None:
+    kafka_security.use("m:9093", KafkaSecurity("SSL"))
+    said = unreachable("m:9093", ["KafkaConnectionError: Connection at m:9093 closed"])
+    assert "CITYBRAIN_KAFKA_SSL_CERTFILE and CITYBRAIN_KAFKA_SSL_KEYFILE" in said

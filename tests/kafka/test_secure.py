@@ -1,6 +1,6 @@
 """Kafka with TLS and SASL/SCRAM: a KRaft node whose only client listener is SASL_SSL
-(its certificate signed by a CA made here with openssl, a SCRAM-SHA-512 user created
-with its storage), and the worker and API reaching it with the CITYBRAIN_KAFKA_* settings.
+(its CA and certificate made by deploy/kafka/make-secrets.sh, a SCRAM-SHA-512 user
+created with its storage), and the worker and API reaching it with the CITYBRAIN_KAFKA_* settings.
 Right credentials work end to end; a wrong password or an untrusted CA ends a process
 with one line and a non-zero exit, not a hang."""
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,74 +27,73 @@ from tests.test_alerts import FEEDER, alerts, normal, outage
 
 USER, PASSWORD = "citybrain", "城市大脑-s3cret"
 MECHANISM = "SCRAM-SHA-512"
-STOREPASS = "changeit"
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(d: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=d)
-
-
-def make_broker_keystore(d: Path, ca: str) -> Path:
-    """The broker's key and certificate (for 127.0.0.1, signed by `ca`) as PKCS12."""
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", "broker.key", "-out", "broker.csr", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", "broker.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "broker.pem", cwd=d)
-    openssl("pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key", "-certfile", f"{ca}.pem",
-            "-passout", f"pass:{STOREPASS}", "-out", "broker.p12", cwd=d)
-    return d / "broker.p12"
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("certs")
-    make_ca(d, "city-ca")
-    make_ca(d, "other-ca")  # trusted by nobody here: a client that trusts only it must refuse
-    make_broker_keystore(d, "city-ca")
+def make_secrets(d: Path) -> Path:
+    """The pilot's own script (deploy/kafka/make-secrets.sh): a CA and the broker's keystore."""
+    subprocess.run(["bash", str(ROOT / "deploy" / "kafka" / "make-secrets.sh"), str(d), "127.0.0.1"],
+                   check=True, capture_output=True)
     return d
 
 
 @pytest.fixture(scope="module")
-def broker(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaNode]:
-    """One node; clients reach it only on SASL_SSL (the PLAINTEXT listener is the node's own)."""
-    port, internal, controller = free_port(), free_port(), free_port()
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_secrets(tmp_path_factory.mktemp("secrets"))
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA that signed nothing of this broker's: a client trusting only it must refuse."""
+    return make_secrets(tmp_path_factory.mktemp("other")) / "ca.pem"
+
+
+@dataclass
+class Secured:
+    node: KafkaNode
+    mutual_tls: str  # HOST:PORT of a listener that wants a client certificate
+
+
+@pytest.fixture(scope="module")
+def broker(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """One node; clients reach it on SASL_SSL, or on SSL with a client certificate signed
+    by the same CA (the PLAINTEXT listener is the node's own, for itself)."""
+    port, mtls, internal, controller = free_port(), free_port(), free_port(), free_port()
+    store_password = (certs / "broker-store-password").read_text().strip()
     config = {
         **ONE_NODE,
-        "listeners": f"SASL_SSL://127.0.0.1:{port},PLAINTEXT://127.0.0.1:{internal},"
+        "listeners": f"SASL_SSL://127.0.0.1:{port},SSL://127.0.0.1:{mtls},PLAINTEXT://127.0.0.1:{internal},"
                      f"CONTROLLER://127.0.0.1:{controller}",
-        "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},PLAINTEXT://127.0.0.1:{internal}",
-        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},SSL://127.0.0.1:{mtls},"
+                                f"PLAINTEXT://127.0.0.1:{internal}",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,SSL:SSL,PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "sasl.enabled.mechanisms": MECHANISM,
         f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config":
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         "ssl.keystore.type": "PKCS12",
         "ssl.keystore.location": str(certs / "broker.p12"),
-        "ssl.keystore.password": STOREPASS,
-        "ssl.key.password": STOREPASS,
+        "ssl.keystore.password": store_password,
+        "ssl.key.password": store_password,
+        "listener.name.ssl.ssl.client.auth": "required",
+        "listener.name.ssl.ssl.truststore.type": "PEM",
+        "listener.name.ssl.ssl.truststore.location": str(certs / "ca.pem"),
     }
     node = KafkaNode(port, tmp_path_factory.mktemp("kafka-secure"), controller_port=controller, config=config,
                      format_args=("--add-scram", f"{MECHANISM}=[name={USER},password={PASSWORD}]"))
     node.start()
-    yield node
+    yield Secured(node, f"127.0.0.1:{mtls}")
     node.stop()
 
 
 @pytest.fixture
-def settings(broker: KafkaNode, certs: Path, tmp_path: Path) -> Settings:
+def settings(broker: Secured, certs: Path, tmp_path: Path) -> Settings:
     """The suite's settings, over SASL_SSL; the password in a file, as a mounted secret."""
     secret = tmp_path / "kafka-password"
     secret.write_text(PASSWORD + "\n")
-    s = Settings(broker=broker.address, topic_prefix=f"t{uuid.uuid4().hex[:8]}.", partitions=4,
+    s = Settings(broker=broker.node.address, topic_prefix=f"t{uuid.uuid4().hex[:8]}.", partitions=4,
                  data_dir=tmp_path, session_timeout_s=2.0, max_batch=1000,
                  kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism=MECHANISM,
                  kafka_sasl_username=USER, kafka_sasl_password_file=secret,
-                 kafka_ssl_cafile=certs / "city-ca.pem")
+                 kafka_ssl_cafile=certs / "ca.pem")
     kafka_security.use(s.bootstrap, s.kafka_security())  # for this test process's own clients
     asyncio.run(ensure_topics(s))
     return s
@@ -125,17 +124,41 @@ def run_cli(settings: Settings, *argv: str, timeout: float = 90.0) -> tuple[int,
 @pytest.mark.parametrize("command", ["worker", "api", "topics", "notify"])
 @pytest.mark.parametrize("fault", ["wrong password", "untrusted CA"])
 def test_wrong_password_or_untrusted_ca_is_one_line_and_a_nonzero_exit(
-        settings: Settings, certs: Path, command: str, fault: str) -> None:
+        settings: Settings, other_ca: Path, command: str, fault: str) -> None:
     secret = settings.kafka_sasl_password_file
     assert secret is not None
     if fault == "wrong password":
         secret.write_text("not-the-password")
         bad = settings
     else:
-        bad = replace(settings, kafka_ssl_cafile=certs / "other-ca.pem")
+        bad = replace(settings, kafka_ssl_cafile=other_ca)
     code, err, took = run_cli(bad, command, *(["--api-port", str(free_port())] if command == "api" else []))
     lines = [line for line in err.splitlines() if line.strip()]
     assert code != 0 and took < 60, (code, took, err[-2000:])
     assert lines and lines[-1].startswith("citybrain: error:"), err[-2000:]
     why = "password" if fault == "wrong password" else "certificate"
     assert why in lines[-1] and settings.bootstrap in lines[-1], lines[-1]
+
+
+def client_certificate(certs: Path, d: Path) -> tuple[Path, Path]:
+    """A client certificate signed by the city's CA, and its key."""
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=citybrain-worker",
+                    "-keyout", str(d / "client.key"), "-out", str(d / "client.csr")], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(d / "client.csr"), "-CA", str(certs / "ca.pem"),
+                    "-CAkey", str(certs / "ca.key"), "-CAcreateserial", "-days", "1", "-out", str(d / "client.pem")],
+                   check=True, capture_output=True)
+    return d / "client.pem", d / "client.key"
+
+
+def test_mutual_tls_with_the_client_certificate_and_refused_without(
+        settings: Settings, broker: Secured, certs: Path, tmp_path: Path) -> None:
+    certfile, keyfile = client_certificate(certs, tmp_path)
+    mtls = replace(settings, broker=broker.mutual_tls, kafka_security_protocol="SSL", kafka_sasl_username=None,
+                   kafka_sasl_password_file=None, kafka_ssl_certfile=certfile, kafka_ssl_keyfile=keyfile)
+    code, err, _ = run_cli(mtls, "topics")
+    assert code == 0, err[-2000:]
+    code, err, took = run_cli(replace(mtls, kafka_ssl_certfile=None, kafka_ssl_keyfile=None), "topics")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and took < 60, err[-2000:]
+    assert lines[-1].startswith(f"citybrain: error: cannot reach Kafka at {broker.mutual_tls}")
+    assert "CITYBRAIN_KAFKA_SSL_CERTFILE" in lines[-1], lines[-1]
