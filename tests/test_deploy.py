@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
 import tomllib
 from dataclasses import fields
 from functools import cache
@@ -281,6 +282,31 @@ def test_compose_kafka_is_kraft_and_serves_the_brokers_the_services_use() -> Non
     for name, service in citybrain_services().items():
         assert compose_env(service)["CITYBRAIN_BROKER"] in advertised, name
     assert "healthcheck" in kafka
+
+
+def test_compose_sasl_ssl_overlay_secures_every_citybrain_service(tmp_path: Path) -> None:
+    """docker-compose.sasl-ssl.yml over the plain file: every citybrain service reaches the
+    broker's SASL_SSL listener with the secrets make-secrets.sh writes, as the user the
+    broker's JAAS file lists; its settings validate with those files where compose mounts them."""
+    overlay = one(DEPLOY / "docker-compose.sasl-ssl.yml")
+    kafka = {**compose()["services"]["kafka"]["environment"], **overlay["services"]["kafka"]["environment"]}
+    sasl_ssl = {u.removeprefix("SASL_SSL://") for u in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
+                if u.startswith("SASL_SSL://")}
+    subprocess.run(["bash", str(DEPLOY / "kafka" / "make-secrets.sh"), str(tmp_path), "kafka"],
+                   check=True, capture_output=True)
+    mounted = {f"/run/secrets/{name}": str(tmp_path / Path(spec["file"]).name)
+               for name, spec in overlay["secrets"].items()}
+    jaas = (tmp_path / "kafka_server_jaas.conf").read_text()
+    for name, base in citybrain_services().items():
+        service = overlay["services"][name]
+        assert set(service["secrets"]) == set(overlay["secrets"]), name
+        env = {**compose_env(base), **compose_env(service)}
+        s = effective({k: mounted.get(v, v) for k, v in env.items()})
+        assert s.bootstrap in sasl_ssl and s.kafka_security_protocol == "SASL_SSL", name
+        sec = s.kafka_security()
+        assert f'user_{sec.username}="{sec.password}"' in jaas, name
+        if "--broker" in service.get("command", []):
+            assert service["command"][service["command"].index("--broker") + 1] in sasl_ssl
 
 
 def test_compose_order_topics_first() -> None:

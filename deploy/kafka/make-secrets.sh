@@ -10,8 +10,8 @@
 #   broker-store-password    that keystore's password (the apache/kafka image reads it)
 #   kafka-password           citybrain's password      (CITYBRAIN_KAFKA_SASL_PASSWORD_FILE)
 #   kafka_server_jaas.conf   the broker's SASL/PLAIN user list holding that password
-# A city whose Kafka has its own CA and users needs none of this: point the
-# CITYBRAIN_KAFKA_* settings at what its Kafka team hands out.
+# A city whose Kafka has its own CA and users needs none of this: point the Kafka
+# settings (README, "Kafka with TLS and SASL") at what its Kafka team hands out.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 DIR HOST [HOST...]" >&2; exit 2; }
 dir=$1; shift
