@@ -396,6 +396,34 @@ def test_compose_prometheus_scrapes_every_api_replica_and_loads_the_rules() -> N
 # ---------------------------------------------------------------- kubernetes
 
 
+def test_k8s_sasl_ssl_overlay_mounts_the_kafka_secret_in_every_citybrain_pod(tmp_path: Path) -> None:
+    """deploy/k8s-sasl-ssl: its settings validate with the Secret's files where the pods get
+    them, and every workload of the base mounts that Secret in its container."""
+    overlay = one(DEPLOY / "k8s-sasl-ssl" / "kustomization.yaml")
+    (literals,) = [g["literals"] for g in overlay["configMapGenerator"] if g["name"] == "citybrain"]
+    env = {**configmap(), **dict(item.split("=", 1) for item in literals)}
+    mounts, patched = set(), set()
+    for p in overlay["patches"]:
+        patch = yaml.safe_load(p["patch"])
+        spec = patch["spec"]["template"]["spec"]
+        (volume,) = spec["volumes"]
+        (container,) = spec["containers"]
+        (mount,) = container["volumeMounts"]
+        assert volume["secret"]["secretName"] == "citybrain-kafka" and mount["name"] == volume["name"]
+        mounts.add(mount["mountPath"])
+        patched.add((patch["kind"], patch["metadata"]["name"]))
+        base = k8s_named(patch["kind"], patch["metadata"]["name"])
+        assert [c["name"] for c in containers(base) if c["image"] == "citybrain"] == [container["name"]]
+    assert patched == {(w["kind"], w["metadata"]["name"]) for w in k8s("Deployment") + k8s("StatefulSet") + k8s("Job")}
+    (mount_path,) = mounts
+    (tmp_path / "ca.pem").write_text(subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "/dev/null", "-subj", "/CN=ca",
+         "-days", "1"], check=True, capture_output=True, text=True).stdout)
+    (tmp_path / "password").write_text("pw\n")
+    s = effective({k: v.replace(mount_path, str(tmp_path)) for k, v in env.items()})
+    assert s.kafka_security().protocol == "SASL_SSL" and s.kafka_security().password == "pw"
+
+
 def test_kustomization_lists_every_manifest_but_the_token_placeholder() -> None:
     listed = set(one(K8S / "kustomization.yaml")["resources"])
     # Re-applying must not reset the real tokens to the empty placeholder.
