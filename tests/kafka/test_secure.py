@@ -47,6 +47,12 @@ def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_secrets(tmp_path_factory.mktemp("other")) / "ca.pem"
 
 
+def jaas_login(path: Path) -> str:
+    """A JAAS file's one login module, as Kafka's inline `sasl.jaas.config` wants it."""
+    text = path.read_text()
+    return " ".join(text[text.index("{") + 1:text.rindex("}")].split())
+
+
 @dataclass
 class Secured:
     node: KafkaNode
@@ -66,9 +72,11 @@ def broker(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
         "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},SSL://127.0.0.1:{mtls},"
                                 f"PLAINTEXT://127.0.0.1:{internal}",
         "listener.security.protocol.map": "SASL_SSL:SASL_SSL,SSL:SSL,PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "sasl.enabled.mechanisms": MECHANISM,
+        "sasl.enabled.mechanisms": f"{MECHANISM},PLAIN",
         f"listener.name.sasl_ssl.{MECHANISM.lower()}.sasl.jaas.config":
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        # PLAIN with the user list make-secrets.sh writes for the compose broker
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas_login(certs / "kafka_server_jaas.conf"),
         "ssl.keystore.type": "PKCS12",
         "ssl.keystore.location": str(certs / "broker.p12"),
         "ssl.keystore.password": store_password,
@@ -162,3 +170,11 @@ def test_mutual_tls_with_the_client_certificate_and_refused_without(
     assert code != 0 and took < 60, err[-2000:]
     assert lines[-1].startswith(f"citybrain: error: cannot reach Kafka at {broker.mutual_tls}")
     assert "CITYBRAIN_KAFKA_SSL_CERTFILE" in lines[-1], lines[-1]
+
+
+def test_sasl_plain_with_the_compose_brokers_user_list(settings: Settings, certs: Path) -> None:
+    """The mechanism and files of deploy/docker-compose.sasl-ssl.yml: PLAIN inside TLS, the
+    password from make-secrets.sh's kafka-password, checked by its kafka_server_jaas.conf."""
+    plain = replace(settings, kafka_sasl_mechanism="PLAIN", kafka_sasl_password_file=certs / "kafka-password")
+    code, err, _ = run_cli(plain, "topics")
+    assert code == 0, err[-2000:]
