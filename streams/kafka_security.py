@@ -118,7 +118,7 @@ class FailedConnections(logging.Handler):
         self._logger = logging.getLogger("aiokafka")
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR and record.msg.startswith("Unable connect to"):
+        if record.levelno >= logging.ERROR and str(record.msg).startswith("Unable connect to"):
             self.reasons.append(str(record.args[-1]) if isinstance(record.args, tuple) else record.getMessage())
 
     def __enter__(self) -> "FailedConnections":
@@ -138,6 +138,9 @@ def unreachable(bootstrap: str, reasons: list[str]) -> str:
     """One line for a person: which cluster, and why, in the words of its settings."""
     reason = reasons[-1] if reasons else ""
     sec = security_for(bootstrap)
+    if "CERTIFICATE_VERIFY_FAILED" in reason and "mismatch" in reason:
+        return (f"cannot reach Kafka at {bootstrap}: its TLS certificate is not for the name or address "
+                f"clients use (CITYBRAIN_BROKER must be one its certificate lists): {reason}")
     if "CERTIFICATE_VERIFY_FAILED" in reason:
         trusted = f"the CAs in {sec.cafile}" if sec.cafile else "this system's CAs"
         return (f"cannot reach Kafka at {bootstrap}: its TLS certificate is not signed by {trusted} "

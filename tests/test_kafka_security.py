@@ -110,6 +110,9 @@ def test_a_refused_password_and_an_untrusted_certificate_are_named_for_a_person(
     assert "refused the user name or password of 'citybrain' (SCRAM-SHA-256" in refused
     untrusted = unreachable("k:9093", ["[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"])
     assert f"not signed by the CAs in {tmp_path / 'ca.pem'}" in untrusted
+    elsewhere = unreachable("k:9093", ["[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+                                       "Hostname mismatch, certificate is not valid for 'k'. (_ssl.c:1006)"])
+    assert "not for the name or address clients use" in elsewhere
     assert unreachable("k:9093", []) == "cannot reach Kafka at k:9093"
 
 
