@@ -93,7 +93,7 @@ def broker(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
 
 
 @pytest.fixture
-def settings(broker: Secured, certs: Path, tmp_path: Path) -> Settings:
+def settings(broker: Secured, certs: Path, tmp_path: Path) -> Iterator[Settings]:
     """The suite's settings, over SASL_SSL; the password in a file, as a mounted secret."""
     secret = tmp_path / "kafka-password"
     secret.write_text(PASSWORD + "\n")
@@ -104,7 +104,8 @@ def settings(broker: Secured, certs: Path, tmp_path: Path) -> Settings:
                  kafka_ssl_cafile=certs / "ca.pem")
     kafka_security.use(s.bootstrap, s.kafka_security())  # for this test process's own clients
     asyncio.run(ensure_topics(s))
-    return s
+    yield s
+    kafka_security.use(s.bootstrap, kafka_security.PLAINTEXT)  # the port may serve a plain broker later
 
 
 def test_worker_and_api_over_sasl_ssl_make_windows_and_an_alert(
