@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 from fastapi import HTTPException
 
 from streams.events import Event
+from streams.kafka_security import client_options
 from streams.topics import Topics
 
 
@@ -22,7 +23,7 @@ class EventProducer:
     async def start(self) -> None:
         # aiokafka binds a producer to the running loop, so it is made here, not in __init__.
         # acks=all: a 202 promises the events survive the loss of their partition's leader.
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        self._producer = AIOKafkaProducer(**client_options(self.bootstrap), linger_ms=5, acks="all")
         await self._producer.start()
 
     async def stop(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka_security import client_options
 from streams.watermarks import end_offsets
 
 Offsets = dict[TopicPartition, int]
@@ -35,7 +36,7 @@ class Tally:
 
 async def offsets(bootstrap: str, prefix: str) -> Offsets:
     """End offset of every partition of every topic under `prefix`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         names = [t for t in await consumer.topics() if t.startswith(prefix)]
@@ -55,7 +56,7 @@ async def tally(bootstrap: str, start: Mapping[TopicPartition, int], end: Offset
         out[tp.topic].records += stop - first
     if not todo:
         return out
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=None, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
     await consumer.start()
     try:

@@ -40,6 +40,7 @@ from api.views import Vitals
 from benchmarks import broker_writes
 from services.config import Settings
 from services.processes import spawn, stop
+from streams.kafka_security import client_options
 from streams.topics import DOMAINS
 from streams.topicview import TopicView
 from streams.watermarks import end_offsets, uncommitted
@@ -204,7 +205,7 @@ class Prober:
         if hello.get("type") != "hello":
             raise RuntimeError(f"the live feed answered {hello!r}")
         self._reader = asyncio.create_task(self._read())
-        self._producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks=1, linger_ms=0)
+        self._producer = AIOKafkaProducer(**client_options(s.bootstrap), acks=1, linger_ms=0)
         await self._producer.start()
         return self
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Coroutine
 from services import config, datadir
 from services.broker import BrokerError, local_broker
 from services.config import ConfigError, Settings
+from streams import kafka_security
 from streams.events import Invalid
 
 EXIT_CONFIG = 2
@@ -55,6 +56,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     # Flags that are not settings (--seed, --worker-id, ...) are ignored here.
     s = config.load().with_overrides(**vars(args))
     datadir.narrow(s.data_dir)
+    kafka_security.use(s.bootstrap, s.kafka_security())
     return s
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from streams.cases import CasesError, Limits
+from streams.kafka_security import MECHANISMS, PROTOCOLS, KafkaSecurity
 from streams.rules import RuleBook, RulesError
 from streams.topics import Topics
 
@@ -29,6 +31,15 @@ class Settings:
     broker: str | None = None  # HOST:PORT of an existing Kafka cluster; None runs the embedded one
     broker_port: int = 9092  # the local broker's port (a local Kafka's controller takes the next one)
     broker_engine: str = "embedded"  # the local broker: embedded (Tansu, memory only) or kafka (Apache Kafka)
+    # TLS and SASL to the brokers (streams/kafka_security.py), for every Kafka client.
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_sasl_password_file: Path | None = None  # the password as a file's content (a mounted secret)
+    kafka_ssl_cafile: Path | None = None  # PEM CAs that signed the brokers' certificates; None: the system's
+    kafka_ssl_certfile: Path | None = None  # PEM certificate of this client, for mutual TLS
+    kafka_ssl_keyfile: Path | None = None  # and its unencrypted PEM key
     broker_memory_warn_mb: float | None = None  # `up` warns past this; None: 2/3 of the limit
     broker_memory_limit_mb: float | None = None  # `up` stops past this; None: half the machine's memory
     api_host: str = "127.0.0.1"
@@ -88,6 +99,15 @@ class Settings:
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix, self.partitions)
+
+    def kafka_security(self) -> KafkaSecurity:
+        """How every client reaches the brokers; reads the password file."""
+        password = self.kafka_sasl_password
+        if self.kafka_sasl_password_file is not None:
+            password = self.kafka_sasl_password_file.read_text().rstrip("\r\n")
+        return KafkaSecurity(self.kafka_security_protocol, self.kafka_sasl_mechanism,
+                             self.kafka_sasl_username, password, self.kafka_ssl_cafile,
+                             self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
 
     def case_limits(self) -> Limits:
         if self.cases_file is None:
@@ -173,6 +193,7 @@ def _validated(s: Settings) -> Settings:
             raise bad(name, f"{getattr(s, name):g} MB is not a positive number")
     if s.broker is not None and not _HOSTPORT.match(s.broker):
         raise bad("broker", f"{s.broker!r} is not HOST:PORT[,HOST:PORT...]")
+    _check_kafka_security(s, bad)
     if not _PREFIX.match(s.topic_prefix):
         raise bad("topic_prefix", f"{s.topic_prefix!r} may only hold letters, digits, '.', '_' and '-'")
     if not 1 <= s.partitions <= 1024:
@@ -242,3 +263,57 @@ def _validated(s: Settings) -> Settings:
     if s.registry_file is not None and not s.registry_file.is_file():
         raise bad("registry_file", f"{s.registry_file} is not a readable file")
     return s
+
+
+def _check_kafka_security(s: Settings, bad: Callable[[str, str], ConfigError]) -> None:
+    """Each Kafka security setting alone, then together: a setting that the protocol would
+    ignore is an error too, since it says the operator meant another protocol."""
+    protocol = s.kafka_security_protocol
+    if protocol not in PROTOCOLS:
+        raise bad("kafka_security_protocol", f"{protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    sec = KafkaSecurity(protocol)
+    if protocol != "PLAINTEXT" and s.broker is None:
+        raise bad("kafka_security_protocol", f"{protocol} needs {env_name('broker')}: the broker this machine "
+                                             "runs itself listens in plaintext on loopback")
+    sasl_given = [n for n in ("kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file")
+                  if getattr(s, n) is not None]
+    tls_given = [n for n in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+                 if getattr(s, n) is not None]
+    for name, given, used in (("SASL", sasl_given, sec.sasl), ("TLS", tls_given, sec.tls)):
+        if given and not used:
+            raise bad(given[0], f"is set, but {env_name('kafka_security_protocol')}={protocol} uses no {name}")
+    if sec.sasl:
+        if s.kafka_sasl_mechanism not in MECHANISMS:
+            raise bad("kafka_sasl_mechanism", f"{s.kafka_sasl_mechanism!r} is not one of {', '.join(MECHANISMS)}")
+        if not s.kafka_sasl_username:
+            raise bad("kafka_sasl_username", f"{protocol} needs a user name")
+        if s.kafka_sasl_password is not None and s.kafka_sasl_password_file is not None:
+            raise bad("kafka_sasl_password_file", "give the password or its file, not both")
+        if s.kafka_sasl_password_file is not None:
+            try:
+                if not s.kafka_sasl_password_file.read_text().strip():
+                    raise bad("kafka_sasl_password_file", f"{s.kafka_sasl_password_file} is empty")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise bad("kafka_sasl_password_file",
+                          f"cannot read {s.kafka_sasl_password_file}: {getattr(exc, 'strerror', None) or exc}") from None
+        elif not s.kafka_sasl_password:
+            raise bad("kafka_sasl_password", f"{protocol} needs a password (or {env_name('kafka_sasl_password_file')})")
+    if not sec.tls:
+        return
+    if (s.kafka_ssl_certfile is None) != (s.kafka_ssl_keyfile is None):
+        missing = "kafka_ssl_keyfile" if s.kafka_ssl_keyfile is None else "kafka_ssl_certfile"
+        raise bad(missing, "mutual TLS needs both the certificate and its key")
+    for name in tls_given:
+        path = getattr(s, name)
+        if not path.is_file():
+            raise bad(name, f"{path} is not a readable file")
+    try:  # a file that is there but holds no certificate, or the wrong key, fails now, not at connect
+        ssl.create_default_context(cafile=str(s.kafka_ssl_cafile) if s.kafka_ssl_cafile else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise bad("kafka_ssl_cafile", f"{s.kafka_ssl_cafile} holds no usable PEM certificate: {exc}") from None
+    if s.kafka_ssl_certfile is not None:
+        try:
+            s.kafka_security().ssl_context()
+        except (ssl.SSLError, OSError) as exc:
+            raise bad("kafka_ssl_certfile", f"{s.kafka_ssl_certfile} with {s.kafka_ssl_keyfile} is not a usable "
+                                            f"PEM certificate and key: {exc}") from None

@@ -78,12 +78,14 @@ class KafkaNode(LocalBroker):
 
     def __init__(self, port: int, workdir: Path, *, node_id: int = 1, controller_port: int,
                  voters: str | None = None, cluster_id: str | None = None,
-                 config: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
+                 config: dict[str, str] | None = None, host: str = "127.0.0.1",
+                 format_args: tuple[str, ...] = ()) -> None:
         super().__init__(port, workdir, host)
         self.node_id, self.controller_port = node_id, controller_port
         self.voters = voters or f"{node_id}@{host}:{controller_port}"
         self.cluster_id = cluster_id or new_cluster_id()
         self.config = config or {}
+        self.format_args = format_args  # e.g. --add-scram: users a new cluster starts with
 
     def _properties(self) -> Path:
         props = {
@@ -121,7 +123,7 @@ class KafkaNode(LocalBroker):
         props = self._properties()
         if not (self.workdir / "data" / "meta.properties").exists():  # else: keep its data and id
             fmt = subprocess.run(self._java(classpath, "kafka.tools.StorageTool", "format",
-                                            "-t", self.cluster_id, "-c", str(props)),
+                                            "-t", self.cluster_id, "-c", str(props), *self.format_args),
                                  capture_output=True, text=True)
             if fmt.returncode != 0:
                 said = [line for line in (fmt.stdout + fmt.stderr).splitlines() if line.strip()]
@@ -139,11 +141,14 @@ class KafkaNode(LocalBroker):
             self.proc = None
 
 
+# Internal topics that fit one broker.
+ONE_NODE = {"offsets.topic.replication.factor": "1", "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1"}
+
+
 def single_node(port: int, workdir: Path) -> KafkaNode:
     """`citybrain broker --engine kafka`: one node whose internal topics fit one broker."""
-    one = {"offsets.topic.replication.factor": "1", "transaction.state.log.replication.factor": "1",
-           "transaction.state.log.min.isr": "1"}
-    return KafkaNode(port, workdir, controller_port=port + 1, config=one)
+    return KafkaNode(port, workdir, controller_port=port + 1, config=ONE_NODE)
 
 
 class KafkaCluster:

@@ -35,6 +35,7 @@ from services.notifier_store import NotifierStore
 from services.processes import port_in_use
 from services.provision import ensure_topics
 from streams.incidents import CAUSES, EFFECTS
+from streams.kafka_security import client_options
 from streams.topics import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class Notifier:
         session_ms = int(self.s.session_timeout_s * 1000)
         topics = self.s.topics
         consumer = AIOKafkaConsumer(
-            topics.alerts, topics.incidents, topics.cases, bootstrap_servers=self.s.bootstrap,
+            topics.alerts, topics.incidents, topics.cases, **client_options(self.s.bootstrap),
             group_id=f"{self.s.topic_prefix}notifier", enable_auto_commit=False,
             # A new group starts at the beginning: an alert open before the notifier's first
             # start is notified; one resolved by then is not (see NotifierStore.apply).

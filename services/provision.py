@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from services.broker import BrokerError
 from services.config import Settings
+from streams.kafka_security import FailedConnections, client_options, unreachable
 from streams.registry import Registry
 from streams.topics import TopicSpec
 
@@ -31,18 +32,13 @@ MAX_REPLICAS = 3
 
 
 async def connect_admin(bootstrap: str, timeout_s: float = 15.0) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    # aiokafka logs each failed connection attempt; the person gets our one line instead.
-    quiet = logging.getLogger("aiokafka")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-    except (KafkaConnectionError, KafkaError, asyncio.TimeoutError, OSError):
-        await admin.close()
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}") from None
-    finally:
-        quiet.setLevel(level)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap), request_timeout_ms=int(timeout_s * 1000))
+    with FailedConnections() as failed:  # the person gets one line, with the reason
+        try:
+            await asyncio.wait_for(admin.start(), timeout_s)
+        except (KafkaConnectionError, KafkaError, asyncio.TimeoutError, OSError):
+            await admin.close()
+            raise BrokerError(unreachable(bootstrap, failed.reasons)) from None
     return admin
 
 
@@ -100,7 +96,7 @@ async def publish_registry(settings: Settings) -> int:
     """Publish a registry file to the compacted registry topic, keyed by entity id."""
     assert settings.registry_file is not None
     registry = Registry.from_file(settings.registry_file)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=20)
+    producer = AIOKafkaProducer(**client_options(settings.bootstrap), linger_ms=20)
     await producer.start()
     try:
         for entity in registry:

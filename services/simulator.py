@@ -39,6 +39,7 @@ from services.city import (
     TRAFFIC_INTERVAL_S,
     City,
 )
+from streams.kafka_security import client_options
 from streams.partitioning import partition_for
 from streams.topics import DOMAINS, Topics
 
@@ -589,7 +590,7 @@ async def run_simulator(
     stats = SimStats(sim_start=datetime.fromtimestamp(t0, timezone.utc))
 
     truth = truth_path.open("w") if truth_path else None
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, enable_idempotence=False,
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks=1, enable_idempotence=False,
                                 linger_ms=linger_ms, max_batch_size=1 << 20)
     began = last_report = time.monotonic()
     last_events, t, pending = 0, t0, []

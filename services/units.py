@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from api.cases import CaseView
 from streams.alerting import ms
 from streams.cases import WAITING, command
+from streams.kafka_security import client_options
 from streams.topics import Topics
 from streams.topicview import TopicView
 
@@ -51,7 +52,7 @@ async def run_units(bootstrap: str, topics: Topics, seed: int = 7) -> None:
     """Act on the city's open cases until cancelled."""
     cases = CaseView()
     view = TopicView(bootstrap, topics.cases, cases.apply)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1)
+    producer = AIOKafkaProducer(**client_options(bootstrap), acks=1)
     rng = np.random.default_rng([seed, 3])
     planned: dict[str, tuple[int, float, str]] = {}  # case id → (its seq, when, what)
     await view.start()

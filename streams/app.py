@@ -15,6 +15,9 @@ def create_app(settings: Settings, datadir: Path | None = None) -> faust.App:
         settings.topics.app_id,
         # aiokafka with end offsets that are right on the embedded broker (streams/transport.py)
         broker=[f"citybrain://{hp}" for hp in settings.bootstrap.split(",")],
+        # TLS and SASL for Faust's own clients; the probes in streams/transport.py find the
+        # same through streams.kafka_security by these addresses.
+        broker_credentials=settings.kafka_security().faust_credentials(),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(datadir or settings.data_dir / "worker"),
         topic_partitions=settings.partitions,

@@ -15,6 +15,7 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streams.kafka_security import client_options
 from streams.topics import FETCH_MAX_WAIT_MS, VIEW_FETCH_MAX_WAIT_MS
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class TopicView:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            **client_options(self.bootstrap), enable_auto_commit=False,
             auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=self._fetch_max_wait_ms)
         await self._consumer.start()
         # A starting aiokafka client asks for no topic's metadata; the embedded broker

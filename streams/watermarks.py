@@ -17,6 +17,8 @@ from typing import Iterable, Mapping, Protocol, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.kafka_security import client_options
+
 
 class _Partition(Protocol):
     topic: str
@@ -33,7 +35,7 @@ async def end_offsets(bootstrap: str, partitions: Iterable[TP],
     tps = list(asked)
     if not tps:
         return {}
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    probe = AIOKafkaConsumer(**client_options(bootstrap), group_id=None, enable_auto_commit=False)
     await probe.start()
     try:
         reported: Mapping[TopicPartition, int] = await probe.end_offsets(tps)
@@ -61,7 +63,7 @@ async def uncommitted(bootstrap: str, group: str, partitions: Iterable[TopicPart
     """Records past a consumer group's committed offsets (all of a partition it never
     committed): what the group would read again after a restart."""
     parts = list(partitions)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group, partitions=parts)

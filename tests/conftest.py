@@ -27,6 +27,7 @@ from services.broker import EmbeddedBroker
 from services.config import Settings
 from services.processes import spawn, stop
 from services.provision import ensure_topics
+from streams.kafka_security import client_options
 from streams.topicview import read_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +204,7 @@ def browser() -> Iterator[Browser]:
 
 def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     async def run() -> None:
-        p = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=5)
+        p = AIOKafkaProducer(**client_options(settings.bootstrap), linger_ms=5)
         await p.start()
         try:
             for key, value in records:

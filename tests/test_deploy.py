@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
 import tomllib
 from dataclasses import fields
 from functools import cache
@@ -283,6 +284,31 @@ def test_compose_kafka_is_kraft_and_serves_the_brokers_the_services_use() -> Non
     assert "healthcheck" in kafka
 
 
+def test_compose_sasl_ssl_overlay_secures_every_citybrain_service(tmp_path: Path) -> None:
+    """docker-compose.sasl-ssl.yml over the plain file: every citybrain service reaches the
+    broker's SASL_SSL listener with the secrets make-secrets.sh writes, as the user the
+    broker's JAAS file lists; its settings validate with those files where compose mounts them."""
+    overlay = one(DEPLOY / "docker-compose.sasl-ssl.yml")
+    kafka = {**compose()["services"]["kafka"]["environment"], **overlay["services"]["kafka"]["environment"]}
+    sasl_ssl = {u.removeprefix("SASL_SSL://") for u in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
+                if u.startswith("SASL_SSL://")}
+    subprocess.run(["bash", str(DEPLOY / "kafka" / "make-secrets.sh"), str(tmp_path), "kafka"],
+                   check=True, capture_output=True)
+    mounted = {f"/run/secrets/{name}": str(tmp_path / Path(spec["file"]).name)
+               for name, spec in overlay["secrets"].items()}
+    jaas = (tmp_path / "kafka_server_jaas.conf").read_text()
+    for name, base in citybrain_services().items():
+        service = overlay["services"][name]
+        assert set(service["secrets"]) == set(overlay["secrets"]), name
+        env = {**compose_env(base), **compose_env(service)}
+        s = effective({k: mounted.get(v, v) for k, v in env.items()})
+        assert s.bootstrap in sasl_ssl and s.kafka_security_protocol == "SASL_SSL", name
+        sec = s.kafka_security()
+        assert f'user_{sec.username}="{sec.password}"' in jaas, name
+        if "--broker" in service.get("command", []):
+            assert service["command"][service["command"].index("--broker") + 1] in sasl_ssl
+
+
 def test_compose_order_topics_first() -> None:
     services = citybrain_services()
     (topics,) = [n for n, s in services.items() if role(s["command"]) == "topics"]
@@ -368,6 +394,34 @@ def test_compose_prometheus_scrapes_every_api_replica_and_loads_the_rules() -> N
 
 
 # ---------------------------------------------------------------- kubernetes
+
+
+def test_k8s_sasl_ssl_overlay_mounts_the_kafka_secret_in_every_citybrain_pod(tmp_path: Path) -> None:
+    """deploy/k8s-sasl-ssl: its settings validate with the Secret's files where the pods get
+    them, and every workload of the base mounts that Secret in its container."""
+    overlay = one(DEPLOY / "k8s-sasl-ssl" / "kustomization.yaml")
+    (literals,) = [g["literals"] for g in overlay["configMapGenerator"] if g["name"] == "citybrain"]
+    env = {**configmap(), **dict(item.split("=", 1) for item in literals)}
+    mounts, patched = set(), set()
+    for p in overlay["patches"]:
+        patch = yaml.safe_load(p["patch"])
+        spec = patch["spec"]["template"]["spec"]
+        (volume,) = spec["volumes"]
+        (container,) = spec["containers"]
+        (mount,) = container["volumeMounts"]
+        assert volume["secret"]["secretName"] == "citybrain-kafka" and mount["name"] == volume["name"]
+        mounts.add(mount["mountPath"])
+        patched.add((patch["kind"], patch["metadata"]["name"]))
+        base = k8s_named(patch["kind"], patch["metadata"]["name"])
+        assert [c["name"] for c in containers(base) if c["image"] == "citybrain"] == [container["name"]]
+    assert patched == {(w["kind"], w["metadata"]["name"]) for w in k8s("Deployment") + k8s("StatefulSet") + k8s("Job")}
+    (mount_path,) = mounts
+    (tmp_path / "ca.pem").write_text(subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "/dev/null", "-subj", "/CN=ca",
+         "-days", "1"], check=True, capture_output=True, text=True).stdout)
+    (tmp_path / "password").write_text("pw\n")
+    s = effective({k: v.replace(mount_path, str(tmp_path)) for k, v in env.items()})
+    assert s.kafka_security().protocol == "SASL_SSL" and s.kafka_security().password == "pw"
 
 
 def test_kustomization_lists_every_manifest_but_the_token_placeholder() -> None:
