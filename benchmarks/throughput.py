@@ -30,6 +30,7 @@ from services.config import Settings
 from services.processes import spawn, stop
 from services.provision import ensure_topics
 from services.simulator import run_simulator
+from streams.kafka_security import client_options
 from streams.topics import DOMAINS
 from streams.topicview import read_to_end
 
@@ -59,7 +60,7 @@ async def preload(base: Settings, name: str, rate: float, seconds: int, batch: i
 async def ceiling(load: Load) -> dict[str, float]:
     """Read and decode every record of the load as fast as aiokafka allows."""
     consumer = AIOKafkaConsumer(
-        *[load.settings.topics.events(d) for d in DOMAINS], bootstrap_servers=load.settings.bootstrap,
+        *[load.settings.topics.events(d) for d in DOMAINS], **client_options(load.settings.bootstrap),
         group_id=f"{load.settings.topic_prefix}ceiling", auto_offset_reset="earliest",
         enable_auto_commit=False, max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20,
         session_timeout_ms=int(load.settings.session_timeout_s * 1000))
