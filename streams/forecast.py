@@ -1,0 +1,259 @@
+"""Online forecasts for many series at once: damped-trend exponential smoothing with a
+time-of-day profile, and intervals learnt from the model's own errors.
+
+The shape is River's `learn_one` / `forecast` / `score_one`, but every call takes arrays
+and the state of every series is a row of numpy columns, a *slot* per series (like the
+windows' `Block`). Time is cut into fixed steps (`step_ms`: the window in the worker, the
+cadence in NAB); a point's step is `ts // step_ms`, and a gap of g steps advances level and
+trend by g steps, so a series with holes needs no filling.
+
+Per slot the model keeps (additive Holt-Winters in error-correction form):
+- level and damped trend, learnt from the one-step error with rates ALPHA and BETA;
+- a daily profile of `profile_bins` time-of-day bins (coarser than the step if wanted, so
+  a 60 s step needs no 1,440-float profile), learnt with rate GAMMA;
+- per horizon h = 1..`horizon`, the mean absolute h-step error and a multiplier that an
+  online quantile tracker moves until `coverage` of the h-step errors fall inside
+  ± multiplier × mean error. Nothing about the errors' distribution is assumed, which is
+  what keeps the intervals honest on spiky series.
+The h-step errors are measured on real h-step forecasts: a ring of the last `horizon`
+(level, trend) pairs gives, when a value arrives, what the model said h steps before.
+
+Surprise (`score`) is the value's distance from its forecast in units of the interval's
+half-width, mapped to 0..1 as the rarity a tail of that shape implies (`surprise`), so
+one threshold means the same rarity on every series.
+
+Errors are clipped at CLIP interval half-widths before the model learns from them: a
+spike barely moves the level or the profile, a lasting change is absorbed in a few
+steps. A forecast, interval or score only ever depends on values at or before its step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import orjson
+
+DAY_MS = 86_400_000
+ALPHA = 0.2  # level: rate of the one-step error absorbed
+BETA = 0.02  # trend: rate (of the level's correction) turned into slope
+PHI = 0.95  # trend damping per step: a slope fades rather than run away at long horizons
+GAMMA = 0.25  # profile: rate of a bin's error absorbed (a bin is seen once a day)
+A_SCALE = 0.02  # rate of the mean absolute h-step errors
+A_QUANTILE = 0.02  # step of the interval multipliers' quantile tracker
+CLIP = 3.0  # errors are clipped at this many interval half-widths before learning
+WARMUP_STEPS = 12  # a slot scores nothing before it has learnt this many points
+RARITY_DECADES = 6.0  # a value whose implied tail is 10^-6 scores 1
+TINY = 1e-9
+
+
+@dataclass(frozen=True)
+class Config:
+    step_ms: int = 60_000
+    horizon: int = 60  # steps ahead whose errors are tracked (and intervals learnt)
+    profile_bins: int = 288  # time-of-day bins of the daily profile
+    coverage: float = 0.8  # of the prediction intervals
+
+    def __post_init__(self) -> None:
+        if self.step_ms <= 0 or self.horizon < 1 or self.profile_bins < 1 or not 0 < self.coverage < 1:
+            raise ValueError(f"forecast config {self}: step, horizon and bins must be positive, coverage in (0, 1)")
+
+
+# Per-slot columns: name → (dtype, columns per slot as a function of the config, initial value).
+_COLUMNS = {
+    "level": (np.float64, lambda c: (), 0.0),
+    "trend": (np.float64, lambda c: (), 0.0),
+    "last_step": (np.int64, lambda c: (), -1),  # -1: nothing learnt yet
+    "seen": (np.int64, lambda c: (), 0),
+    "profile": (np.float64, lambda c: (c.profile_bins,), np.nan),  # NaN: bin never visited
+    "ring_level": (np.float64, lambda c: (c.horizon,), 0.0),
+    "ring_trend": (np.float64, lambda c: (c.horizon,), 0.0),
+    "ring_step": (np.int64, lambda c: (c.horizon,), -1),
+    "error": (np.float64, lambda c: (c.horizon,), 0.0),  # mean |h-step error|
+    "width": (np.float64, lambda c: (c.horizon,), 1.6),  # interval half-width / error (normal: 1.28 σ / 0.8 σ)
+}
+
+
+def _damped(g: np.ndarray) -> np.ndarray:
+    """Σ_{i=1..g} PHI^i: how far a unit slope carries in g steps."""
+    return PHI * (1.0 - PHI ** g) / (1.0 - PHI)
+
+
+def surprise(z: np.ndarray, coverage: float) -> np.ndarray:
+    """0..1 from a distance z in interval half-widths: the tail beyond the interval holds
+    1 - coverage, and an exponential tail of that weight gives 10^-(z·log10(1/(1-coverage)))
+    beyond z; its order of magnitude over RARITY_DECADES is the score."""
+    return np.minimum(1.0, z * math.log10(1.0 / (1.0 - coverage)) / RARITY_DECADES)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Per asked slot and step ahead 1..k: (slots, k) arrays."""
+
+    step: np.ndarray  # the step number the forecast is for (ts = step · step_ms)
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+class Forecaster:
+    """Online forecasts for dense integer slots; state grows as new slots appear."""
+
+    def __init__(self, config: Config = Config(), capacity: int = 0) -> None:
+        self.config = config
+        self.bin_steps = DAY_MS / config.profile_bins / config.step_ms  # steps per profile bin
+        self.state = {name: np.full((capacity, *cols(config)), init, dtype)
+                      for name, (dtype, cols, init) in _COLUMNS.items()}
+
+    @property
+    def capacity(self) -> int:
+        return len(self.state["level"])
+
+    def reserve(self, slots: int) -> None:
+        extra = slots - self.capacity
+        if extra > 0:
+            for name, (dtype, cols, init) in _COLUMNS.items():
+                self.state[name] = np.concatenate([self.state[name], np.full((extra, *cols(self.config)), init, dtype)])
+
+    def _bin(self, step: np.ndarray) -> np.ndarray:
+        day_steps = DAY_MS // self.config.step_ms
+        return ((step % day_steps) / self.bin_steps).astype(np.int64) % self.config.profile_bins
+
+    # ------------------------------------------------------------ learning
+
+    def learn(self, slots: np.ndarray, ts_ms: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Learn points given in time order per slot; return each point's surprise (0..1)
+        against the state just before it, which is what `score` would have said.
+
+        A point at or before its slot's last learnt step, or not finite, is skipped (score
+        0): late or bad input must not rewind a series' time or poison its state."""
+        slots = np.asarray(slots, np.int64)
+        steps = np.asarray(ts_ms, np.int64) // self.config.step_ms
+        values = np.asarray(values, np.float64)
+        scores = np.zeros(values.size)
+        if values.size == 0:
+            return scores
+        self.reserve(int(slots.max()) + 1)
+        for points in _rounds(slots):
+            scores[points] = self._step(slots[points], steps[points], values[points])
+        return scores
+
+    def _step(self, slots: np.ndarray, step: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """One point for each of distinct slots."""
+        s, c = self.state, self.config
+        last = s["last_step"][slots]
+        ok = (step > last) & np.isfinite(y)
+        slots, step, y, last = slots[ok], step[ok], y[ok], last[ok]
+        scores = np.zeros(ok.size)
+        first = last < 0
+        level = np.where(first, y, s["level"][slots])
+        trend = s["trend"][slots]
+        gap = np.where(first, 1, step - last)
+        b = self._bin(step)
+        seasonal = s["profile"][slots, b]
+        unseen = np.isnan(seasonal)
+        seasonal = np.where(unseen, 0.0, seasonal)
+
+        # What the model said about this step, h = 1..horizon steps before (where it existed).
+        h = np.arange(1, c.horizon + 1)
+        ring = (step[:, None] - h) % c.horizon
+        rows = slots[:, None]
+        said = s["ring_step"][rows, ring] == step[:, None] - h
+        past = s["ring_level"][rows, ring] + s["ring_trend"][rows, ring] * _damped(h) + seasonal[:, None]
+        err = np.abs(y[:, None] - past)
+        error, width = s["error"][slots], s["width"][slots]
+        seen = s["seen"][slots]
+
+        # Surprise against the forecast from the last learnt point, g steps ago.
+        g = np.minimum(gap, c.horizon) - 1
+        pred_level = level + trend * _damped(gap)
+        e = y - (pred_level + seasonal)
+        half = width[np.arange(len(slots)), g] * error[np.arange(len(slots)), g] + TINY
+        z = np.abs(e) / half
+        score = np.where((seen >= WARMUP_STEPS) & ~unseen, surprise(z, c.coverage), 0.0)
+        scores[ok] = score
+
+        # Interval learning: the mean error, and the multiplier moved toward the coverage quantile.
+        fresh = said & (error == 0)
+        outside = err > width * error
+        width = np.where(said & ~fresh, width + A_QUANTILE * (outside - (1.0 - c.coverage)), width)
+        error = np.where(fresh, err, np.where(said, error + A_SCALE * (np.minimum(err, CLIP * width * error) - error), error))
+
+        # Level, trend and profile, from the clipped error.
+        bound = np.where(seen >= WARMUP_STEPS, CLIP * half, np.inf)
+        ec = np.clip(e, -bound, bound)
+        new_level = pred_level + ALPHA * ec
+        new_trend = np.where(first, 0.0, trend * PHI ** gap + ALPHA * BETA * ec)
+        s["profile"][slots, b] = np.where(unseen, y - new_level, seasonal + GAMMA * (1 - ALPHA) * ec)
+        s["level"][slots], s["trend"][slots] = new_level, new_trend
+        s["error"][slots], s["width"][slots] = error, width
+        at = step % c.horizon
+        s["ring_level"][slots, at], s["ring_trend"][slots, at], s["ring_step"][slots, at] = new_level, new_trend, step
+        s["last_step"][slots], s["seen"][slots] = step, seen + 1
+        return scores
+
+    # ------------------------------------------------------------ reading
+
+    def forecast(self, slots: np.ndarray, k: int) -> Forecast:
+        """Steps 1..k after each slot's last learnt point, with `coverage` intervals.
+        Beyond the tracked horizon the interval grows like the square root of the steps."""
+        s, c = self.state, self.config
+        slots = np.asarray(slots, np.int64)
+        h = np.arange(1, k + 1)
+        last = s["last_step"][slots]
+        step = last[:, None] + h
+        seasonal = s["profile"][slots[:, None], self._bin(step)]
+        mean = s["level"][slots, None] + s["trend"][slots, None] * _damped(h) + np.nan_to_num(seasonal)
+        tracked = np.minimum(h, c.horizon) - 1
+        half = (s["width"] * s["error"])[slots][:, tracked] * np.sqrt(np.maximum(h / c.horizon, 1.0))
+        mean = np.where(last[:, None] < 0, np.nan, mean)
+        return Forecast(step, mean, mean - half, mean + half)
+
+    def score(self, slots: np.ndarray, ts_ms: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Surprise (0..1) of each value against the slot's forecast for its step, learning
+        nothing: River's `score_one`. Points at or before the last learnt step score 0."""
+        slots = np.asarray(slots, np.int64)
+        steps = np.asarray(ts_ms, np.int64) // self.config.step_ms
+        values = np.asarray(values, np.float64)
+        last = self.state["last_step"][slots]
+        ahead = np.maximum(steps - last, 1)
+        fc = self.forecast(slots, int(min(ahead.max(initial=1), 10 * self.config.horizon)))
+        col = np.minimum(ahead, fc.mean.shape[1]) - 1
+        rows = np.arange(len(slots))
+        half = (fc.high - fc.mean)[rows, col] + TINY
+        z = np.abs(values - fc.mean[rows, col]) / half
+        ready = (steps > last) & (self.state["seen"][slots] >= WARMUP_STEPS) & np.isfinite(z)
+        return np.where(ready, surprise(np.nan_to_num(z), self.config.coverage), 0.0)
+
+    # ------------------------------------------------------------ snapshots
+
+    def encode(self) -> bytes:
+        """The whole state, exactly: a JSON header (config, array layout) and raw arrays."""
+        arrays = [np.ascontiguousarray(self.state[name]) for name in _COLUMNS]
+        header = orjson.dumps({"config": asdict(self.config),
+                               "arrays": [(name, a.dtype.str, a.shape) for name, a in zip(_COLUMNS, arrays)]})
+        return b"".join([len(header).to_bytes(8, "big"), header] + [a.tobytes() for a in arrays])
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Forecaster":
+        size = int.from_bytes(payload[:8], "big")
+        header = orjson.loads(payload[8:8 + size])
+        model = cls(Config(**header["config"]))
+        at = 8 + size
+        for name, dtype, shape in header["arrays"]:
+            a = np.frombuffer(payload, np.dtype(dtype), int(np.prod(shape)), at).reshape(shape).copy()
+            model.state[name] = a
+            at += a.nbytes
+        return model
+
+
+def _rounds(slots: np.ndarray) -> list[np.ndarray]:
+    """Indices of the points, cut into rounds of distinct slots: round r holds every slot's
+    r-th point, so each round can be learnt in one vectorised step, in time order per slot."""
+    order = np.argsort(slots, kind="stable")
+    start = np.flatnonzero(np.diff(slots[order], prepend=-1))
+    rank = np.arange(order.size) - np.repeat(start, np.diff(start, append=order.size))
+    by_rank = np.argsort(rank, kind="stable")
+    cuts = np.flatnonzero(np.diff(rank[by_rank])) + 1
+    return np.split(order[by_rank], cuts)
