@@ -9,6 +9,9 @@ trend by g steps, so a series with holes needs no filling.
 
 Per slot the model keeps (additive Holt-Winters in error-correction form):
 - level and damped trend, learnt from the one-step error with rates ALPHA and BETA;
+- the lag-one correlation of those errors (rho): a forecast h steps ahead adds rho^h of
+  the last error, so smooth series are forecast close to their last value at short
+  horizons and by level and profile further out (Chatfield's AR(1) adjustment);
 - a daily profile of `profile_bins` time-of-day bins (coarser than the step if wanted, so
   a 60 s step needs no 1,440-float profile), learnt with rate GAMMA;
 - per horizon h = 1..`horizon`, the mean absolute h-step error and a multiplier that an
@@ -36,15 +39,18 @@ import numpy as np
 import orjson
 
 DAY_MS = 86_400_000
-ALPHA = 0.2  # level: rate of the one-step error absorbed
+ALPHA = 0.05  # level: rate of the one-step error absorbed
 BETA = 0.02  # trend: rate (of the level's correction) turned into slope
-PHI = 0.95  # trend damping per step: a slope fades rather than run away at long horizons
-GAMMA = 0.25  # profile: rate of a bin's error absorbed (a bin is seen once a day)
+PHI = 0.8  # trend damping per step: a slope fades rather than run away at long horizons
+GAMMA = 0.5  # profile: rate of a bin's error absorbed (a bin is seen once a day)
+PROFILE_START = 0.5  # a bin's first value sets this share of its deviation: one day is half evidence
 A_SCALE = 0.02  # rate of the mean absolute h-step errors
 A_QUANTILE = 0.02  # step of the interval multipliers' quantile tracker
-CLIP = 3.0  # errors are clipped at this many interval half-widths before learning
+CLIP = 8.0  # errors are clipped at this many interval half-widths before learning
 WARMUP_STEPS = 12  # a slot scores nothing before it has learnt this many points
 RARITY_DECADES = 6.0  # a value whose implied tail is 10^-6 scores 1
+A_AR = 0.05  # rate of the errors' lag-one moments
+RHO_MAX = 0.98  # the carried share of the last error, at most
 TINY = 1e-9
 
 
@@ -70,6 +76,10 @@ _COLUMNS = {
     "ring_level": (np.float64, lambda c: (c.horizon,), 0.0),
     "ring_trend": (np.float64, lambda c: (c.horizon,), 0.0),
     "ring_step": (np.int64, lambda c: (c.horizon,), -1),
+    "ring_resid": (np.float64, lambda c: (c.horizon,), 0.0),
+    "resid": (np.float64, lambda c: (), 0.0),  # the last one-step error of level + trend + profile
+    "ar_cov": (np.float64, lambda c: (), 0.0),  # E[e_t · e_t-1], for the errors' lag-one correlation
+    "ar_var": (np.float64, lambda c: (), 0.0),  # E[e_t-1²]
     "error": (np.float64, lambda c: (c.horizon,), 0.0),  # mean |h-step error|
     "width": (np.float64, lambda c: (c.horizon,), 1.6),  # interval half-width / error (normal: 1.28 σ / 0.8 σ)
 }
@@ -160,7 +170,9 @@ class Forecaster:
         ring = (step[:, None] - h) % c.horizon
         rows = slots[:, None]
         said = s["ring_step"][rows, ring] == step[:, None] - h
-        past = s["ring_level"][rows, ring] + s["ring_trend"][rows, ring] * _damped(h) + seasonal[:, None]
+        rho = self._rho(slots)
+        past = (s["ring_level"][rows, ring] + s["ring_trend"][rows, ring] * _damped(h) + seasonal[:, None]
+                + rho[:, None] ** h * s["ring_resid"][rows, ring])
         err = np.abs(y[:, None] - past)
         error, width = s["error"][slots], s["width"][slots]
         seen = s["seen"][slots]
@@ -169,8 +181,9 @@ class Forecaster:
         g = np.minimum(gap, c.horizon) - 1
         pred_level = level + trend * _damped(gap)
         e = y - (pred_level + seasonal)
+        resid = s["resid"][slots]
         half = width[np.arange(len(slots)), g] * error[np.arange(len(slots)), g] + TINY
-        z = np.abs(e) / half
+        z = np.abs(e - rho ** gap * resid) / half
         score = np.where((seen >= WARMUP_STEPS) & ~unseen, surprise(z, c.coverage), 0.0)
         scores[ok] = score
 
@@ -185,13 +198,24 @@ class Forecaster:
         ec = np.clip(e, -bound, bound)
         new_level = pred_level + ALPHA * ec
         new_trend = np.where(first, 0.0, trend * PHI ** gap + ALPHA * BETA * ec)
-        s["profile"][slots, b] = np.where(unseen, y - new_level, seasonal + GAMMA * (1 - ALPHA) * ec)
+        s["profile"][slots, b] = np.where(unseen, PROFILE_START * (y - new_level), seasonal + GAMMA * (1 - ALPHA) * ec)
         s["level"][slots], s["trend"][slots] = new_level, new_trend
+        # The errors' lag-one correlation (only across one step: a gap breaks the chain).
+        adjacent = (gap == 1) & ~first
+        s["ar_cov"][slots] += np.where(adjacent, A_AR * (ec * resid - s["ar_cov"][slots]), 0.0)
+        s["ar_var"][slots] += np.where(adjacent, A_AR * (resid * resid - s["ar_var"][slots]), 0.0)
+        s["resid"][slots] = ec
         s["error"][slots], s["width"][slots] = error, width
         at = step % c.horizon
         s["ring_level"][slots, at], s["ring_trend"][slots, at], s["ring_step"][slots, at] = new_level, new_trend, step
+        s["ring_resid"][slots, at] = ec
         s["last_step"][slots], s["seen"][slots] = step, seen + 1
         return scores
+
+    def _rho(self, slots: np.ndarray) -> np.ndarray:
+        """Lag-one correlation of the one-step errors: how much of the last error carries on."""
+        s = self.state
+        return np.clip(s["ar_cov"][slots] / (s["ar_var"][slots] + TINY), 0.0, RHO_MAX)
 
     # ------------------------------------------------------------ reading
 
@@ -204,7 +228,8 @@ class Forecaster:
         last = s["last_step"][slots]
         step = last[:, None] + h
         seasonal = s["profile"][slots[:, None], self._bin(step)]
-        mean = s["level"][slots, None] + s["trend"][slots, None] * _damped(h) + np.nan_to_num(seasonal)
+        mean = (s["level"][slots, None] + s["trend"][slots, None] * _damped(h) + np.nan_to_num(seasonal)
+                + self._rho(slots)[:, None] ** h * s["resid"][slots, None])
         tracked = np.minimum(h, c.horizon) - 1
         half = (s["width"] * s["error"])[slots][:, tracked] * np.sqrt(np.maximum(h / c.horizon, 1.0))
         mean = np.where(last[:, None] < 0, np.nan, mean)
