@@ -43,7 +43,6 @@ ALPHA = 0.05  # level: rate of the one-step error absorbed
 BETA = 0.02  # trend: rate (of the level's correction) turned into slope
 PHI = 0.8  # trend damping per step: a slope fades rather than run away at long horizons
 GAMMA = 0.5  # profile: rate of a bin's error absorbed (a bin is seen once a day)
-PROFILE_START = 0.5  # a bin's first value sets this share of its deviation: one day is half evidence
 A_SCALE = 0.02  # rate of the mean absolute h-step errors
 A_QUANTILE = 0.02  # step of the interval multipliers' quantile tracker
 CLIP = 8.0  # errors are clipped at this many interval half-widths before learning
@@ -194,11 +193,18 @@ class Forecaster:
         error = np.where(fresh, err, np.where(said, error + A_SCALE * (np.minimum(err, CLIP * width * error) - error), error))
 
         # Level, trend and profile, from the clipped error.
-        bound = np.where(seen >= WARMUP_STEPS, CLIP * half, np.inf)
+        # Nothing is clipped before a yardstick exists: while warming up, or on a bin's first visit.
+        bound = np.where((seen >= WARMUP_STEPS) & ~unseen, CLIP * half, np.inf)
         ec = np.clip(e, -bound, bound)
-        new_level = pred_level + ALPHA * ec
-        new_trend = np.where(first, 0.0, trend * PHI ** gap + ALPHA * BETA * ec)
-        s["profile"][slots, b] = np.where(unseen, PROFILE_START * (y - new_level), seasonal + GAMMA * (1 - ALPHA) * ec)
+        # On its first day a slot's level holds its first value and the profile takes every
+        # deviation from it, so the second day starts from "same time yesterday"; then the
+        # profile averages its days (rate 1/days) until it settles to forgetting at GAMMA.
+        days = seen * c.step_ms // DAY_MS + 1
+        alpha = np.where(days == 1, 0.0, ALPHA)
+        new_level = pred_level + alpha * ec
+        new_trend = np.where(first, 0.0, trend * PHI ** gap + alpha * BETA * ec)
+        s["profile"][slots, b] = seasonal + np.maximum(GAMMA, 1.0 / days) * (1 - alpha) * ec
+        ec = np.where(unseen, 0.0, ec)  # a first visit's error went into the profile, not on to the next step
         s["level"][slots], s["trend"][slots] = new_level, new_trend
         # The errors' lag-one correlation (only across one step: a gap breaks the chain).
         adjacent = (gap == 1) & ~first

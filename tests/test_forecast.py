@@ -1,0 +1,122 @@
+"""Properties of the online forecaster (streams.forecast), broker-free."""
+
+import numpy as np
+
+from streams.forecast import Config, Forecaster
+
+STEP_MS = 300_000
+DAY = 288  # steps per day at 5-minute steps
+CONFIG = Config(step_ms=STEP_MS, horizon=12, profile_bins=DAY)
+
+
+def daily(days: float, noise: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A clean daily rhythm (traffic-like: quiet nights, busy days) with Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(days * DAY))
+    values = 100 + 50 * np.sin(2 * np.pi * t / DAY) + 20 * np.sin(4 * np.pi * t / DAY) + rng.normal(0, noise, t.size)
+    return t * STEP_MS, values
+
+
+def walk(model: Forecaster, slot: int, ts: np.ndarray, values: np.ndarray, k: int = 12) -> np.ndarray:
+    """Learn point by point; the forecast means after each point, shape (points, k)."""
+    out = []
+    for t, v in zip(ts, values):
+        model.learn(np.array([slot]), np.array([t]), np.array([v]))
+        out.append(model.forecast(np.array([slot]), k).mean[0])
+    return np.array(out)
+
+
+def test_a_rewritten_future_leaves_earlier_forecasts_and_scores_unchanged() -> None:
+    ts, values = daily(2.5)
+    cut = 500
+    future = values.copy()
+    future[cut:] = future[cut:] * 5 + 1000 * (np.arange(future.size - cut) % 7 == 0)  # spikes and a shift
+    a, b = Forecaster(CONFIG), Forecaster(CONFIG)
+    np.testing.assert_array_equal(walk(a, 0, ts, values)[:cut], walk(b, 0, ts, future)[:cut])
+    # Scores handed over as one batch: the model must not read ahead inside a batch either.
+    slots = np.zeros(ts.size, np.int64)
+    np.testing.assert_array_equal(Forecaster(CONFIG).learn(slots, ts, values)[:cut],
+                                  Forecaster(CONFIG).learn(slots, ts, future)[:cut])
+
+
+def test_a_clean_daily_rhythm_is_forecast_tightly_after_two_days() -> None:
+    ts, values = daily(3, noise=1.0)
+    model = Forecaster(CONFIG)
+    learnt = 2 * DAY
+    model.learn(np.zeros(learnt, np.int64), ts[:learnt], values[:learnt])
+    fc = model.forecast(np.array([0]), 12)
+    error = np.abs(fc.mean[0] - values[learnt:learnt + 12])
+    assert error.mean() < 0.1 * values.std()  # the rhythm swings ±70 around 100; noise σ is 1
+    np.testing.assert_array_equal(fc.step[0], ts[learnt:learnt + 12] // STEP_MS)
+    assert np.all(fc.low[0] < fc.mean[0]) and np.all(fc.mean[0] < fc.high[0])
+
+
+def test_intervals_widen_with_noise_and_cover_about_their_share() -> None:
+    quiet, noisy = daily(6, noise=1.0, seed=1), daily(6, noise=8.0, seed=2)
+    model = Forecaster(CONFIG)
+    inside = {0: [], 1: []}
+    for slot, (ts, values) in enumerate((quiet, noisy)):
+        for i in range(ts.size - 1):
+            model.learn(np.array([slot]), ts[i:i + 1], values[i:i + 1])
+            if i >= 3 * DAY:
+                fc = model.forecast(np.array([slot]), 1)
+                inside[slot].append(fc.low[0, 0] <= values[i + 1] <= fc.high[0, 0])
+    fc = model.forecast(np.array([0, 1]), 12)
+    width = (fc.high - fc.low).mean(axis=1)
+    assert width[1] > 4 * width[0]
+    for slot in (0, 1):
+        assert 0.7 < np.mean(inside[slot]) < 0.9
+
+
+def test_encode_decode_round_trips_exactly_mid_stream() -> None:
+    ts, values = daily(2)
+    slots = np.arange(ts.size) % 3  # three series interleaved
+    half = ts.size // 2
+    straight = Forecaster(CONFIG)
+    straight.learn(slots[:half], ts[:half], values[:half])
+    restored = Forecaster.decode(straight.encode())
+    assert restored.config == straight.config
+    scores_a = straight.learn(slots[half:], ts[half:], values[half:])
+    scores_b = restored.learn(slots[half:], ts[half:], values[half:])
+    np.testing.assert_array_equal(scores_a, scores_b)
+    fa, fb = straight.forecast(np.arange(3), 12), restored.forecast(np.arange(3), 12)
+    for x, y in ((fa.mean, fb.mean), (fa.low, fb.low), (fa.high, fb.high)):
+        np.testing.assert_array_equal(x, y)
+    assert straight.encode() == restored.encode()
+
+
+def test_slots_are_independent() -> None:
+    ts, values = daily(2, seed=3)
+    _, other = daily(2, noise=30.0, seed=4)
+    alone = Forecaster(CONFIG)
+    alone.learn(np.zeros(ts.size, np.int64), ts, values)
+    together = Forecaster(CONFIG)
+    both_ts = np.repeat(ts, 2)
+    both_values = np.column_stack([values, other * 3]).ravel()
+    together.learn(np.tile([0, 1], ts.size), both_ts, both_values)
+    for x, y in zip(alone.forecast(np.array([0]), 12).__dict__.values(),
+                    together.forecast(np.array([0]), 12).__dict__.values()):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_score_is_learn_without_learning_and_flags_a_spike() -> None:
+    ts, values = daily(2)
+    model = Forecaster(CONFIG)
+    model.learn(np.zeros(ts.size - 1, np.int64), ts[:-1], values[:-1])
+    before = model.encode()
+    normal = model.score(np.array([0]), ts[-1:], values[-1:])
+    spike = model.score(np.array([0]), ts[-1:], values[-1:] + 300)
+    assert model.encode() == before
+    assert normal[0] < 0.3 < 0.99 <= spike[0] <= 1.0
+    np.testing.assert_allclose(model.learn(np.array([0]), ts[-1:], values[-1:]), normal, rtol=1e-12)
+
+
+def test_bad_and_late_points_are_skipped() -> None:
+    ts, values = daily(1)
+    model = Forecaster(CONFIG)
+    model.learn(np.zeros(100, np.int64), ts[:100], values[:100])
+    state = model.encode()
+    scores = model.learn(np.zeros(3, np.int64), np.array([ts[50], ts[99], ts[100]]),
+                         np.array([1.0, 2.0, np.nan]))
+    np.testing.assert_array_equal(scores, 0.0)
+    assert model.encode() == state
