@@ -9,9 +9,11 @@ trend by g steps, so a series with holes needs no filling.
 
 Per slot the model keeps (additive Holt-Winters in error-correction form):
 - level and damped trend, learnt from the one-step error with rates ALPHA and BETA;
-- the lag-one correlation of those errors (rho): a forecast h steps ahead adds rho^h of
-  the last error, so smooth series are forecast close to their last value at short
-  horizons and by level and profile further out (Chatfield's AR(1) adjustment);
+- per horizon h, the share of the last one-step error still present h steps later (a
+  regression of h-step errors on the one-step error before them): a forecast adds that
+  share of the last error, so smooth series are forecast close to their last value at
+  short horizons and by level and profile further out (Chatfield's AR(1) adjustment,
+  with the decay learnt per horizon rather than assumed geometric);
 - a daily profile of `profile_bins` time-of-day bins (coarser than the step if wanted, so
   a 60 s step needs no 1,440-float profile), learnt with rate GAMMA;
 - per horizon h = 1..`horizon`, the mean absolute h-step error and a multiplier that an
@@ -39,17 +41,17 @@ import numpy as np
 import orjson
 
 DAY_MS = 86_400_000
-ALPHA = 0.05  # level: rate of the one-step error absorbed
+ALPHA = 0.01  # level: rate of the one-step error absorbed
 BETA = 0.02  # trend: rate (of the level's correction) turned into slope
 PHI = 0.8  # trend damping per step: a slope fades rather than run away at long horizons
-GAMMA = 0.5  # profile: rate of a bin's error absorbed (a bin is seen once a day)
+GAMMA = 0.1  # profile: rate of a bin's error absorbed (a bin is seen once a day)
 A_SCALE = 0.02  # rate of the mean absolute h-step errors
 A_QUANTILE = 0.02  # step of the interval multipliers' quantile tracker
 CLIP = 8.0  # errors are clipped at this many interval half-widths before learning
 WARMUP_STEPS = 12  # a slot scores nothing before it has learnt this many points
 RARITY_DECADES = 6.0  # a value whose implied tail is 10^-6 scores 1
-A_AR = 0.05  # rate of the errors' lag-one moments
-RHO_MAX = 0.98  # the carried share of the last error, at most
+A_AR = 0.02  # rate of the moments behind the carried error
+CARRY_MAX = 0.98  # the carried share of the last error, at most
 TINY = 1e-9
 
 
@@ -77,8 +79,8 @@ _COLUMNS = {
     "ring_step": (np.int64, lambda c: (c.horizon,), -1),
     "ring_resid": (np.float64, lambda c: (c.horizon,), 0.0),
     "resid": (np.float64, lambda c: (), 0.0),  # the last one-step error of level + trend + profile
-    "ar_cov": (np.float64, lambda c: (), 0.0),  # E[e_t · e_t-1], for the errors' lag-one correlation
-    "ar_var": (np.float64, lambda c: (), 0.0),  # E[e_t-1²]
+    "ar_cov": (np.float64, lambda c: (c.horizon,), 0.0),  # per h: E[h-step error · one-step error h before]
+    "ar_var": (np.float64, lambda c: (c.horizon,), 0.0),  # per h: E[(one-step error h before)²]
     "error": (np.float64, lambda c: (c.horizon,), 0.0),  # mean |h-step error|
     "width": (np.float64, lambda c: (c.horizon,), 1.6),  # interval half-width / error (normal: 1.28 σ / 0.8 σ)
 }
@@ -169,9 +171,10 @@ class Forecaster:
         ring = (step[:, None] - h) % c.horizon
         rows = slots[:, None]
         said = s["ring_step"][rows, ring] == step[:, None] - h
-        rho = self._rho(slots)
-        past = (s["ring_level"][rows, ring] + s["ring_trend"][rows, ring] * _damped(h) + seasonal[:, None]
-                + rho[:, None] ** h * s["ring_resid"][rows, ring])
+        carry = self._carry(slots)
+        base = s["ring_level"][rows, ring] + s["ring_trend"][rows, ring] * _damped(h) + seasonal[:, None]
+        before = s["ring_resid"][rows, ring]
+        past = base + carry * before
         err = np.abs(y[:, None] - past)
         error, width = s["error"][slots], s["width"][slots]
         seen = s["seen"][slots]
@@ -182,7 +185,7 @@ class Forecaster:
         e = y - (pred_level + seasonal)
         resid = s["resid"][slots]
         half = width[np.arange(len(slots)), g] * error[np.arange(len(slots)), g] + TINY
-        z = np.abs(e - rho ** gap * resid) / half
+        z = np.abs(e - carry[np.arange(len(slots)), g] * resid) / half
         score = np.where((seen >= WARMUP_STEPS) & ~unseen, surprise(z, c.coverage), 0.0)
         scores[ok] = score
 
@@ -206,10 +209,10 @@ class Forecaster:
         s["profile"][slots, b] = seasonal + np.maximum(GAMMA, 1.0 / days) * (1 - alpha) * ec
         ec = np.where(unseen, 0.0, ec)  # a first visit's error went into the profile, not on to the next step
         s["level"][slots], s["trend"][slots] = new_level, new_trend
-        # The errors' lag-one correlation (only across one step: a gap breaks the chain).
-        adjacent = (gap == 1) & ~first
-        s["ar_cov"][slots] += np.where(adjacent, A_AR * (ec * resid - s["ar_cov"][slots]), 0.0)
-        s["ar_var"][slots] += np.where(adjacent, A_AR * (resid * resid - s["ar_var"][slots]), 0.0)
+        # How much of a one-step error is still there h steps later: a regression per h.
+        base_err = np.clip(y[:, None] - base, -bound[:, None], bound[:, None])
+        s["ar_cov"][slots] += np.where(said, A_AR * (base_err * before - s["ar_cov"][slots]), 0.0)
+        s["ar_var"][slots] += np.where(said, A_AR * (before * before - s["ar_var"][slots]), 0.0)
         s["resid"][slots] = ec
         s["error"][slots], s["width"][slots] = error, width
         at = step % c.horizon
@@ -218,10 +221,11 @@ class Forecaster:
         s["last_step"][slots], s["seen"][slots] = step, seen + 1
         return scores
 
-    def _rho(self, slots: np.ndarray) -> np.ndarray:
-        """Lag-one correlation of the one-step errors: how much of the last error carries on."""
+    def _carry(self, slots: np.ndarray) -> np.ndarray:
+        """Per slot and h = 1..horizon, the share of the last one-step error that is still
+        in the error h steps later: (slots, horizon)."""
         s = self.state
-        return np.clip(s["ar_cov"][slots] / (s["ar_var"][slots] + TINY), 0.0, RHO_MAX)
+        return np.clip(s["ar_cov"][slots] / (s["ar_var"][slots] + TINY), 0.0, CARRY_MAX)
 
     # ------------------------------------------------------------ reading
 
@@ -234,8 +238,9 @@ class Forecaster:
         last = s["last_step"][slots]
         step = last[:, None] + h
         seasonal = s["profile"][slots[:, None], self._bin(step)]
+        carry = self._carry(slots)[:, np.minimum(h, c.horizon) - 1] * (h <= c.horizon)
         mean = (s["level"][slots, None] + s["trend"][slots, None] * _damped(h) + np.nan_to_num(seasonal)
-                + self._rho(slots)[:, None] ** h * s["resid"][slots, None])
+                + carry * s["resid"][slots, None])
         tracked = np.minimum(h, c.horizon) - 1
         half = (s["width"] * s["error"])[slots][:, tracked] * np.sqrt(np.maximum(h / c.horizon, 1.0))
         mean = np.where(last[:, None] < 0, np.nan, mean)
