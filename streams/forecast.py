@@ -52,6 +52,7 @@ WARMUP_STEPS = 12  # a slot scores nothing before it has learnt this many points
 RARITY_DECADES = 6.0  # a value whose implied tail is 10^-6 scores 1
 A_AR = 0.02  # rate of the moments behind the carried error
 CARRY_MAX = 0.98  # the carried share of the last error, at most
+CHUNK = 1024  # slots per vectorised step
 TINY = 1e-9
 
 
@@ -74,10 +75,10 @@ _COLUMNS = {
     "last_step": (np.int64, lambda c: (), -1),  # -1: nothing learnt yet
     "seen": (np.int64, lambda c: (), 0),
     "profile": (np.float64, lambda c: (c.profile_bins,), np.nan),  # NaN: bin never visited
-    "ring_level": (np.float64, lambda c: (c.horizon,), 0.0),
-    "ring_trend": (np.float64, lambda c: (c.horizon,), 0.0),
-    "ring_step": (np.int64, lambda c: (c.horizon,), -1),
-    "ring_resid": (np.float64, lambda c: (c.horizon,), 0.0),
+    # What the slot was at each of its last `horizon` steps, at column step % horizon:
+    # (step, level, trend, one-step error), the step as a float (exact below 2^53) so that
+    # one gather fetches all four.
+    "ring": (np.float64, lambda c: (c.horizon, 4), -1.0),
     "resid": (np.float64, lambda c: (), 0.0),  # the last one-step error of level + trend + profile
     "ar_cov": (np.float64, lambda c: (c.horizon,), 0.0),  # per h: E[h-step error · one-step error h before]
     "ar_var": (np.float64, lambda c: (c.horizon,), 0.0),  # per h: E[(one-step error h before)²]
@@ -147,7 +148,9 @@ class Forecaster:
             return scores
         self.reserve(int(slots.max()) + 1)
         for points in _rounds(slots):
-            scores[points] = self._step(slots[points], steps[points], values[points])
+            # In chunks, so that the (slots, horizon) temporaries stay in the CPU's cache.
+            for chunk in np.array_split(points, -(-points.size // CHUNK)):
+                scores[chunk] = self._step(slots[chunk], steps[chunk], values[chunk])
         return scores
 
     def _step(self, slots: np.ndarray, step: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -170,10 +173,11 @@ class Forecaster:
         h = np.arange(1, c.horizon + 1)
         ring = (step[:, None] - h) % c.horizon
         rows = slots[:, None]
-        said = s["ring_step"][rows, ring] == step[:, None] - h
+        then = s["ring"][rows, ring]
+        said = then[..., 0] == step[:, None] - h
         carry = self._carry(slots)
-        base = s["ring_level"][rows, ring] + s["ring_trend"][rows, ring] * _damped(h) + seasonal[:, None]
-        before = s["ring_resid"][rows, ring]
+        base = then[..., 1] + then[..., 2] * _damped(h) + seasonal[:, None]
+        before = then[..., 3]
         past = base + carry * before
         err = np.abs(y[:, None] - past)
         error, width = s["error"][slots], s["width"][slots]
@@ -216,8 +220,7 @@ class Forecaster:
         s["resid"][slots] = ec
         s["error"][slots], s["width"][slots] = error, width
         at = step % c.horizon
-        s["ring_level"][slots, at], s["ring_trend"][slots, at], s["ring_step"][slots, at] = new_level, new_trend, step
-        s["ring_resid"][slots, at] = ec
+        s["ring"][slots, at] = np.column_stack([step, new_level, new_trend, ec])
         s["last_step"][slots], s["seen"][slots] = step, seen + 1
         return scores
 
