@@ -67,11 +67,15 @@ def cadence(ts_ms: np.ndarray) -> int:
     return min(divisors, key=lambda d: abs(d - step))
 
 
+def model_for(step_ms: int) -> Forecaster:
+    """The forecaster for series of one cadence: 5-minute profile bins, or one per step."""
+    return Forecaster(Config(step_ms=step_ms, horizon=max(HORIZONS), profile_bins=min(PROFILE_BINS, DAY_MS // step_ms)))
+
+
 def walk(group: list[Series], step_ms: int) -> float:
     """Learn every series of one cadence point by point, keeping the forecasts made after
     each point; returns the seconds spent in the model."""
-    model = Forecaster(Config(step_ms=step_ms, horizon=max(HORIZONS),
-                              profile_bins=min(PROFILE_BINS, DAY_MS // step_ms)))
+    model = model_for(step_ms)
     longest = max(s.values.size for s in group)
     means = [np.full((s.values.size, max(HORIZONS)), np.nan) for s in group]
     lows, highs = [m.copy() for m in means], [m.copy() for m in means]

@@ -1,6 +1,7 @@
 """Properties of the online forecaster (streams.forecast), broker-free."""
 
 import numpy as np
+import orjson
 
 from streams.forecast import Config, Forecaster
 
@@ -120,3 +121,23 @@ def test_bad_and_late_points_are_skipped() -> None:
                          np.array([1.0, 2.0, np.nan]))
     np.testing.assert_array_equal(scores, 0.0)
     assert model.encode() == state
+
+
+def test_the_forecast_benchmark_writes_the_contracts_figures(tmp_path) -> None:
+    from benchmarks.forecast import main
+
+    ts, values = daily(6, noise=2.0)
+    stamps = np.datetime_as_string(ts.astype("datetime64[ms]"), unit="s")
+    for name in ("a", "b"):
+        path = tmp_path / "data" / "kind" / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("timestamp,value\n" + "".join(f"{t.replace('T', ' ')},{v}\n" for t, v in zip(stamps, values)))
+    out = tmp_path / "forecast.json"
+    assert main(["--data", str(tmp_path), "--out", str(out)]) == 0
+    result = orjson.loads(out.read_bytes())
+    assert result["files"] == 2 and result["points"] == 2 * values.size and result["points_per_s"] > 0
+    assert set(result["horizons"]) == {"1", "3", "12"}
+    for figures in result["horizons"].values():
+        assert figures["mase_seasonal"] < 0.9 and 0.6 < figures["coverage80"] < 0.95
+        assert figures["mase_last"] < 1.0
+    assert result["daily"]["files"] == ["kind/a.csv", "kind/b.csv"]
