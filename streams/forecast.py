@@ -16,20 +16,27 @@ Per slot the model keeps (additive Holt-Winters in error-correction form):
   with the decay learnt per horizon rather than assumed geometric);
 - a daily profile of `profile_bins` time-of-day bins (coarser than the step if wanted, so
   a 60 s step needs no 1,440-float profile), learnt with rate GAMMA;
+- a weekly correction of `week_bins` time-of-week bins: what the daily profile misses on
+  this weekday, learnt from the second week on and used in forecasts only while it beats
+  the daily profile alone by WEEK_GAIN (it helps city-traffic-like series such as NAB's
+  nyc_taxi, and hurts noisy ones such as the Twitter volumes);
 - per horizon h = 1..`horizon`, the mean absolute h-step error and a multiplier that an
   online quantile tracker moves until `coverage` of the h-step errors fall inside
   ± multiplier × mean error. Nothing about the errors' distribution is assumed, which is
   what keeps the intervals honest on spiky series.
-The h-step errors are measured on real h-step forecasts: a ring of the last `horizon`
-(level, trend) pairs gives, when a value arrives, what the model said h steps before.
+The h-step errors are measured on real h-step forecasts: a ring of the slot's last
+`horizon` steps (level, trend, one-step error) gives, when a value arrives, what the
+model said h steps before (with today's profile).
 
 Surprise (`score`) is the value's distance from its forecast in units of the interval's
 half-width, mapped to 0..1 as the rarity a tail of that shape implies (`surprise`), so
 one threshold means the same rarity on every series.
 
-Errors are clipped at CLIP interval half-widths before the model learns from them: a
-spike barely moves the level or the profile, a lasting change is absorbed in a few
-steps. A forecast, interval or score only ever depends on values at or before its step.
+Errors are clipped at CLIP interval half-widths before the model learns from them, so a
+spike barely moves the level or the profile; a lasting change is carried at first by the
+error share and absorbed by the level over about 1/ALPHA steps. The constants were
+chosen on NAB (benchmarks/README.md) and hold for every series: nothing is tuned per
+series. A forecast, interval or score only ever depends on values at or before its step.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ ALPHA = 0.01  # level: rate of the one-step error absorbed
 BETA = 0.02  # trend: rate (of the level's correction) turned into slope
 PHI = 0.8  # trend damping per step: a slope fades rather than run away at long horizons
 GAMMA = 0.1  # profile: rate of a bin's error absorbed (a bin is seen once a day)
+GAMMA_WEEK = 0.05  # weekly correction: rate of a bin's error absorbed
+WEEK_GAIN = 0.7  # forecasts use the weekly correction once its error is this much below the daily profile's
 A_SCALE = 0.02  # rate of the mean absolute h-step errors
 A_QUANTILE = 0.02  # step of the interval multipliers' quantile tracker
 CLIP = 8.0  # errors are clipped at this many interval half-widths before learning
@@ -61,11 +70,14 @@ class Config:
     step_ms: int = 60_000
     horizon: int = 60  # steps ahead whose errors are tracked (and intervals learnt)
     profile_bins: int = 288  # time-of-day bins of the daily profile
+    week_bins: int = 168  # time-of-week bins of the weekly correction (hours)
     coverage: float = 0.8  # of the prediction intervals
 
     def __post_init__(self) -> None:
-        if self.step_ms <= 0 or self.horizon < 1 or self.profile_bins < 1 or not 0 < self.coverage < 1:
-            raise ValueError(f"forecast config {self}: step, horizon and bins must be positive, coverage in (0, 1)")
+        if (self.step_ms <= 0 or DAY_MS % self.step_ms or min(self.horizon, self.profile_bins, self.week_bins) < 1
+                or not 0 < self.coverage < 1):
+            raise ValueError(f"forecast config {self}: the step must divide a day, horizon and bins be positive, "
+                             "coverage lie in (0, 1)")
 
 
 # Per-slot columns: name → (dtype, columns per slot as a function of the config, initial value).
@@ -75,6 +87,8 @@ _COLUMNS = {
     "last_step": (np.int64, lambda c: (), -1),  # -1: nothing learnt yet
     "seen": (np.int64, lambda c: (), 0),
     "profile": (np.float64, lambda c: (c.profile_bins,), np.nan),  # NaN: bin never visited
+    "week": (np.float64, lambda c: (c.week_bins,), 0.0),  # the weekday's deviation from the daily profile
+    "week_errors": (np.float64, lambda c: (2,), 0.0),  # mean |one-step error| without and with the weekly term
     # What the slot was at each of its last `horizon` steps, at column step % horizon:
     # (step, level, trend, one-step error), the step as a float (exact below 2^53) so that
     # one gather fetches all four.
@@ -114,7 +128,6 @@ class Forecaster:
 
     def __init__(self, config: Config = Config(), capacity: int = 0) -> None:
         self.config = config
-        self.bin_steps = DAY_MS / config.profile_bins / config.step_ms  # steps per profile bin
         self.state = {name: np.full((capacity, *cols(config)), init, dtype)
                       for name, (dtype, cols, init) in _COLUMNS.items()}
 
@@ -130,7 +143,11 @@ class Forecaster:
 
     def _bin(self, step: np.ndarray) -> np.ndarray:
         day_steps = DAY_MS // self.config.step_ms
-        return ((step % day_steps) / self.bin_steps).astype(np.int64) % self.config.profile_bins
+        return (step % day_steps) * self.config.profile_bins // day_steps
+
+    def _week_bin(self, step: np.ndarray) -> np.ndarray:
+        week_steps = 7 * DAY_MS // self.config.step_ms
+        return (step % week_steps) * self.config.week_bins // week_steps
 
     # ------------------------------------------------------------ learning
 
@@ -165,9 +182,13 @@ class Forecaster:
         trend = s["trend"][slots]
         gap = np.where(first, 1, step - last)
         b = self._bin(step)
-        seasonal = s["profile"][slots, b]
-        unseen = np.isnan(seasonal)
-        seasonal = np.where(unseen, 0.0, seasonal)
+        wb = self._week_bin(step)
+        daily = s["profile"][slots, b]
+        unseen = np.isnan(daily)
+        daily = np.where(unseen, 0.0, daily)
+        weekly = s["week"][slots, wb]
+        use_week = self._use_week(slots)
+        seasonal = daily + np.where(use_week, weekly, 0.0)
 
         # What the model said about this step, h = 1..horizon steps before (where it existed).
         h = np.arange(1, c.horizon + 1)
@@ -210,7 +231,17 @@ class Forecaster:
         alpha = np.where(days == 1, 0.0, ALPHA)
         new_level = pred_level + alpha * ec
         new_trend = np.where(first, 0.0, trend * PHI ** gap + alpha * BETA * ec)
-        s["profile"][slots, b] = seasonal + np.maximum(GAMMA, 1.0 / days) * (1 - alpha) * ec
+        s["profile"][slots, b] = daily + np.maximum(GAMMA, 1.0 / days) * (1 - alpha) * ec
+        # Once a week has been seen, what the day's profile misses is the weekday's.
+        # It learns from its own error whether or not forecasts use it yet, and they use it
+        # once it has clearly beaten the daily profile alone (most series have no weekly rhythm).
+        e_day = np.where(use_week, ec + weekly, ec)
+        e_week = np.clip(e_day - weekly, -bound, bound)
+        weeks = days // 7  # weeks completed, so the correction starts in the second (rate 1/weeks, then GAMMA_WEEK)
+        s["week"][slots, wb] = weekly + np.where(days > 7, np.maximum(GAMMA_WEEK, 1.0 / np.maximum(weeks, 1)) * (1 - alpha) * e_week, 0.0)
+        errors = s["week_errors"][slots]
+        s["week_errors"][slots] = np.where((days > 7)[:, None], errors + A_SCALE * (
+            np.abs(np.column_stack([e_day, e_week])) - errors), errors)
         ec = np.where(unseen, 0.0, ec)  # a first visit's error went into the profile, not on to the next step
         s["level"][slots], s["trend"][slots] = new_level, new_trend
         # How much of a one-step error is still there h steps later: a regression per h.
@@ -223,6 +254,11 @@ class Forecaster:
         s["ring"][slots, at] = np.column_stack([step, new_level, new_trend, ec])
         s["last_step"][slots], s["seen"][slots] = step, seen + 1
         return scores
+
+    def _use_week(self, slots: np.ndarray) -> np.ndarray:
+        errors = self.state["week_errors"][slots]
+        weeks = self.state["seen"][slots] * self.config.step_ms // (7 * DAY_MS)
+        return (weeks >= 2) & (errors[:, 1] < WEEK_GAIN * errors[:, 0])
 
     def _carry(self, slots: np.ndarray) -> np.ndarray:
         """Per slot and h = 1..horizon, the share of the last one-step error that is still
@@ -240,7 +276,8 @@ class Forecaster:
         h = np.arange(1, k + 1)
         last = s["last_step"][slots]
         step = last[:, None] + h
-        seasonal = s["profile"][slots[:, None], self._bin(step)]
+        weekly = s["week"][slots[:, None], self._week_bin(step)]
+        seasonal = s["profile"][slots[:, None], self._bin(step)] + np.where(self._use_week(slots)[:, None], weekly, 0.0)
         carry = self._carry(slots)[:, np.minimum(h, c.horizon) - 1] * (h <= c.horizon)
         mean = (s["level"][slots, None] + s["trend"][slots, None] * _damped(h) + np.nan_to_num(seasonal)
                 + carry * s["resid"][slots, None])

@@ -141,3 +141,21 @@ def test_the_forecast_benchmark_writes_the_contracts_figures(tmp_path) -> None:
         assert figures["mase_seasonal"] < 0.9 and 0.6 < figures["coverage80"] < 0.95
         assert figures["mase_last"] < 1.0
     assert result["daily"]["files"] == ["kind/a.csv", "kind/b.csv"]
+
+
+def test_a_weekly_rhythm_is_learnt_where_it_helps() -> None:
+    # Hourly traffic whose weekends (two days in seven) run at half the weekday's.
+    hour, hours = 3_600_000, 24
+    t = np.arange(35 * hours)
+    ts = t * hour
+    values = 100 + 50 * np.sin(2 * np.pi * t / hours) + np.random.default_rng(5).normal(0, 1, t.size)
+    weekend = (ts // 86_400_000) % 7 >= 5
+    values = np.where(weekend, values * 0.5, values)
+    model = Forecaster(Config(step_ms=hour, horizon=12, profile_bins=hours))
+    learnt = 33 * hours  # up to midnight starting day 33, a weekend day after a weekday
+    model.learn(np.zeros(learnt, np.int64), ts[:learnt], values[:learnt])
+    fc = model.forecast(np.array([0]), 12)
+    target = values[learnt:learnt + 12]
+    assert weekend[learnt] and not weekend[learnt - hours]
+    yesterday = values[learnt - hours:learnt - hours + 12]
+    assert np.abs(fc.mean[0] - target).mean() < np.abs(yesterday - target).mean() / 3
