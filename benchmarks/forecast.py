@@ -95,6 +95,28 @@ def walk(group: list[Series], step_ms: int) -> float:
     return seconds
 
 
+def worker_speed(slots: int = 10_000, rounds: int = 30) -> dict[str, float]:
+    """Points/s in the worker's shape: every series learns one point per window (60 s), all in
+    one call, and is forecast the next hour. The NAB walk above has few series per call, so
+    there the fixed cost of a call dominates."""
+    model = Forecaster(Config(step_ms=60_000, horizon=60))
+    rng = np.random.default_rng(0)
+    every = np.arange(slots)
+    learning = forecasting = 0.0
+    for r in range(rounds):
+        values = 100 + 50 * np.sin(2 * np.pi * r / 1440) + rng.normal(0, 5, slots)
+        start = time.perf_counter()
+        model.learn(every, np.full(slots, r * 60_000), values)
+        learnt = time.perf_counter()
+        model.forecast(every, 60)
+        forecasting += time.perf_counter() - learnt
+        learning += learnt - start
+    points = slots * rounds
+    return {"slots": slots, "horizon": 60, "learn_points_per_s": points / learning,
+            "learn_and_forecast_points_per_s": points / (learning + forecasting),
+            "state_bytes_per_series": sum(a.nbytes for a in model.state.values()) / slots}
+
+
 def daily_rhythm(s: Series) -> bool:
     lag = DAY_MS // s.step_ms
     if s.values.size < 2 * lag:
@@ -184,12 +206,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {"files": len(series), "points": points, "points_per_s": points / seconds,
               "horizons": summarise(per_series, list(per_series)),
               "daily": {"files": daily, "horizons": summarise(per_series, daily)},
-              "series": per_series}
+              "worker_shape": worker_speed(), "series": per_series}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(table(f"all {len(series)} series", result["horizons"]))
     print(table(f"{len(daily)} series with a daily rhythm", result["daily"]["horizons"]))
     print(f"{points} points, {result['points_per_s']:,.0f} points/s (learn + forecast 1..12, 1 core)")
+    shape = result["worker_shape"]
+    print(f"worker's shape ({shape['slots']:,} series a call, 60 steps ahead): {shape['learn_points_per_s']:,.0f} "
+          f"points/s learning, {shape['learn_and_forecast_points_per_s']:,.0f} with forecasts; "
+          f"{shape['state_bytes_per_series']:,.0f} bytes of state per series")
     return 0
 
 

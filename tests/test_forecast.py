@@ -141,6 +141,7 @@ def test_the_forecast_benchmark_writes_the_contracts_figures(tmp_path) -> None:
         assert figures["mase_seasonal"] < 0.9 and 0.6 < figures["coverage80"] < 0.95
         assert figures["mase_last"] < 1.0
     assert result["daily"]["files"] == ["kind/a.csv", "kind/b.csv"]
+    assert result["worker_shape"]["learn_points_per_s"] > 0
 
 
 def test_a_weekly_rhythm_is_learnt_where_it_helps() -> None:
