@@ -218,7 +218,8 @@ class Forecaster:
         fresh = said & (error == 0)
         outside = err > width * error
         width = np.where(said & ~fresh, width + A_QUANTILE * (outside - (1.0 - c.coverage)), width)
-        error = np.where(fresh, err, np.where(said, error + A_SCALE * (np.minimum(err, CLIP * width * error) - error), error))
+        learnt = error + A_SCALE * (np.minimum(err, CLIP * width * error) - error)
+        error = np.where(fresh, err, np.where(said, learnt, error))
 
         # Level, trend and profile, from the clipped error.
         # Nothing is clipped before a yardstick exists: while warming up, or on a bin's first visit.
@@ -237,8 +238,9 @@ class Forecaster:
         # once it has clearly beaten the daily profile alone (most series have no weekly rhythm).
         e_day = np.where(use_week, ec + weekly, ec)
         e_week = np.clip(e_day - weekly, -bound, bound)
-        weeks = days // 7  # weeks completed, so the correction starts in the second (rate 1/weeks, then GAMMA_WEEK)
-        s["week"][slots, wb] = weekly + np.where(days > 7, np.maximum(GAMMA_WEEK, 1.0 / np.maximum(weeks, 1)) * (1 - alpha) * e_week, 0.0)
+        # Rate 1/weeks completed, then GAMMA_WEEK, as the daily profile does with days.
+        rate = np.where(days > 7, np.maximum(GAMMA_WEEK, 1.0 / np.maximum(days // 7, 1)), 0.0)
+        s["week"][slots, wb] = weekly + rate * (1 - alpha) * e_week
         errors = s["week_errors"][slots]
         s["week_errors"][slots] = np.where((days > 7)[:, None], errors + A_SCALE * (
             np.abs(np.column_stack([e_day, e_week])) - errors), errors)
@@ -273,16 +275,18 @@ class Forecaster:
         Beyond the tracked horizon the interval grows like the square root of the steps."""
         s, c = self.state, self.config
         slots = np.asarray(slots, np.int64)
+        self.reserve(int(slots.max(initial=-1)) + 1)  # a slot never learnt is forecast as NaN
         h = np.arange(1, k + 1)
         last = s["last_step"][slots]
         step = last[:, None] + h
         weekly = s["week"][slots[:, None], self._week_bin(step)]
-        seasonal = s["profile"][slots[:, None], self._bin(step)] + np.where(self._use_week(slots)[:, None], weekly, 0.0)
+        weekly = np.where(self._use_week(slots)[:, None], weekly, 0.0)
+        seasonal = s["profile"][slots[:, None], self._bin(step)] + weekly
         carry = self._carry(slots)[:, np.minimum(h, c.horizon) - 1] * (h <= c.horizon)
         mean = (s["level"][slots, None] + s["trend"][slots, None] * _damped(h) + np.nan_to_num(seasonal)
                 + carry * s["resid"][slots, None])
         tracked = np.minimum(h, c.horizon) - 1
-        half = (s["width"] * s["error"])[slots][:, tracked] * np.sqrt(np.maximum(h / c.horizon, 1.0))
+        half = (s["width"][slots] * s["error"][slots])[:, tracked] * np.sqrt(np.maximum(h / c.horizon, 1.0))
         mean = np.where(last[:, None] < 0, np.nan, mean)
         return Forecast(step, mean, mean - half, mean + half)
 
@@ -292,6 +296,7 @@ class Forecaster:
         slots = np.asarray(slots, np.int64)
         steps = np.asarray(ts_ms, np.int64) // self.config.step_ms
         values = np.asarray(values, np.float64)
+        self.reserve(int(slots.max(initial=-1)) + 1)
         last = self.state["last_step"][slots]
         ahead = np.maximum(steps - last, 1)
         fc = self.forecast(slots, int(min(ahead.max(initial=1), 10 * self.config.horizon)))

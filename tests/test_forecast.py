@@ -2,6 +2,7 @@
 
 import numpy as np
 import orjson
+import pytest
 
 from streams.forecast import Config, Forecaster
 
@@ -160,3 +161,15 @@ def test_a_weekly_rhythm_is_learnt_where_it_helps() -> None:
     assert weekend[learnt] and not weekend[learnt - hours]
     yesterday = values[learnt - hours:learnt - hours + 12]
     assert np.abs(fc.mean[0] - target).mean() < np.abs(yesterday - target).mean() / 3
+
+
+def test_a_slot_never_learnt_is_forecast_as_unknown_and_scores_nothing() -> None:
+    model = Forecaster(CONFIG)
+    fc = model.forecast(np.array([4]), 3)
+    assert np.isnan(fc.mean).all() and np.isnan(fc.low).all()
+    np.testing.assert_array_equal(model.score(np.array([7]), np.array([0]), np.array([1.0])), 0.0)
+
+
+def test_a_bad_config_is_refused_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match="the step must divide a day"):
+        Config(step_ms=7_000)
