@@ -55,8 +55,16 @@ def load(root: Path) -> list[Series]:
         if len(rows) < 2:
             print(f"skipped {path}: fewer than two rows", file=sys.stderr)
             continue
-        ts = np.array([r[0] for r in rows], dtype="datetime64[ms]").astype(np.int64)
-        series.append(Series(str(path.relative_to(base)), ts, np.array([float(r[1]) for r in rows])))
+        try:
+            ts = np.array([r[0] for r in rows], dtype="datetime64[ms]").astype(np.int64)
+            values = np.array([float(r[1]) for r in rows])
+        except (ValueError, IndexError) as e:
+            print(f"skipped {path}: not timestamp,value rows ({e})", file=sys.stderr)
+            continue
+        if np.any(np.diff(ts) <= 0):
+            print(f"skipped {path}: timestamps not strictly increasing", file=sys.stderr)
+            continue
+        series.append(Series(str(path.relative_to(base)), ts, values))
     return series
 
 

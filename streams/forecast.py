@@ -153,7 +153,7 @@ class Forecaster:
 
     def learn(self, slots: np.ndarray, ts_ms: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Learn points given in time order per slot; return each point's surprise (0..1)
-        against the state just before it, which is what `score` would have said.
+        against the state just before it: what `score` would have said (up to float rounding).
 
         A point at or before its slot's last learnt step, or not finite, is skipped (score
         0): late or bad input must not rewind a series' time or poison its state."""

@@ -124,7 +124,7 @@ def test_bad_and_late_points_are_skipped() -> None:
     assert model.encode() == state
 
 
-def test_the_forecast_benchmark_writes_the_contracts_figures(tmp_path) -> None:
+def test_the_forecast_benchmark_writes_the_contracts_figures(tmp_path, capsys) -> None:
     from benchmarks.forecast import main
 
     ts, values = daily(6, noise=2.0)
@@ -133,6 +133,7 @@ def test_the_forecast_benchmark_writes_the_contracts_figures(tmp_path) -> None:
         path = tmp_path / "data" / "kind" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("timestamp,value\n" + "".join(f"{t.replace('T', ' ')},{v}\n" for t, v in zip(stamps, values)))
+    (tmp_path / "data" / "kind" / "broken.csv").write_text("timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,lots\n")
     out = tmp_path / "forecast.json"
     assert main(["--data", str(tmp_path), "--out", str(out)]) == 0
     result = orjson.loads(out.read_bytes())
@@ -143,6 +144,7 @@ def test_the_forecast_benchmark_writes_the_contracts_figures(tmp_path) -> None:
         assert figures["mase_last"] < 1.0
     assert result["daily"]["files"] == ["kind/a.csv", "kind/b.csv"]
     assert result["worker_shape"]["learn_points_per_s"] > 0
+    assert "broken.csv: not timestamp,value rows" in capsys.readouterr().err
 
 
 def test_a_weekly_rhythm_is_learnt_where_it_helps() -> None:
