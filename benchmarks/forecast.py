@@ -61,9 +61,6 @@ def load(root: Path) -> list[Series]:
         except (ValueError, IndexError) as e:
             print(f"skipped {path}: not timestamp,value rows ({e})", file=sys.stderr)
             continue
-        if np.any(np.diff(ts) <= 0):
-            print(f"skipped {path}: timestamps not strictly increasing", file=sys.stderr)
-            continue
         series.append(Series(str(path.relative_to(base)), ts, values))
     return series
 

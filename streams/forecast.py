@@ -8,7 +8,8 @@ cadence in NAB); a point's step is `ts // step_ms`, and a gap of g steps advance
 trend by g steps, so a series with holes needs no filling.
 
 Per slot the model keeps (additive Holt-Winters in error-correction form):
-- level and damped trend, learnt from the one-step error with rates ALPHA and BETA;
+- level and damped trend, learnt from the one-step error (rates ALPHA and the config's
+  `trend_rate`, damping `trend_damping`);
 - per horizon h, the share of the last one-step error still present h steps later (a
   regression of h-step errors on the one-step error before them): a forecast adds that
   share of the last error, so smooth series are forecast close to their last value at
@@ -49,8 +50,6 @@ import orjson
 
 DAY_MS = 86_400_000
 ALPHA = 0.01  # level: rate of the one-step error absorbed
-BETA = 0.02  # trend: rate (of the level's correction) turned into slope
-PHI = 0.8  # trend damping per step: a slope fades rather than run away at long horizons
 GAMMA = 0.1  # profile: rate of a bin's error absorbed (a bin is seen once a day)
 GAMMA_WEEK = 0.05  # weekly correction: rate of a bin's error absorbed
 WEEK_GAIN = 0.7  # forecasts use the weekly correction once its error is this much below the daily profile's
@@ -72,12 +71,17 @@ class Config:
     profile_bins: int = 288  # time-of-day bins of the daily profile
     week_bins: int = 168  # time-of-week bins of the weekly correction (hours)
     coverage: float = 0.8  # of the prediction intervals
+    # The trend: the share of each one-step error turned into slope, and the slope's damping
+    # per step. NAB's forecasts are best with next to no trend (a slope fitted to noise runs
+    # away); warning of a ramp needs a quick one (see benchmarks/README.md, early warning).
+    trend_rate: float = 0.0002
+    trend_damping: float = 0.8
 
     def __post_init__(self) -> None:
         if (self.step_ms <= 0 or DAY_MS % self.step_ms or min(self.horizon, self.profile_bins, self.week_bins) < 1
-                or not 0 < self.coverage < 1):
+                or not 0 < self.coverage < 1 or not 0 <= self.trend_damping < 1 or self.trend_rate < 0):
             raise ValueError(f"forecast config {self}: the step must divide a day, horizon and bins be positive, "
-                             "coverage lie in (0, 1)")
+                             "coverage lie in (0, 1), trend damping in [0, 1), trend rate be ≥ 0")
 
 
 # Per-slot columns: name → (dtype, columns per slot as a function of the config, initial value).
@@ -99,11 +103,6 @@ _COLUMNS = {
     "error": (np.float64, lambda c: (c.horizon,), 0.0),  # mean |h-step error|
     "width": (np.float64, lambda c: (c.horizon,), 1.6),  # interval half-width / error (normal: 1.28 σ / 0.8 σ)
 }
-
-
-def _damped(g: np.ndarray) -> np.ndarray:
-    """Σ_{i=1..g} PHI^i: how far a unit slope carries in g steps."""
-    return PHI * (1.0 - PHI ** g) / (1.0 - PHI)
 
 
 def surprise(z: np.ndarray, coverage: float) -> np.ndarray:
@@ -140,6 +139,11 @@ class Forecaster:
         if extra > 0:
             for name, (dtype, cols, init) in _COLUMNS.items():
                 self.state[name] = np.concatenate([self.state[name], np.full((extra, *cols(self.config)), init, dtype)])
+
+    def _damped(self, g: np.ndarray) -> np.ndarray:
+        """Σ_{i=1..g} φ^i: how far a unit slope carries in g steps."""
+        phi = self.config.trend_damping
+        return phi * (1.0 - phi ** g) / (1.0 - phi)
 
     def _bin(self, step: np.ndarray) -> np.ndarray:
         day_steps = DAY_MS // self.config.step_ms
@@ -197,7 +201,7 @@ class Forecaster:
         then = s["ring"][rows, ring]
         said = then[..., 0] == step[:, None] - h
         carry = self._carry(slots)
-        base = then[..., 1] + then[..., 2] * _damped(h) + seasonal[:, None]
+        base = then[..., 1] + then[..., 2] * self._damped(h) + seasonal[:, None]
         before = then[..., 3]
         past = base + carry * before
         err = np.abs(y[:, None] - past)
@@ -206,7 +210,7 @@ class Forecaster:
 
         # Surprise against the forecast from the last learnt point, g steps ago.
         g = np.minimum(gap, c.horizon) - 1
-        pred_level = level + trend * _damped(gap)
+        pred_level = level + trend * self._damped(gap)
         e = y - (pred_level + seasonal)
         resid = s["resid"][slots]
         half = width[np.arange(len(slots)), g] * error[np.arange(len(slots)), g] + TINY
@@ -231,7 +235,7 @@ class Forecaster:
         days = seen * c.step_ms // DAY_MS + 1
         alpha = np.where(days == 1, 0.0, ALPHA)
         new_level = pred_level + alpha * ec
-        new_trend = np.where(first, 0.0, trend * PHI ** gap + alpha * BETA * ec)
+        new_trend = np.where(first, 0.0, trend * c.trend_damping ** gap + np.where(days == 1, 0.0, c.trend_rate) * ec)
         s["profile"][slots, b] = daily + np.maximum(GAMMA, 1.0 / days) * (1 - alpha) * ec
         # Once a week has been seen, what the day's profile misses is the weekday's.
         # It learns from its own error whether or not forecasts use it yet, and they use it
@@ -283,7 +287,7 @@ class Forecaster:
         weekly = np.where(self._use_week(slots)[:, None], weekly, 0.0)
         seasonal = s["profile"][slots[:, None], self._bin(step)] + weekly
         carry = self._carry(slots)[:, np.minimum(h, c.horizon) - 1] * (h <= c.horizon)
-        mean = (s["level"][slots, None] + s["trend"][slots, None] * _damped(h) + np.nan_to_num(seasonal)
+        mean = (s["level"][slots, None] + s["trend"][slots, None] * self._damped(h) + np.nan_to_num(seasonal)
                 + carry * s["resid"][slots, None])
         tracked = np.minimum(h, c.horizon) - 1
         half = (s["width"][slots] * s["error"][slots])[:, tracked] * np.sqrt(np.maximum(h / c.horizon, 1.0))
