@@ -175,3 +175,21 @@ def test_a_slot_never_learnt_is_forecast_as_unknown_and_scores_nothing() -> None
 def test_a_bad_config_is_refused_with_a_clear_message() -> None:
     with pytest.raises(ValueError, match="the step must divide a day"):
         Config(step_ms=7_000)
+
+
+def test_with_a_quick_trend_a_load_ramp_is_forecast_to_pass_its_rating_ahead_of_time() -> None:
+    # A feeder at 0.4 to 0.8 of its rating, one value a minute, then a ramp to 1.2 over an hour.
+    minute, day = 60_000, 1440
+    t = np.arange(4 * day)
+    load = 0.6 + 0.2 * np.sin(2 * np.pi * t / day) + np.random.default_rng(6).normal(0, 0.005, t.size)
+    start = 3 * day + 600
+    load[start:start + 60] = np.linspace(load[start], 1.2, 60)
+    passes = start + int(np.argmax(load[start:] > 1.0))
+    model = Forecaster(Config(step_ms=minute, horizon=60, trend_rate=0.03, trend_damping=0.97))
+    model.learn(np.zeros(start, np.int64), t[:start] * minute, load[:start])
+    assert not (model.forecast(np.array([0]), 60).low > 1.0).any()
+    for i in range(start, passes):
+        model.learn(np.array([0]), t[i:i + 1] * minute, load[i:i + 1])
+        if (model.forecast(np.array([0]), 60).low > 1.0).any():
+            break
+    assert passes - i >= 10  # minutes of warning, with the interval's low bound past the rating
