@@ -235,7 +235,8 @@ class Forecaster:
         days = seen * c.step_ms // DAY_MS + 1
         alpha = np.where(days == 1, 0.0, ALPHA)
         new_level = pred_level + alpha * ec
-        new_trend = np.where(first, 0.0, trend * c.trend_damping ** gap + np.where(days == 1, 0.0, c.trend_rate) * ec)
+        trend_rate = np.where(days == 1, 0.0, c.trend_rate)
+        new_trend = np.where(first, 0.0, trend * c.trend_damping ** gap + trend_rate * ec)
         s["profile"][slots, b] = daily + np.maximum(GAMMA, 1.0 / days) * (1 - alpha) * ec
         # Once a week has been seen, what the day's profile misses is the weekday's.
         # It learns from its own error whether or not forecasts use it yet, and they use it
