@@ -179,3 +179,13 @@ def test_cli_reads_the_data_root_from_the_environment(nab_root: Path, tmp_path: 
     monkeypatch.setenv("CITYBRAIN_NAB_DATA", str(nab_root))
     assert main(["--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "statistical" / "scores.json").exists()
+
+
+def test_the_forecasters_surprise_is_scored_as_a_detector(nab_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["--data", str(nab_root), "--out", str(out), "--detector", "forecast"]) == 0
+    lines = (out / "forecast" / "catA" / "forecast_spiky.csv").read_text().splitlines()
+    scores = np.array([float(line.split(",")[2]) for line in lines[1:]])
+    assert scores[450] == scores.max() > 0.6  # the spike is its most surprising point
+    summary = json.loads((out / "forecast" / "scores.json").read_text())
+    assert summary["profiles"]["standard"]["score"] > 50

@@ -15,15 +15,37 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from benchmarks.forecast import cadence, model_for
 from benchmarks.nab.scorer import PROFILE_NAMES, Window, load_profiles, score_corpus
-from streams.detectors.statistical import SeasonalDetector
+from streams.detectors.statistical import FIRE, REFRACTORY, SeasonalDetector
+
+
+class Detector(Protocol):
+    def score(self, entity_idx: np.ndarray, ts_ms: np.ndarray, values: np.ndarray) -> np.ndarray: ...
+
+
+class ForecastSurprise:
+    """The forecaster's surprise (streams/forecast.py) as a detector of one series: a model
+    stepping at the series' cadence, and the statistical detector's one alert per event
+    (a score above FIRE silences the next REFRACTORY points), so both are judged alike."""
+
+    def score(self, entity_idx: np.ndarray, ts_ms: np.ndarray, values: np.ndarray) -> np.ndarray:
+        scores = model_for(cadence(ts_ms)).learn(entity_idx, ts_ms, values)
+        quiet_until = -1
+        for i in np.flatnonzero(scores > FIRE).tolist():
+            if i <= quiet_until:
+                continue
+            scores[i + 1 : i + 1 + REFRACTORY] = 0.0
+            quiet_until = i + REFRACTORY
+        return scores
+
 
 # Each factory returns a fresh detector with the service API: score(entity_idx, ts_ms, values).
-DETECTORS: dict[str, Callable[[], SeasonalDetector]] = {"statistical": SeasonalDetector}
+DETECTORS: dict[str, Callable[[], Detector]] = {"statistical": SeasonalDetector, "forecast": ForecastSurprise}
 
 
 @dataclass(frozen=True)
@@ -62,7 +84,7 @@ def load_series(nab_root: Path) -> list[Series]:
     return series
 
 
-def run_detector(factory: Callable[[], SeasonalDetector], series: Series) -> tuple[np.ndarray, float]:
+def run_detector(factory: Callable[[], Detector], series: Series) -> tuple[np.ndarray, float]:
     """Scores for one file from a fresh detector, and the seconds spent scoring.
 
     The whole file is handed over in one call; the detector itself walks it in
