@@ -38,7 +38,6 @@ import orjson
 from faust.streams import _current_event
 from faust.types import TP, EventT
 
-from services.config import Settings
 from streams import events as contract
 from streams import produce
 from streams.alerting import BadInput, Policy, apply
@@ -47,8 +46,9 @@ from streams.detectors import detector
 from streams.produce import Output
 from streams.processor import PartitionProcessor, Record, Touched
 from streams.registry import Registry
+from streams.settings import StreamSettings
 from streams.state import PartitionState, Snapshot, load, snapshot_writes
-from streams.topics import DOMAINS, LATENCY_BUCKETS
+from streams.topics import ALERTS_TABLE, DOMAINS, LATENCY_BUCKETS, domain_table
 from streams.topicview import TopicView
 from streams.transport import commit_ceilings, deliver_in_batches, flush_before_commit
 
@@ -68,7 +68,6 @@ SNAPSHOT_INPUT_RATIO = 4.0
 SNAPSHOT_MAX_AGE_S = 60.0
 AHEAD_SHOWN = 20  # entities whose clocks run furthest ahead, per partition, in its vitals
 
-TABLES = tuple(f"{d}-state" for d in DOMAINS) + ("alerts-state",)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who owns a partition, in its vitals
 
 
@@ -140,7 +139,7 @@ class StateTable(faust.Table):
                 self.data.set_persisted_offset(TP(topic, partition), offset)
 
 
-def state_table(app: faust.App, settings: Settings, name: str, raw: bool = False) -> StateTable:
+def state_table(app: faust.App, settings: StreamSettings, name: str, raw: bool = False) -> StateTable:
     """A table co-partitioned with the sources; values as JSON, or as bytes (`raw`)."""
     value_codec = "raw" if raw else ORJSON
     codecs = {"key_serializer": UTF8, "value_serializer": value_codec}
@@ -191,7 +190,7 @@ class Owned:
 
 
 class DomainAgent:
-    def __init__(self, app: faust.App, settings: Settings, domain: str, registry: Registry,
+    def __init__(self, app: faust.App, settings: StreamSettings, domain: str, registry: Registry,
                  registry_feed: TopicView) -> None:
         topics = settings.topics
         self.domain = domain
@@ -200,7 +199,7 @@ class DomainAgent:
         self.source = deliver_in_batches(app, topics.events(domain))
         self.topic = self.source.get_topic_name()
         self.topics = topics
-        self.table = state_table(app, settings, f"{domain}-state", raw=True)
+        self.table = state_table(app, settings, domain_table(domain), raw=True)
         self.processor = PartitionProcessor(
             domain, topics.events(domain), settings.partitions, settings.window_s * 1000,
             settings.lateness_s * 1000, registry, settings.max_batch,
@@ -345,11 +344,11 @@ class AlertAgent:
     """Alert states from the alert-inputs topic (streams/alerting.py), one table key per
     (rule, entity) holding its alert and the offset of the last input applied."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: StreamSettings) -> None:
         self.app, self.topics = app, settings.topics
         self.policy = Policy(settings.alert_flap_s, settings.alert_escalate_s)
         self.source = deliver_in_batches(app, self.topics.alert_inputs)
-        self.state = state_table(app, settings, "alerts-state")
+        self.state = state_table(app, settings, ALERTS_TABLE)
         flush_before_commit(app, self.state.flush)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.agent(self.source, name="citybrain.alerts")(self.run)
@@ -388,7 +387,7 @@ class AlertAgent:
         write(self.state, event, states.items())
 
 
-def register(app: faust.App, settings: Settings) -> list[DomainAgent]:
+def register(app: faust.App, settings: StreamSettings) -> list[DomainAgent]:
     registry = Registry.from_file(settings.registry_file) if settings.registry_file else Registry()
     feed = TopicView(settings.bootstrap, settings.topics.registry, registry.apply)
 
