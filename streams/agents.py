@@ -27,15 +27,12 @@ import logging
 import os
 import socket
 import time
-import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import faust
 import numpy as np
 import orjson
-from faust.streams import _current_event
 from faust.types import TP, EventT
 
 from streams import events as contract
@@ -50,7 +47,8 @@ from streams.settings import StreamSettings
 from streams.state import PartitionState, Snapshot, load, snapshot_writes
 from streams.topics import ALERTS_TABLE, DOMAINS, LATENCY_BUCKETS, domain_table
 from streams.topicview import TopicView
-from streams.transport import commit_ceilings, deliver_in_batches, flush_before_commit
+from streams.transport import (acting_for, acting_for_partition, commit_ceilings, deliver_in_batches,
+                               flush_before_commit, kafka_producer)
 
 log = logging.getLogger(__name__)
 
@@ -69,27 +67,6 @@ SNAPSHOT_MAX_AGE_S = 60.0
 AHEAD_SHOWN = 20  # entities whose clocks run furthest ahead, per partition, in its vitals
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who owns a partition, in its vitals
-
-
-class _At:
-    """Stands for an event of one partition, for Faust stores that place a write by the
-    current event's partition."""
-
-    __slots__ = ("message", "__weakref__")
-
-    def __init__(self, partition: int) -> None:
-        self.message = type("Message", (), {"partition": partition})()
-
-
-@contextmanager
-def acting_for(event: Any) -> Iterator[None]:
-    """Faust sends a table write to the changelog partition (and rocksdb bucket) of the
-    event being processed; a batch spans partitions, so each write names its own."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 class StateTable(faust.Table):
@@ -112,14 +89,14 @@ class StateTable(faust.Table):
     def on_key_set(self, key: str, value: Any) -> None:
         self.pending.pop(key, None)
         self.pending[key] = (self.partition_for_key(key), value)
-        self._sensor_on_set(self, key, value)
+        self.app.sensors.on_table_set(self, key, value)  # Faust's monitoring, as its own on_key_set
 
     def on_key_del(self, key: str) -> None:
         self.on_key_set(key, None)
 
     def put(self, partition: int, key: str, value: bytes) -> None:
         """Store a value for `partition` outside of any event (a snapshot chunk)."""
-        with acting_for(_At(partition)):
+        with acting_for_partition(partition):
             self.data[key] = value
         self.pending.pop(key, None)
         self.pending[key] = (partition, value)
@@ -162,7 +139,7 @@ def write(table: StateTable, event: EventT, writes: Any) -> None:
 
 async def send_all(app: faust.App, records: list[Output]) -> dict[tuple[str, int], int]:
     """Produce and wait until the broker has every record (streams/produce.py)."""
-    return await produce.send_all(app.producer._ensure_producer(), records)
+    return await produce.send_all(kafka_producer(app), records)
 
 
 @dataclass
