@@ -1,4 +1,4 @@
-"""The Faust agents: thin async shells around streams.processor and streams.alerting.
+"""The Faust agents: thin async shells around streams.processor and streams.alert_step.
 
 Each message an agent receives is one partition's share of a fetch (streams/transport.py,
 `deliver_in_batches`). A domain agent keeps each of its partitions' state in memory as
@@ -35,9 +35,8 @@ import numpy as np
 import orjson
 from faust.types import TP, EventT
 
-from streams import events as contract
-from streams import produce
-from streams.alerting import BadInput, Policy, apply
+from streams import alert_step, produce
+from streams.alerting import Policy
 from streams.codecs import ORJSON, UTF8
 from streams.detectors import detector
 from streams.produce import Output
@@ -318,7 +317,7 @@ class DomainAgent:
 
 
 class AlertAgent:
-    """Alert states from the alert-inputs topic (streams/alerting.py), one table key per
+    """Alert states from the alert-inputs topic (streams/alert_step.py), one table key per
     (rule, entity) holding its alert and the offset of the last input applied."""
 
     def __init__(self, app: faust.App, settings: StreamSettings) -> None:
@@ -339,29 +338,12 @@ class AlertAgent:
 
     async def process(self, event: EventT) -> None:
         partition = event.message.partition
-        states: dict[str, Any] = {}
-        changed: dict[str, dict[str, Any]] = {}
-        rejected: list[Output] = []
-        for r in event.value:
-            key = (r.key or b"").decode(errors="replace")
-            state = states[key] if key in states else self.state.get(key)
-            if state is not None and r.offset <= state["o"]:
-                continue  # applied before a crash
-            try:
-                state, alert = apply(state, orjson.loads(r.value or b"null"), self.policy)
-            except (orjson.JSONDecodeError, BadInput) as exc:
-                reason = f"alert input: {exc}" if isinstance(exc, BadInput) else f"not JSON: {exc}"
-                rejected.append((self.topics.deadletter, r.key, contract.deadletter(
-                    contract.Reject(reason, r.value or b""), self.topics.alert_inputs, partition, r.offset),
-                    None, None))
-                continue
-            state["o"] = r.offset
-            states[key] = state
-            if alert is not None:
-                changed[alert["id"]] = alert
-        await send_all(self.app, rejected + [(self.topics.alerts, aid.encode(), orjson.dumps(a), None, None)
-                                             for aid, a in changed.items()])
-        write(self.state, event, states.items())
+        records = [Record(partition, r.offset, r.key, r.value) for r in event.value]
+        out = alert_step.step(records, self.topics.alert_inputs, self.state.get, self.policy)
+        await send_all(self.app, [
+            *((self.topics.deadletter, key, doc, None, None) for key, doc in out.deadletters),
+            *((self.topics.alerts, aid.encode(), orjson.dumps(a), None, None) for aid, a in out.alerts.items())])
+        write(self.state, event, out.states.items())
 
 
 def register(app: faust.App, settings: StreamSettings) -> list[DomainAgent]:
