@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from functools import cache
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("streams", "api", "services", "benchmarks")  # lowest first
@@ -86,3 +87,18 @@ def test_the_api_and_topic_provisioning_do_not_load_faust() -> None:
     for start in ("services.apiserver", "services.provision"):
         faust = sorted(m for m in loads(start) if m.split(".")[0] == "faust")
         assert not faust, f"{start} may load {', '.join(faust)}"
+
+
+def test_the_settings_the_layers_read_are_the_deployments() -> None:
+    """streams/ and api/ declare what they read of the settings as protocols; the one
+    `Settings` the processes build must have every member they declare."""
+    from api.settings import ApiSettings
+    from services.config import Settings
+    from streams.settings import StreamSettings
+
+    settings = Settings()
+    for protocol in (StreamSettings, ApiSettings):
+        declared = {name for cls in protocol.__mro__ if Protocol in cls.__bases__
+                    for name in vars(cls) if not name.startswith("_")}
+        assert declared, protocol
+        assert not [n for n in sorted(declared) if not hasattr(settings, n)], protocol.__name__
