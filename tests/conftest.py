@@ -90,6 +90,7 @@ def _processes_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pyte
         raise AssertionError(f"{request.node.nodeid} starts a process: ask for the `processes` fixture "
                              "(tests/conftest.py), which puts it in the broker tier")
 
+    # Every way of starting a process (subprocess, asyncio, Playwright) ends up here.
     monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
 
 
