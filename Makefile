@@ -1,10 +1,10 @@
-# Quick start: `make run` (the whole stack with a simulated city) and `make test`.
+# Quick start: `make run` (the whole stack with a simulated city), `make test-fast` and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-kafka bench soak stress-scale-in install clean
+.PHONY: run test test-fast test-kafka bench soak stress-scale-in install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "citybrain needs Python 3.11 or newer")'
@@ -20,6 +20,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The broker-free tier: no broker, no process started, property tests drawing a tenth of
+# their examples (tests/conftest.py marks the rest `broker`). Under a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not broker" --hypothesis-profile=fast $(PYTEST_ARGS)
 
 # The scale-in scenario (one of two workers leaves) 20 times in a row; RUNS=n for more.
 stress-scale-in: $(STAMP)

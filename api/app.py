@@ -24,9 +24,9 @@ from api.metrics import CaseCollector, HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
 from api.routes import alerts, areas, cases, citymap, entities, health, incidents, ingest, overview, trends
 from api.routes.alerts import Waiting
+from api.settings import ApiSettings
 from api.trends import CityTrends
 from api.views import ReadModels
-from services.config import Settings
 from streams.topics import FETCH_MAX_WAIT_MS
 from streams.topicview import TopicView
 
@@ -34,7 +34,7 @@ from streams.topicview import TopicView
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(settings: Settings, tokens: Mapping[str, Principal | str]) -> FastAPI:
+def create_app(settings: ApiSettings, tokens: Mapping[str, Principal | str]) -> FastAPI:
     views = ReadModels(settings)
     producer = EventProducer(settings.bootstrap, settings.topics)
     city_trends = CityTrends(settings.window_s * 1000)

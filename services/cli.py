@@ -81,11 +81,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from services.provision import ensure_topics, publish_registry, tables
+    from services.provision import ensure_topics, publish_registry
 
     s = _settings(args)
     created = asyncio.run(ensure_topics(s))
-    print(f"{len(created)} topics created, {len(s.topics.specs(tables())) - len(created)} already present "
+    print(f"{len(created)} topics created, {len(s.topics.specs()) - len(created)} already present "
           f"on {s.bootstrap}")
     if s.registry_file is not None:
         n = asyncio.run(publish_registry(s))

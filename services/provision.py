@@ -80,16 +80,8 @@ async def provision(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
         await admin.close()
 
 
-def tables() -> tuple[str, ...]:
-    """Every Faust table of the workers, whose changelogs are provisioned with the topics."""
-    from streams.agents import TABLES
-    from streams.incident_agents import COMMAND_TABLES
-
-    return TABLES + COMMAND_TABLES
-
-
 async def ensure_topics(settings: Settings) -> list[str]:
-    return await provision(settings.bootstrap, settings.topics.specs(tables()))
+    return await provision(settings.bootstrap, settings.topics.specs())
 
 
 async def publish_registry(settings: Settings) -> int:

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import signal
-import threading
 
-import faust
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from services.config import ConfigError, Settings
@@ -18,23 +13,7 @@ from streams import watchdog
 from streams.agents import register
 from streams.app import create_app
 from streams.incident_agents import register_command
-
-# A graceful stop takes about two seconds; one that waits on a dead broker (it died with
-# `citybrain up`) would retry for minutes and hold the process and its ports.
-SHUTDOWN_GRACE_S = 15.0
-
-
-class Worker(faust.Worker):
-    def _schedule_shutdown(self, signal: signal.Signals) -> None:
-        timer = threading.Timer(SHUTDOWN_GRACE_S, self._give_up)
-        timer.daemon = True
-        timer.start()
-        super()._schedule_shutdown(signal)
-
-    @staticmethod
-    def _give_up() -> None:
-        logging.getLogger(__name__).error("graceful stop took over %gs; exiting", SHUTDOWN_GRACE_S)
-        os._exit(1)
+from streams.transport import Worker
 
 
 def _serve_metrics(settings: Settings) -> Counter:

@@ -1,4 +1,4 @@
-"""The Faust agents: thin async shells around streams.processor and streams.alerting.
+"""The Faust agents: thin async shells around streams.processor and streams.alert_step.
 
 Each message an agent receives is one partition's share of a fetch (streams/transport.py,
 `deliver_in_batches`). A domain agent keeps each of its partitions' state in memory as
@@ -27,30 +27,27 @@ import logging
 import os
 import socket
 import time
-import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import faust
 import numpy as np
 import orjson
-from faust.streams import _current_event
 from faust.types import TP, EventT
 
-from services.config import Settings
-from streams import events as contract
-from streams import produce
-from streams.alerting import BadInput, Policy, apply
+from streams import alert_step, produce
+from streams.alerting import Policy
 from streams.codecs import ORJSON, UTF8
 from streams.detectors import detector
 from streams.produce import Output
 from streams.processor import PartitionProcessor, Record, Touched
 from streams.registry import Registry
+from streams.settings import StreamSettings
 from streams.state import PartitionState, Snapshot, load, snapshot_writes
-from streams.topics import DOMAINS, LATENCY_BUCKETS
+from streams.topics import ALERTS_TABLE, DOMAINS, LATENCY_BUCKETS, domain_table
 from streams.topicview import TopicView
-from streams.transport import commit_ceilings, deliver_in_batches, flush_before_commit
+from streams.transport import (acting_for, acting_for_partition, commit_ceilings, deliver_in_batches,
+                               flush_before_commit, kafka_producer)
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +65,7 @@ SNAPSHOT_INPUT_RATIO = 4.0
 SNAPSHOT_MAX_AGE_S = 60.0
 AHEAD_SHOWN = 20  # entities whose clocks run furthest ahead, per partition, in its vitals
 
-TABLES = tuple(f"{d}-state" for d in DOMAINS) + ("alerts-state",)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who owns a partition, in its vitals
-
-
-class _At:
-    """Stands for an event of one partition, for Faust stores that place a write by the
-    current event's partition."""
-
-    __slots__ = ("message", "__weakref__")
-
-    def __init__(self, partition: int) -> None:
-        self.message = type("Message", (), {"partition": partition})()
-
-
-@contextmanager
-def acting_for(event: Any) -> Iterator[None]:
-    """Faust sends a table write to the changelog partition (and rocksdb bucket) of the
-    event being processed; a batch spans partitions, so each write names its own."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 class StateTable(faust.Table):
@@ -113,14 +88,14 @@ class StateTable(faust.Table):
     def on_key_set(self, key: str, value: Any) -> None:
         self.pending.pop(key, None)
         self.pending[key] = (self.partition_for_key(key), value)
-        self._sensor_on_set(self, key, value)
+        self.app.sensors.on_table_set(self, key, value)  # Faust's monitoring, as its own on_key_set
 
     def on_key_del(self, key: str) -> None:
         self.on_key_set(key, None)
 
     def put(self, partition: int, key: str, value: bytes) -> None:
         """Store a value for `partition` outside of any event (a snapshot chunk)."""
-        with acting_for(_At(partition)):
+        with acting_for_partition(partition):
             self.data[key] = value
         self.pending.pop(key, None)
         self.pending[key] = (partition, value)
@@ -140,7 +115,7 @@ class StateTable(faust.Table):
                 self.data.set_persisted_offset(TP(topic, partition), offset)
 
 
-def state_table(app: faust.App, settings: Settings, name: str, raw: bool = False) -> StateTable:
+def state_table(app: faust.App, settings: StreamSettings, name: str, raw: bool = False) -> StateTable:
     """A table co-partitioned with the sources; values as JSON, or as bytes (`raw`)."""
     value_codec = "raw" if raw else ORJSON
     codecs = {"key_serializer": UTF8, "value_serializer": value_codec}
@@ -163,7 +138,7 @@ def write(table: StateTable, event: EventT, writes: Any) -> None:
 
 async def send_all(app: faust.App, records: list[Output]) -> dict[tuple[str, int], int]:
     """Produce and wait until the broker has every record (streams/produce.py)."""
-    return await produce.send_all(app.producer._ensure_producer(), records)
+    return await produce.send_all(kafka_producer(app), records)
 
 
 @dataclass
@@ -191,7 +166,7 @@ class Owned:
 
 
 class DomainAgent:
-    def __init__(self, app: faust.App, settings: Settings, domain: str, registry: Registry,
+    def __init__(self, app: faust.App, settings: StreamSettings, domain: str, registry: Registry,
                  registry_feed: TopicView) -> None:
         topics = settings.topics
         self.domain = domain
@@ -200,7 +175,7 @@ class DomainAgent:
         self.source = deliver_in_batches(app, topics.events(domain))
         self.topic = self.source.get_topic_name()
         self.topics = topics
-        self.table = state_table(app, settings, f"{domain}-state", raw=True)
+        self.table = state_table(app, settings, domain_table(domain), raw=True)
         self.processor = PartitionProcessor(
             domain, topics.events(domain), settings.partitions, settings.window_s * 1000,
             settings.lateness_s * 1000, registry, settings.max_batch,
@@ -348,14 +323,14 @@ class DomainAgent:
 
 
 class AlertAgent:
-    """Alert states from the alert-inputs topic (streams/alerting.py), one table key per
+    """Alert states from the alert-inputs topic (streams/alert_step.py), one table key per
     (rule, entity) holding its alert and the offset of the last input applied."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: StreamSettings) -> None:
         self.app, self.topics = app, settings.topics
         self.policy = Policy(settings.alert_flap_s, settings.alert_escalate_s)
         self.source = deliver_in_batches(app, self.topics.alert_inputs)
-        self.state = state_table(app, settings, "alerts-state")
+        self.state = state_table(app, settings, ALERTS_TABLE)
         flush_before_commit(app, self.state.flush)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.agent(self.source, name="citybrain.alerts")(self.run)
@@ -369,32 +344,15 @@ class AlertAgent:
 
     async def process(self, event: EventT) -> None:
         partition = event.message.partition
-        states: dict[str, Any] = {}
-        changed: dict[str, dict[str, Any]] = {}
-        rejected: list[Output] = []
-        for r in event.value:
-            key = (r.key or b"").decode(errors="replace")
-            state = states[key] if key in states else self.state.get(key)
-            if state is not None and r.offset <= state["o"]:
-                continue  # applied before a crash
-            try:
-                state, alert = apply(state, orjson.loads(r.value or b"null"), self.policy)
-            except (orjson.JSONDecodeError, BadInput) as exc:
-                reason = f"alert input: {exc}" if isinstance(exc, BadInput) else f"not JSON: {exc}"
-                rejected.append((self.topics.deadletter, r.key, contract.deadletter(
-                    contract.Reject(reason, r.value or b""), self.topics.alert_inputs, partition, r.offset),
-                    None, None))
-                continue
-            state["o"] = r.offset
-            states[key] = state
-            if alert is not None:
-                changed[alert["id"]] = alert
-        await send_all(self.app, rejected + [(self.topics.alerts, aid.encode(), orjson.dumps(a), None, None)
-                                             for aid, a in changed.items()])
-        write(self.state, event, states.items())
+        records = [Record(partition, r.offset, r.key, r.value) for r in event.value]
+        out = alert_step.step(records, self.topics.alert_inputs, self.state.get, self.policy)
+        await send_all(self.app, [
+            *((self.topics.deadletter, key, doc, None, None) for key, doc in out.deadletters),
+            *((self.topics.alerts, aid.encode(), orjson.dumps(a), None, None) for aid, a in out.alerts.items())])
+        write(self.state, event, out.states.items())
 
 
-def register(app: faust.App, settings: Settings) -> list[DomainAgent]:
+def register(app: faust.App, settings: StreamSettings) -> list[DomainAgent]:
     registry = Registry.from_file(settings.registry_file) if settings.registry_file else Registry()
     feed = TopicView(settings.bootstrap, settings.topics.registry, registry.apply)
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import faust
 
-from services.config import Settings
+from streams.settings import StreamSettings
 
 
-def create_app(settings: Settings, datadir: Path | None = None) -> faust.App:
+def create_app(settings: StreamSettings, datadir: Path | None = None) -> faust.App:
     session = settings.session_timeout_s
     return faust.App(
         settings.topics.app_id,

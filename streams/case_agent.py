@@ -22,14 +22,14 @@ import faust
 import orjson
 from faust.types import EventT
 
-from services.config import Settings
 from streams import events as contract
 from streams.agents import send_all, state_table, write
 from streams.cases import OPEN, BadInput, apply
 from streams.produce import Output
+from streams.settings import StreamSettings
+from streams.topics import CASES_TABLE
 from streams.transport import deliver_in_batches, flush_before_commit
 
-CASE_TABLES = ("cases-state",)
 TICK_S = 1.0  # how often the clock reaches open cases: escalations are this late at most
 
 
@@ -38,10 +38,10 @@ def state_key(partition: int) -> str:
 
 
 class CaseAgent:
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: StreamSettings) -> None:
         self.app, self.topics = app, settings.topics
         self.limits = settings.case_limits()
-        self.state = state_table(app, settings, CASE_TABLES[0])
+        self.state = state_table(app, settings, CASES_TABLE)
         flush_before_commit(app, self.state.flush)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.agent(deliver_in_batches(app, self.topics.case_inputs), name="citybrain.cases")(self.run)

@@ -18,8 +18,8 @@ RECORDS = "citybrain-records"
 
 
 class _OrJson(codecs.Codec):
-    def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj)
+    def _dumps(self, s: Any) -> bytes:  # the argument named as Faust's Codec names it
+        return orjson.dumps(s)
 
     def _loads(self, s: bytes) -> Any:
         return orjson.loads(s)

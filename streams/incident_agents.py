@@ -23,18 +23,18 @@ import faust
 import orjson
 from faust.types import EventT
 
-from services.config import Settings
 from streams import events as contract
 from streams.agents import REGISTRY_WAIT_S, send_all, state_table, write
-from streams.case_agent import CASE_TABLES, CaseAgent
+from streams.case_agent import CaseAgent
 from streams.cases import case_id, opening
 from streams.incidents import EFFECTS, BadInput, Grouping, apply, input_key, member, relevant
 from streams.produce import Output
 from streams.registry import Registry
+from streams.settings import StreamSettings
+from streams.topics import INCIDENTS_TABLE
 from streams.topicview import TopicView
 from streams.transport import deliver_in_batches, flush_before_commit
 
-COMMAND_TABLES = ("incidents-state",) + CASE_TABLES
 ASKED_MAX = 100_000  # alert ids remembered as having asked for their case
 
 
@@ -42,7 +42,7 @@ class Rekey:
     """Alert states → incident inputs, keyed by the district of their possible cause; and
     the first state of an alert of a rule the cases file names → the opening of its case."""
 
-    def __init__(self, app: faust.App, settings: Settings, registry: Registry, feed: TopicView) -> None:
+    def __init__(self, app: faust.App, settings: StreamSettings, registry: Registry, feed: TopicView) -> None:
         self.app, self.topics, self.registry, self.feed = app, settings.topics, registry, feed
         self.open_for = settings.case_limits().open_for
         # Alerts whose case this process asked to open. The alert agent publishes an alert's
@@ -92,10 +92,10 @@ class Rekey:
 class IncidentAgent:
     """Incident states from the incident-inputs topic, one table key per district."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: StreamSettings) -> None:
         self.app, self.topics = app, settings.topics
         self.grouping = Grouping(settings.incident_hold_s, settings.incident_area_min)
-        self.state = state_table(app, settings, COMMAND_TABLES[0])
+        self.state = state_table(app, settings, INCIDENTS_TABLE)
         flush_before_commit(app, self.state.flush)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.agent(deliver_in_batches(app, self.topics.incident_inputs), name="citybrain.incidents")(self.run)
@@ -138,7 +138,7 @@ class IncidentAgent:
         write(self.state, event, states.items())
 
 
-def register_command(app: faust.App, settings: Settings) -> None:
+def register_command(app: faust.App, settings: StreamSettings) -> None:
     registry = Registry.from_file(settings.registry_file) if settings.registry_file else Registry()
     feed = TopicView(settings.bootstrap, settings.topics.registry, registry.apply)
 

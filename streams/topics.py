@@ -12,6 +12,19 @@ from dataclasses import dataclass, field
 
 DOMAINS: tuple[str, ...] = ("gate", "traffic", "grid")
 
+
+def domain_table(domain: str) -> str:
+    """The Faust table of a domain's partition snapshots (streams.agents.DomainAgent)."""
+    return f"{domain}-state"
+
+
+# The other tables of the workers: alert states (streams.agents.AlertAgent), incidents
+# (streams.incident_agents) and cases (streams.case_agent). Named here, with the topics,
+# because their changelogs are provisioned with them (`Topics.specs`) by processes that
+# do not load Faust.
+ALERTS_TABLE, INCIDENTS_TABLE, CASES_TABLE = "alerts-state", "incidents-state", "cases-state"
+TABLES: tuple[str, ...] = (*map(domain_table, DOMAINS), ALERTS_TABLE, INCIDENTS_TABLE, CASES_TABLE)
+
 DAY_MS = 86_400_000
 GIB = 1 << 30
 # What Apache Kafka does with each topic over months and years (the embedded broker keeps
@@ -140,7 +153,7 @@ class Topics:
     def changelog(self, table: str) -> str:
         return f"{self.app_id}-{table}-changelog"
 
-    def specs(self, tables: tuple[str, ...] = ()) -> list[TopicSpec]:
+    def specs(self, tables: tuple[str, ...] = TABLES) -> list[TopicSpec]:
         """Everything the service reads or writes, including Faust's own topics.
 
         Event topics and table changelogs share one partition count: Faust assigns

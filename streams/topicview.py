@@ -15,6 +15,7 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streams.aiokafka_private import wait_for_topic
 from streams.kafka_security import client_options
 from streams.topics import FETCH_MAX_WAIT_MS, VIEW_FETCH_MAX_WAIT_MS
 
@@ -49,11 +50,7 @@ class TopicView:
             **client_options(self.bootstrap), enable_auto_commit=False,
             auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=self._fetch_max_wait_ms)
         await self._consumer.start()
-        # A starting aiokafka client asks for no topic's metadata; the embedded broker
-        # answers with every topic, Apache Kafka with none, and `partitions_for_topic`
-        # reads only that cache. So the topic is asked for, until a broker knows it
-        # (Kafka's brokers learn of a new topic some milliseconds after it was created).
-        await self._consumer._client._wait_on_metadata(self.topic)
+        await wait_for_topic(self._consumer, self.topic)
         parts = self._consumer.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)

@@ -1,6 +1,12 @@
-"""Faust's aiokafka transport: whole fetches as one message, and two record-loss fixes.
+"""Faust's aiokafka transport: whole fetches as one message, the fixes below, and every
+other use of a private Faust or aiokafka name in the workers.
 
 Registered as the `citybrain://` broker scheme (pyproject entry point `faust.transports`).
+This module is the one place that reaches into Faust's and aiokafka's private parts
+(besides `streams/aiokafka_private.py`, for processes that run without Faust):
+`tests/test_private_api.py` checks that each name used here still exists, with the
+signature relied on, in the installed versions, so an upgrade that renames one fails
+that test instead of losing records.
 
 Batches. Faust hands an agent one record at a time: per record it builds a message, an
 event, a future, routes it through the conductor and a channel queue, and acks it; here
@@ -38,18 +44,27 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
 6. The partition watchdog's view (streams/watchdog.py): how far each partition that should
    be read has got, what Faust and aiokafka hold for one, and reading one again from its
    commit. The private state of both libraries is read here and nowhere else.
+7. For the agents and the worker process: table writes placed by partition
+   (`acting_for`), the Kafka producer under Faust's (`kafka_producer`), and a `Worker`
+   whose graceful stop has a deadline.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 import weakref
-from typing import Any, AsyncIterator, Awaitable, Callable, List, Mapping, Optional, Set, Tuple
+from contextlib import contextmanager
+from typing import (Any, AsyncIterator, Awaitable, Callable, ContextManager, Iterator, List, Mapping, Optional, Set,
+                    Tuple)
 
 import faust
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from faust.exceptions import ProducerSendError
+from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
@@ -270,3 +285,55 @@ async def _seek_committed(consumer: Any, tp: TopicPartition) -> Optional[int]:
 
 class Transport(driver.Transport):
     Consumer = Consumer
+
+
+# ------------------------------------------------------------ for the agents and the worker
+
+
+class _At:
+    """Stands for an event of one partition, for Faust stores that place a write by the
+    current event's partition."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, partition: int) -> None:
+        self.message = type("Message", (), {"partition": partition})()
+
+
+@contextmanager
+def acting_for(event: Any) -> Iterator[None]:
+    """Faust sends a table write to the changelog partition (and rocksdb bucket) of the
+    event being processed; a batch spans partitions, so each write names its own."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def acting_for_partition(partition: int) -> ContextManager[None]:
+    """`acting_for` an event of `partition`: for a write made outside of any event."""
+    return acting_for(_At(partition))
+
+
+def kafka_producer(app: faust.App) -> AIOKafkaProducer:
+    """The aiokafka producer under the app's Faust producer, started if it is not yet."""
+    return app.producer._ensure_producer()
+
+
+# A graceful stop takes about two seconds; one that waits on a dead broker (it died with
+# `citybrain up`) would retry for minutes and hold the process and its ports.
+SHUTDOWN_GRACE_S = 15.0
+
+
+class Worker(faust.Worker):
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        timer = threading.Timer(SHUTDOWN_GRACE_S, self._give_up)
+        timer.daemon = True
+        timer.start()
+        super()._schedule_shutdown(signal)
+
+    @staticmethod
+    def _give_up() -> None:
+        logging.getLogger(__name__).error("graceful stop took over %gs; exiting", SHUTDOWN_GRACE_S)
+        os._exit(1)

@@ -3,6 +3,11 @@
 Tests share one broker and isolate themselves by topic prefix, because a broker start
 is cheap but a consumer-group join is not; every part runs as the same command a user
 runs (`python -m services.cli ...`).
+
+Two tiers, by what a test uses: one that asks for the broker (`broker`, `settings`, and
+every fixture built on them) or for `processes` (it starts a process of its own) is marked
+`broker`; the rest are broker-free and are what `make test-fast` runs. A test that starts a
+process without asking for `processes` fails, so it cannot slip into the fast tier.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -21,6 +27,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from hypothesis import settings as hypothesis_settings
 from playwright.sync_api import Browser, sync_playwright
 
 from services.broker import EmbeddedBroker
@@ -50,6 +57,44 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+# Property tests draw Hypothesis's default number of examples (or a multiple of it); the
+# fast tier (`make test-fast`, `--hypothesis-profile=fast`) draws a tenth of that.
+hypothesis_settings.register_profile("fast", max_examples=10)
+
+# Fixtures that make a test part of the broker tier; everything built on them does too.
+BROKER_TIER = frozenset({"broker", "processes"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "broker: starts the embedded broker or another process "
+                                       "(set by tests/conftest.py from the fixtures a test uses)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BROKER_TIER & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
+
+
+@pytest.fixture(scope="session")
+def processes() -> None:
+    """Ask for this in a test that starts a process itself (a `citybrain` command, a
+    broker, Alertmanager, a browser): it puts the test in the broker tier."""
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_when_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if BROKER_TIER & set(request.fixturenames):
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process: ask for the `processes` fixture "
+                             "(tests/conftest.py), which puts it in the broker tier")
+
+    # Every way of starting a process (subprocess, asyncio, Playwright) ends up here.
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,7 +113,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.2
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+def broker(processes: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     b = EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker")).start()
     yield b
     b.stop()
@@ -184,7 +229,7 @@ def _responds(a: Api) -> bool:
 
 
 @pytest.fixture
-def browser() -> Iterator[Browser]:
+def browser(processes: None) -> Iterator[Browser]:
     """Debian's headless chromium, driven by Playwright (whose own browser builds can't be
     downloaded here). Ask for it after the fixtures that start processes: Playwright's sync
     API keeps an event loop running in this thread, and the Kafka helpers call asyncio.run."""

@@ -12,7 +12,7 @@ import orjson
 from tests.conftest import ROOT
 
 
-def test_quick_benchmark_processes_every_record_it_loaded_and_every_probe_alerts(tmp_path: Path) -> None:
+def test_quick_benchmark_processes_every_record_it_loaded_and_every_probe_alerts(processes: None, tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
     run = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -19,7 +19,7 @@ from services.config import Settings
 from tests.conftest import ROOT, free_port, wait_for
 
 
-def test_starts_listens_and_stops_freeing_its_port(tmp_path: Path) -> None:
+def test_starts_listens_and_stops_freeing_its_port(processes: None, tmp_path: Path) -> None:
     port = free_port()
     with EmbeddedBroker(port, tmp_path) as b:
         assert port_open("127.0.0.1", port)
@@ -32,7 +32,7 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path, broker: EmbeddedBroker) ->
         EmbeddedBroker(broker.port, tmp_path).start()
 
 
-def test_runs_with_a_clean_environment_ignoring_a_dotenv_and_tansu_variables(tmp_path: Path) -> None:
+def test_runs_with_a_clean_environment_ignoring_a_dotenv_and_tansu_variables(processes: None, tmp_path: Path) -> None:
     # Tansu reads .env and LISTENER_URL; neither may redirect the embedded broker.
     (tmp_path / ".env").write_text("LISTENER_URL=tcp://127.0.0.1:1\n")
     port = free_port()
@@ -44,7 +44,7 @@ def test_runs_with_a_clean_environment_ignoring_a_dotenv_and_tansu_variables(tmp
         del os.environ["LISTENER_URL"]
 
 
-def test_no_orphan_broker_when_its_parent_is_killed(tmp_path: Path) -> None:
+def test_no_orphan_broker_when_its_parent_is_killed(processes: None, tmp_path: Path) -> None:
     port = free_port()
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time

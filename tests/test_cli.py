@@ -29,7 +29,7 @@ def one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
         assert f in lines[0]
 
 
-def test_up_on_a_busy_api_port(tmp_path: Path) -> None:
+def test_up_on_a_busy_api_port(processes: None, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -44,17 +44,17 @@ def test_up_on_a_busy_broker_port(tmp_path: Path, broker: EmbeddedBroker) -> Non
     one_line_error(r, f"port {broker.port}", "already in use")
 
 
-def test_unreachable_broker(tmp_path: Path) -> None:
+def test_unreachable_broker(processes: None, tmp_path: Path) -> None:
     r = citybrain("topics", "--broker", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path))
     one_line_error(r, "cannot reach Kafka")
 
 
-def test_bad_values_from_flags_and_variables(tmp_path: Path) -> None:
+def test_bad_values_from_flags_and_variables(processes: None, tmp_path: Path) -> None:
     one_line_error(citybrain("topics", "--partitions", "0"), "partitions")
     one_line_error(citybrain("api", env={"CITYBRAIN_API_PORT": "http"}), "CITYBRAIN_API_PORT")
 
 
-def test_apache_kafka_without_java_says_what_to_install(tmp_path: Path) -> None:
+def test_apache_kafka_without_java_says_what_to_install(processes: None, tmp_path: Path) -> None:
     no_java = {"PATH": str(tmp_path)}  # a PATH with no java on it
     one_line_error(citybrain("broker", "--engine", "kafka", "--broker-port", str(free_port()),
                              "--data-dir", str(tmp_path), env=no_java), "Java 17", "install")
@@ -69,7 +69,7 @@ def test_api_without_tokens_says_how_to_configure_them(broker: EmbeddedBroker) -
                    "CITYBRAIN_API_TOKENS")
 
 
-def test_help_lists_every_command() -> None:
+def test_help_lists_every_command(processes: None) -> None:
     out = citybrain("--help").stdout
     for cmd in ("up", "broker", "topics", "worker", "api", "simulate"):
         assert cmd in out

@@ -21,7 +21,7 @@ from tests.test_ingest import grid
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+def own_broker(processes: None, tmp_path: Path) -> Iterator[EmbeddedBroker]:
     """A broker of this test's own, since the test freezes it."""
     b = EmbeddedBroker(free_port(), tmp_path / "broker").start()
     yield b

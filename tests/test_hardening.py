@@ -260,7 +260,7 @@ def test_actions_record_the_tokens_identity_and_refuse_invisible_names(
 # ---------------------------------------------------------------- private by default
 
 
-def test_up_keeps_its_data_private_and_tokens_in_the_api_alone(tmp_path: Path) -> None:
+def test_up_keeps_its_data_private_and_tokens_in_the_api_alone(processes: None, tmp_path: Path) -> None:
     data = tmp_path / "var"
     (data / "logs").mkdir(parents=True)
     leftovers = [data / "alerts.sqlite3", data / "logs" / "api.log", data / "notes.txt"]

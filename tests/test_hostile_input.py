@@ -37,7 +37,7 @@ def encode(doc: Any) -> bytes:
     return json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-@hsettings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(max_examples=15 * hsettings.default.max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(domain=st.sampled_from(sorted(SCHEMAS)), doc=st.one_of(events, values, st.builds(lambda e: {"events": e}, st.lists(events, max_size=6))))
 def test_decode_never_raises_and_accounts_for_every_item(domain: str, doc: Any) -> None:
     good, bad = decode(domain, encode(doc))
@@ -52,7 +52,7 @@ def test_decode_never_raises_and_accounts_for_every_item(domain: str, doc: Any) 
 
 
 @given(raw=st.binary(max_size=300))
-@hsettings(max_examples=1000, deadline=None)
+@hsettings(max_examples=10 * hsettings.default.max_examples, deadline=None)
 def test_arbitrary_bytes_are_rejected_with_a_reason_or_parsed(raw: bytes) -> None:
     good, bad = decode("traffic", raw)
     assert good or bad[0].reason

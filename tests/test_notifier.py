@@ -240,7 +240,7 @@ def running_alertmanager(work: Path, config: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def alertmanager(processes: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_alertmanager(tmp_path_factory.mktemp("alertmanager"),
                               "route: {receiver: none}\nreceivers: [{name: none}]\n") as url:
         yield url
@@ -406,7 +406,7 @@ def test_webhook_urls_are_a_comma_separated_list() -> None:
         ["http://a/x", "https://b:8443/y"]
 
 
-def test_notify_needs_a_receiver() -> None:
+def test_notify_needs_a_receiver(processes: None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     r = subprocess.run([sys.executable, "-m", "services.cli", "notify"], capture_output=True, text=True,
                        env=env, cwd=ROOT, timeout=60)
@@ -415,7 +415,7 @@ def test_notify_needs_a_receiver() -> None:
                                 "CITYBRAIN_ALERTMANAGER_URL")
 
 
-def test_up_starts_the_notifier_when_a_receiver_is_set(tmp_path: Path, receiver: Receiver) -> None:
+def test_up_starts_the_notifier_when_a_receiver_is_set(processes: None, tmp_path: Path, receiver: Receiver) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYBRAIN_")}
     env.update(CITYBRAIN_SESSION_TIMEOUT_S="2", CITYBRAIN_WEBHOOK_URLS=receiver.url)
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--broker-port", str(free_port()),

@@ -49,7 +49,7 @@ def viewer_token(data_dir: Path) -> str:
     return next(line.split("=")[0] for line in lines if line.endswith("=viewer"))
 
 
-def test_up_simulates_a_living_city_then_stops_cleanly(tmp_path: Path) -> None:
+def test_up_simulates_a_living_city_then_stops_cleanly(processes: None, tmp_path: Path) -> None:
     proc, broker_port, api_port = start_up(tmp_path, "--simulate", "500")
     url = f"http://127.0.0.1:{api_port}"
     try:
@@ -73,7 +73,7 @@ def test_up_simulates_a_living_city_then_stops_cleanly(tmp_path: Path) -> None:
     assert not port_in_use("127.0.0.1", broker_port) and not port_in_use("127.0.0.1", api_port)
 
 
-def test_make_run_shows_a_first_alert_live_within_a_minute(tmp_path: Path) -> None:
+def test_make_run_shows_a_first_alert_live_within_a_minute(processes: None, tmp_path: Path) -> None:
     """What a new user sees: `make run` is `citybrain up --simulate 1000`."""
     began = time.monotonic()
     proc, _, api_port = start_up(tmp_path, "--simulate", "1000")
@@ -96,7 +96,7 @@ def test_make_run_shows_a_first_alert_live_within_a_minute(tmp_path: Path) -> No
     assert first_s < 60, out
 
 
-def test_killing_up_with_sigkill_leaves_no_orphans(tmp_path: Path) -> None:
+def test_killing_up_with_sigkill_leaves_no_orphans(processes: None, tmp_path: Path) -> None:
     proc, broker_port, api_port = start_up(tmp_path)
     try:
         wait_for(lambda: _status(f"http://127.0.0.1:{api_port}/readyz") == 200, timeout=60)
@@ -109,7 +109,7 @@ def test_killing_up_with_sigkill_leaves_no_orphans(tmp_path: Path) -> None:
              and not port_in_use("127.0.0.1", api_port), timeout=10)
 
 
-def test_up_stops_the_whole_stack_with_one_line_when_the_embedded_broker_outgrows_its_limit(
+def test_up_stops_the_whole_stack_with_one_line_when_the_embedded_broker_outgrows_its_limit(processes: None, 
         tmp_path: Path) -> None:
     # The broker's resident memory is tens of MB from the start: past a 1 MB limit at the first look.
     proc, broker_port, api_port = start_up(tmp_path, "--simulate", "200", CITYBRAIN_BROKER_MEMORY_LIMIT_MB="1")
@@ -127,7 +127,7 @@ def test_up_stops_the_whole_stack_with_one_line_when_the_embedded_broker_outgrow
              and not port_in_use("127.0.0.1", api_port), timeout=10)
 
 
-def test_up_warns_once_and_runs_on_when_the_embedded_broker_passes_its_warning_level(tmp_path: Path) -> None:
+def test_up_warns_once_and_runs_on_when_the_embedded_broker_passes_its_warning_level(processes: None, tmp_path: Path) -> None:
     proc, _, api_port = start_up(tmp_path, CITYBRAIN_BROKER_MEMORY_WARN_MB="1")
     try:
         wait_for(lambda: _status(f"http://127.0.0.1:{api_port}/readyz") == 200, timeout=60)

@@ -151,7 +151,7 @@ def test_partition_leader_frozen_for_30_s_mid_stream_changes_nothing(
     wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
 
 
-def test_citybrain_broker_engine_kafka_keeps_its_topics_across_a_restart(tmp_path: Path) -> None:
+def test_citybrain_broker_engine_kafka_keeps_its_topics_across_a_restart(processes: None, tmp_path: Path) -> None:
     """`citybrain broker --engine kafka`: one KRaft node, durable under --data-dir."""
     port = free_port()
     s = Settings(broker=f"127.0.0.1:{port}", topic_prefix="d.", partitions=2, data_dir=tmp_path)

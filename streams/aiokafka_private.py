@@ -1,0 +1,18 @@
+"""aiokafka's private parts for processes that run without Faust (the API's read models).
+
+The one other adapter beside `streams/transport.py`, which cannot serve them: it loads
+Faust, and the API process must not. `tests/test_private_api.py` checks each name used
+here against the installed aiokafka.
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer
+
+
+async def wait_for_topic(consumer: AIOKafkaConsumer, topic: str) -> None:
+    """Ask the brokers for `topic`'s metadata until one knows it. A starting aiokafka
+    client asks for no topic's metadata; the embedded broker answers with every topic,
+    Apache Kafka with none, and `partitions_for_topic` reads only that cache (Kafka's
+    brokers learn of a new topic some milliseconds after it was created)."""
+    await consumer._client._wait_on_metadata(topic)
