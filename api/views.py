@@ -13,7 +13,7 @@ import orjson
 
 from api.alerts import AlertView, Archive
 from api.window_history import WindowHistory
-from services.config import Settings
+from api.settings import ApiSettings
 from streams.registry import Registry
 from streams.topics import DOMAINS, FETCH_MAX_WAIT_MS
 from streams.topicview import TopicView
@@ -199,7 +199,7 @@ def _json(value: bytes | None) -> Any:
 
 
 class ReadModels:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ApiSettings) -> None:
         topics = settings.topics
         self.vitals = Vitals()
         self.registry = (Registry.from_file(settings.registry_file)

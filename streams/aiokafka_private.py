@@ -7,7 +7,9 @@ here against the installed aiokafka.
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer
+from typing import Optional
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def wait_for_topic(consumer: AIOKafkaConsumer, topic: str) -> None:
@@ -16,3 +18,10 @@ async def wait_for_topic(consumer: AIOKafkaConsumer, topic: str) -> None:
     Apache Kafka with none, and `partitions_for_topic` reads only that cache (Kafka's
     brokers learn of a new topic some milliseconds after it was created)."""
     await consumer._client._wait_on_metadata(topic)
+
+
+def default_partition(producer: AIOKafkaProducer, topic: str, key: Optional[bytes], value: Optional[bytes]) -> int:
+    """The partition the producer's own partitioner picks for a record, as `send` would
+    (the topic's metadata must be known). Batches built by hand (streams/produce.py)
+    land where single sends would."""
+    return producer._partition(topic, None, None, None, key, value)

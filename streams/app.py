@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import faust
+from faust.types.auth import CredentialsT
 
+from streams.kafka_security import KafkaSecurity
 from streams.settings import StreamSettings
 
 
@@ -17,7 +19,7 @@ def create_app(settings: StreamSettings, datadir: Path | None = None) -> faust.A
         broker=[f"citybrain://{hp}" for hp in settings.bootstrap.split(",")],
         # TLS and SASL for Faust's own clients; the probes in streams/transport.py find the
         # same through streams.kafka_security by these addresses.
-        broker_credentials=settings.kafka_security().faust_credentials(),
+        broker_credentials=faust_credentials(settings.kafka_security()),
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(datadir or settings.data_dir / "worker"),
         topic_partitions=settings.partitions,
@@ -40,3 +42,16 @@ def create_app(settings: StreamSettings, datadir: Path | None = None) -> faust.A
         # below the 1 MiB that Kafka brokers accept by default.
         producer_max_batch_size=512 * 1024,
     )
+
+
+def faust_credentials(security: KafkaSecurity) -> CredentialsT | None:
+    """The cluster's security as a Faust app's `broker_credentials` (Faust turns them back
+    into aiokafka's options for its own consumer and producer). Here, not beside the
+    options, so that the API and provisioning, which use those, do not load Faust."""
+    if security.sasl:
+        # SASL_SSL when given a TLS context, SASL_PLAINTEXT without
+        return faust.SASLCredentials(username=security.username, password=security.password,
+                                     ssl_context=security.ssl_context(), mechanism=security.sasl_mechanism)
+    if security.tls:
+        return faust.SSLCredentials(security.ssl_context())
+    return None

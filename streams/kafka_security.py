@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faust
-from faust.types.auth import CredentialsT
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -66,17 +64,6 @@ class KafkaSecurity:
             out.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.username,
                        sasl_plain_password=self.password)
         return out
-
-    def faust_credentials(self) -> CredentialsT | None:
-        """The same, as a Faust app's `broker_credentials` (Faust turns them back into
-        these aiokafka options for its own consumer and producer)."""
-        if self.sasl:
-            # SASL_SSL when given a TLS context, SASL_PLAINTEXT without
-            return faust.SASLCredentials(username=self.username, password=self.password,
-                                         ssl_context=self.ssl_context(), mechanism=self.sasl_mechanism)
-        if self.tls:
-            return faust.SSLCredentials(self.ssl_context())
-        return None
 
 
 def _no_passphrase() -> str:

@@ -18,6 +18,8 @@ from typing import Any, Iterable
 
 from aiokafka import AIOKafkaProducer
 
+from streams.aiokafka_private import default_partition
+
 Output = tuple[str, bytes | None, bytes | None, int | None, Any]  # topic, key, value, partition, headers
 
 
@@ -38,7 +40,7 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[Output]) -> dic
             if topic not in known:
                 await producer.partitions_for(topic)  # the partitioner needs the topic's metadata
                 known.add(topic)
-            partition = producer._partition(topic, None, None, None, key, value)
+            partition = default_partition(producer, topic, key, value)
         tp = (topic, partition)
         batch = batches.get(tp)
         if batch is None or batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:

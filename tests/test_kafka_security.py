@@ -12,6 +12,7 @@ import pytest
 
 from services.config import ConfigError, load
 from streams import kafka_security
+from streams.app import faust_credentials
 from streams.kafka_security import KafkaSecurity, client_options, unreachable
 
 SASL = {"CITYBRAIN_BROKER": "kafka-1:9093,kafka-2:9093", "CITYBRAIN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
@@ -33,7 +34,7 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_plaintext_clients_get_exactly_what_they_got_before() -> None:
     s = load({"CITYBRAIN_BROKER": "plain:9092"})
     assert s.kafka_security() == KafkaSecurity()
-    assert s.kafka_security().faust_credentials() is None
+    assert faust_credentials(s.kafka_security()) is None
     assert client_options("plain:9092") == {"bootstrap_servers": "plain:9092"}
 
 
@@ -47,7 +48,7 @@ def test_sasl_ssl_gives_every_client_a_verifying_tls_context_and_the_scram_user(
                     "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "citybrain",
                     "sasl_plain_password": "pw"}
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    creds = s.kafka_security().faust_credentials()
+    creds = faust_credentials(s.kafka_security())
     assert isinstance(creds, faust.SASLCredentials) and creds.protocol.value == "SASL_SSL"
     assert creds.mechanism.value == "SCRAM-SHA-512" and creds.ssl_context is not None
     assert client_options("elsewhere:9092") == {"bootstrap_servers": "elsewhere:9092"}
@@ -57,13 +58,13 @@ def test_sasl_plaintext_has_no_tls_and_ssl_has_no_sasl(pem: Path) -> None:
     s = load({**SASL, "CITYBRAIN_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CITYBRAIN_KAFKA_SASL_MECHANISM": "PLAIN"})
     opts = s.kafka_security().options()
     assert opts["security_protocol"] == "SASL_PLAINTEXT" and "ssl_context" not in opts
-    assert s.kafka_security().faust_credentials().protocol.value == "SASL_PLAINTEXT"  # type: ignore[union-attr]
+    assert faust_credentials(s.kafka_security()).protocol.value == "SASL_PLAINTEXT"  # type: ignore[union-attr]
     mtls = load({"CITYBRAIN_BROKER": "k:9093", "CITYBRAIN_KAFKA_SECURITY_PROTOCOL": "SSL",
                  "CITYBRAIN_KAFKA_SSL_CAFILE": str(pem / "ca.pem"),
                  "CITYBRAIN_KAFKA_SSL_CERTFILE": str(pem / "client.pem"),
                  "CITYBRAIN_KAFKA_SSL_KEYFILE": str(pem / "client.key")}).kafka_security()
     assert set(mtls.options()) == {"security_protocol", "ssl_context"}
-    assert isinstance(mtls.faust_credentials(), faust.SSLCredentials)
+    assert isinstance(faust_credentials(mtls), faust.SSLCredentials)
 
 
 def test_the_password_can_come_from_a_file_and_stays_there_for_child_processes(tmp_path: Path) -> None:
