@@ -30,7 +30,6 @@ from streams.settings import StreamSettings
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("faust", "aiokafka", "mode")
 ADAPTERS = {"streams/transport.py", "streams/aiokafka_private.py"}
-# Uses outside the adapters that wait for a file on the lead's no-edit list.
 # Private by name, public by documentation: Faust's guide to custom codecs says to
 # subclass `Codec` and define `_dumps` and `_loads` (streams/codecs.py does).
 DOCUMENTED = {"def _dumps", "def _loads"}
