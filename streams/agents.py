@@ -156,6 +156,7 @@ class Owned:
                                                              "sum": 0.0})
     vitals_due: bool = True
     ahead: dict[str, float] = field(default_factory=dict)  # entity → seconds ahead of the clock, latest
+    gap: tuple[int, int] | None = None  # (next offset to apply, first offset delivered) while read again
 
     def snapshot_due(self, force: bool) -> bool:
         if not self.changed:
@@ -233,11 +234,9 @@ class DomainAgent:
     async def process(self, event: EventT) -> None:
         partition = event.message.partition
         owned = self._owned(partition)
+        if await self._passed_over(partition, owned, event.value[0].offset):
+            return
         records = [Record(partition, r.offset, r.key, r.value) for r in event.value]
-        if records[0].offset > owned.state.progress.offset + 1:
-            # A producer's transaction markers leave such gaps; anything else is records lost on the way.
-            log.info("%s[%d]: offsets %d..%d were not delivered", self.domain, partition,
-                     owned.state.progress.offset + 1, records[0].offset - 1)
         # The step and the sending of its outputs hold the lock that snapshots take too: a
         # snapshot that covered a step whose outputs were still on their way would, after
         # a crash, skip the records whose outputs never arrived.
@@ -257,6 +256,25 @@ class DomainAgent:
             owned.ahead.update(step.ahead)
             owned.ahead = dict(sorted(owned.ahead.items(), key=lambda kv: -kv[1])[:AHEAD_SHOWN])
         self._count_latency(owned, event.value)
+
+    async def _passed_over(self, partition: int, owned: Owned, first: int) -> bool:
+        """Whether this batch waits because records before it were never delivered: the
+        state ends before its first offset. Seen after SIGKILLs: a restarted worker's first
+        fetch passed over inside Faust while its read offset moved on (and a commit ahead of
+        the newest snapshot would do the same), which would lose those records for good.
+        The first time, the partition is read again from where the state ends; batches
+        still queued from beyond the gap wait for that re-read too. A gap the re-read shows
+        again is real (a producer's transaction markers, records deleted by retention)."""
+        expected = owned.state.progress.offset + 1
+        if first <= expected or (owned.gap is not None and owned.gap[0] == expected and first <= owned.gap[1]):
+            owned.gap = None
+            return False
+        if owned.gap is None or owned.gap[0] != expected:
+            owned.gap = (expected, first)
+            log.warning("%s[%d]: offsets %d..%d were not delivered; reading them again", self.domain, partition,
+                        expected, first - 1)
+            await self.app.consumer.read_from(TP(self.topic, partition), expected)
+        return True
 
     @staticmethod
     def _count_latency(owned: Owned, records: list) -> None:

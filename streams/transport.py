@@ -253,13 +253,24 @@ class Consumer(driver.Consumer):
         """Read a partition again from its committed offset, as a new owner would: Faust's
         bookkeeping of it reset as on revocation, resumed, and aiokafka seeked there (which
         drops whatever it holds for it and wakes its fetcher)."""
-        for held in (self._gap, self._acked, self._acked_index, self._read_offset):
-            held.pop(tp, None)
+        self._forget(tp)
         self.resume_partitions({tp})
         committed = await self._thread.call_thread(_seek_committed, self._thread._ensure_consumer(),
                                                    TopicPartition(tp.topic, tp.partition))
         if committed:
             self._committed_offset[tp] = self._read_offset[tp] = committed
+
+    async def read_from(self, tp: TP, offset: int) -> None:
+        """Read a partition again from `offset` (records Faust passed over): its
+        bookkeeping reset and aiokafka seeked there."""
+        self._forget(tp)
+        self._read_offset[tp] = offset  # Faust hands on records at or past it
+        await self._thread.call_thread(_seek, self._thread._ensure_consumer(),
+                                       TopicPartition(tp.topic, tp.partition), offset)
+
+    def _forget(self, tp: TP) -> None:
+        for held in (self._gap, self._acked, self._acked_index, self._read_offset):
+            held.pop(tp, None)
 
     def _assignment_state(self) -> Any:
         consumer = self._thread._consumer
