@@ -284,7 +284,7 @@ def test_compose_kafka_is_kraft_and_serves_the_brokers_the_services_use() -> Non
     assert "healthcheck" in kafka
 
 
-def test_compose_sasl_ssl_overlay_secures_every_citybrain_service(tmp_path: Path) -> None:
+def test_compose_sasl_ssl_overlay_secures_every_citybrain_service(tmp_path: Path, processes: None) -> None:
     """docker-compose.sasl-ssl.yml over the plain file: every citybrain service reaches the
     broker's SASL_SSL listener with the secrets make-secrets.sh writes, as the user the
     broker's JAAS file lists; its settings validate with those files where compose mounts them."""
@@ -396,7 +396,7 @@ def test_compose_prometheus_scrapes_every_api_replica_and_loads_the_rules() -> N
 # ---------------------------------------------------------------- kubernetes
 
 
-def test_k8s_sasl_ssl_overlay_mounts_the_kafka_secret_in_every_citybrain_pod(tmp_path: Path) -> None:
+def test_k8s_sasl_ssl_overlay_mounts_the_kafka_secret_in_every_citybrain_pod(tmp_path: Path, processes: None) -> None:
     """deploy/k8s-sasl-ssl: its settings validate with the Secret's files where the pods get
     them, and every workload of the base mounts that Secret in its container."""
     overlay = one(DEPLOY / "k8s-sasl-ssl" / "kustomization.yaml")
