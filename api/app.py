@@ -22,7 +22,8 @@ from api.cases import CaseView
 from api.incidents import IncidentView
 from api.metrics import CaseCollector, HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
-from api.routes import alerts, areas, cases, citymap, entities, health, incidents, ingest, overview, trends
+from api.routes import (alerts, areas, cases, citymap, entities, forecasts, health, incidents, ingest, overview,
+                        trends)
 from api.routes.alerts import Waiting
 from api.settings import ApiSettings
 from api.trends import CityTrends
@@ -101,6 +102,7 @@ def create_app(settings: ApiSettings, tokens: Mapping[str, Principal | str]) -> 
     app.include_router(cases.router)
     app.include_router(entities.router)
     app.include_router(areas.router)
+    app.include_router(forecasts.router)
     app.include_router(ingest.router)
     app.include_router(citymap.router)
     app.include_router(trends.router)

@@ -85,11 +85,6 @@ class Vitals:
         return {d: round(r, 1) for d, r in rates.items()}
 
 
-# What the entity route serves by default (the last hour) and a little more: a read model,
-# not a time-series store; longer history belongs in Prometheus or a TSDB.
-WINDOW_RETENTION_MS = 75 * 60_000
-
-
 class Windows:
     """Window figures per entity and per area, each summed over the partitions' shares,
     from the aggregates and rollups topics: open windows in memory, closed ones in a
@@ -204,7 +199,7 @@ class ReadModels:
         self.vitals = Vitals()
         self.registry = (Registry.from_file(settings.registry_file)
                          if settings.registry_file else Registry())
-        self.windows = Windows(WindowHistory(settings.data_dir / "windows.sqlite3", WINDOW_RETENTION_MS))
+        self.windows = Windows(WindowHistory(settings.data_dir / "windows.sqlite3", settings.window_history_min * 60_000))
         self.window_ms = settings.window_s * 1000
         self.alerts = AlertView(Archive(settings.data_dir / "alerts.sqlite3"))
         self._views = [

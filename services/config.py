@@ -84,6 +84,7 @@ class Settings:
     cors_origins: str | None = None  # comma-separated origins allowed to call the API
     trusted_hosts: str | None = None  # comma-separated host names the API answers to; None: any
     api_read_timeout_s: float = 30.0  # a request's headers, and each part of its body, must arrive within this
+    window_history_min: int = 75  # closed windows the API keeps (entity route, forecasts), in minutes of event time
     api_max_connections: int = 1000  # open connections of one API replica; more get a 503
     live_unauthenticated_max: int = 100  # live-feed connections waiting to authenticate; more are closed (1013)
 
@@ -216,6 +217,8 @@ def _validated(s: Settings) -> Settings:
         raise bad("lateness_s", f"{s.lateness_s} s is not in 0..86400")
     if not 0 <= s.clock_skew_s <= 7 * 86_400:
         raise bad("clock_skew_s", f"{s.clock_skew_s:g} s is not in 0..604800")
+    if not 15 <= s.window_history_min <= 44_640:
+        raise bad("window_history_min", f"{s.window_history_min} minutes is not in 15..44640 (31 days)")
     if not 0.5 <= s.api_read_timeout_s <= 3600:
         raise bad("api_read_timeout_s", f"{s.api_read_timeout_s:g} s is not in 0.5..3600")
     for name in ("api_max_connections", "live_unauthenticated_max"):
