@@ -85,6 +85,18 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         bootstrap = ",".join(f"{u.host}:{u.port}" for u in self.app.conf.broker)
         return await end_offsets(bootstrap, partitions)
 
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        # Faust's livelock check reads the partition's fetch position, which aiokafka
+        # asserts is set. It is not while an offset reset waits for a leader (the watchdog
+        # read a partition again while its leader was frozen, on Kafka), and the failed
+        # assertion crashed the consumer, and the worker with it. Such a partition has no
+        # progress to judge yet.
+        assignment = _assignment(self._consumer)
+        state = None if assignment is None else assignment.state_value(TopicPartition(tp.topic, tp.partition))
+        if state is None or not state.has_valid_position:
+            return None
+        return super().verify_event_path(now, tp)
+
     async def seek_to_committed(self) -> Mapping[TP, int]:
         return await self.call_thread(self._seek_to_committed)
 
@@ -273,9 +285,13 @@ class Consumer(driver.Consumer):
             held.pop(tp, None)
 
     def _assignment_state(self) -> Any:
-        consumer = self._thread._consumer
-        subscription = None if consumer is None else consumer._subscription.subscription
-        return None if subscription is None else subscription.assignment
+        return _assignment(self._thread._consumer)
+
+
+def _assignment(consumer: Any) -> Any:
+    """aiokafka's per-partition fetch state of a consumer's assignment (None before one)."""
+    subscription = None if consumer is None else consumer._subscription.subscription
+    return None if subscription is None else subscription.assignment
 
 
 async def _seek(consumer: Any, tp: TopicPartition, offset: int) -> None:
