@@ -1,5 +1,6 @@
-"""The stream engine on a 3-broker Apache Kafka cluster: the suite's own exactness, crash
-and scale-out tests (imported, so they run here on Kafka with this directory's `broker`),
+"""The stream engine on a 3-broker Apache Kafka cluster: the suite's own exactness, crash,
+scale-out, alert lifecycle (ack, resolve, restart) and notifier-to-Alertmanager tests
+(imported, so they run here on Kafka with this directory's `broker`),
 and a broker fault the embedded broker can't stage: the leader of the busiest partitions
 killed mid-stream and restarted."""
 
@@ -20,6 +21,10 @@ from services.config import Settings
 from services.kafka_broker import KafkaCluster, KafkaNode
 from services.provision import ensure_topics
 from tests.conftest import Api, Proc, child_env, free_port, produce, read_all, vitals_totals, wait_for
+from tests.test_alerts import (  # noqa: F401
+    stack, test_an_outage_becomes_one_alert_that_people_handle_and_that_survives_a_restart)
+from tests.test_notifier import (  # noqa: F401
+    alertmanager, notifier, receiver, test_alerts_reach_alertmanager_and_webhooks_then_resolve)
 from tests.test_scale_out import test_two_workers_and_two_api_replicas_give_the_same_answers  # noqa: F401
 from tests.test_stream_engine import (  # noqa: F401
     expected, expected_alerts, generate, produce_all, published_alerts, records, windows_match,
