@@ -70,13 +70,27 @@ def case_levels(receiver: Receiver) -> list[tuple[str, str]]:
     return told
 
 
+@pytest.mark.parametrize("cause_first", [True, False], ids=["cause-first", "cause-after-its-effects"])
 def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed(
-        settings: Settings, stack: Api, start_worker: Callable[..., Proc], receiver: Receiver) -> None:
+        settings: Settings, stack: Api, start_worker: Callable[..., Proc], receiver: Receiver,
+        cause_first: bool) -> None:
     api = stack
-    worker = start_worker(**ENV)
-    produce(settings, settings.topics.events("grid"), event_records(feeder_events(), "feeder_id"))
-    produce(settings, settings.topics.events("gate"), event_records(gate_events(), "gate_id"))
+    # Gates whose feeder's alert comes after theirs wait for it as long as this, not
+    # becoming an area incident first.
+    env = ENV if cause_first else {**ENV, "CITYBRAIN_INCIDENT_HOLD_S": "3600"}
+    worker = start_worker(**env)
+    grid = (settings.topics.events("grid"), event_records(feeder_events(), "feeder_id"))
+    gates = (settings.topics.events("gate"), event_records(gate_events(), "gate_id"))
+    if cause_first:
+        produce(settings, *grid)
+        produce(settings, *gates)
+    else:
+        produce(settings, *gates)
+        wait_for(lambda: len(api.get("/api/v1/alerts", params={"rule": "gate.offline"}).json()["alerts"]) == 3,
+                 timeout=60)
+        produce(settings, *grid)
     (incident,) = wait_for(lambda: api.get("/api/v1/incidents").json()["incidents"], timeout=60)
+    assert incident["kind"] == "feeder_outage"  # the feeder's, whichever alert came first
     cid = case_id(incident["id"])
     case = wait_for(lambda: api.get(f"/api/v1/cases/{cid}").json() if api.get(f"/api/v1/cases/{cid}").status_code == 200
                     else None, timeout=30)
@@ -86,7 +100,7 @@ def test_an_unaccepted_case_climbs_to_the_street_where_it_is_accepted_and_closed
     # Mid-escalation, the worker dies: its successor neither repeats nor skips a step.
     wait_for(lambda: api.get(f"/api/v1/cases/{cid}").json()["level"] == "community", timeout=30)
     worker.kill()
-    start_worker(**ENV)
+    start_worker(**env)
 
     at_street = wait_for(lambda: (lambda c: c if c["level"] == "street" else None)(
         api.get(f"/api/v1/cases/{cid}").json()), timeout=30)
