@@ -21,7 +21,7 @@ import orjson
 
 from benchmarks import broker_writes, latency, memory
 from benchmarks.throughput import ROOT, Load, ceiling, machine, peer, pipeline, preload
-from services.broker import EmbeddedBroker
+from services.broker import local_broker
 from services.config import Settings
 from streams.topics import DOMAINS
 
@@ -44,15 +44,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="a small run, for smoke tests")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    parser.add_argument("--broker-engine", choices=("embedded", "kafka"), default="embedded",
+                        help="the broker every run uses: the embedded one, or one Apache Kafka node (Java 17+)")
     args = parser.parse_args()
     size = "quick" if args.quick else "standard"
     with tempfile.TemporaryDirectory(prefix="citybrain-bench-") as tmp:
-        with EmbeddedBroker(latency.free_port(), Path(tmp) / "broker") as broker:
+        with local_broker(args.broker_engine, latency.free_port(), Path(tmp)) as broker:
             base = Settings(broker=broker.address, data_dir=Path(tmp), session_timeout_s=2.0)
             results = run(base, size, Path(tmp))
         # After the throughput broker is gone: the live stack brings its own, as `up` does.
-        results |= live(size, Path(tmp) / "latency", results["runs"])
-    results |= {"size": size, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+        results |= live(size, Path(tmp) / "latency", results["runs"], args.broker_engine)
+    results |= {"size": size, "broker_engine": args.broker_engine,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(table(results))
@@ -96,10 +99,10 @@ def metered_pipeline(load: Load, workdir: Path) -> tuple[dict, dict]:
     return result, asyncio.run(broker_writes.since(s.bootstrap, s.topic_prefix, before, inputs, load.events))
 
 
-def live(size: str, workdir: Path, runs: dict) -> dict:
+def live(size: str, workdir: Path, runs: dict, engine: str) -> dict:
     """The live figures: the highest rate kept up with and the latency there, the latency
     at the target's rate, and broker writes per input of the pipeline runs and the live one."""
-    found = latency.search(workdir, probes=SIZES[size]["probes"], **SIZES[size]["live"])
+    found = latency.search(workdir, probes=SIZES[size]["probes"], engine=engine, **SIZES[size]["live"])
     runs["live"] = found["attempts"]
     best, target = found["best"] or {}, found["at_target"]
     writes = {"single": runs["single"]["broker_writes"], "batch": runs["batch"]["broker_writes"],

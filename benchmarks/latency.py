@@ -66,12 +66,13 @@ class LiveStack:
 
     workdir: Path
     rate: float
+    engine: str = "embedded"  # the broker `up` runs: embedded or kafka
     settings: Settings = field(init=False)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def __post_init__(self) -> None:
         self.settings = Settings(broker_port=free_port(), api_port=free_port(), data_dir=self.workdir,
-                                 simulate=self.rate, api_tokens=f"{self.token}=viewer")
+                                 simulate=self.rate, api_tokens=f"{self.token}=viewer", broker_engine=self.engine)
         self.log = self.workdir / "up.log"
         self.proc: subprocess.Popen | None = None
 
@@ -267,7 +268,7 @@ def next_rate(tried: list[tuple[float, bool]], start: float, top: float, floor: 
 
 
 def search(workdir: Path, start: float, target: float, probes: int, top: float, floor: float,
-           every_s: float = 0.25) -> dict[str, Any]:
+           every_s: float = 0.25, engine: str = "embedded") -> dict[str, Any]:
     """The highest live rate the stack keeps up with, among `start` doubled or halved
     (`next_rate`), with the latency of `probes` fever probes there; and the latency at
     `target` whether it keeps up or not (tried on its own if the search passed it by).
@@ -278,21 +279,23 @@ def search(workdir: Path, start: float, target: float, probes: int, top: float, 
     attempts: list[dict[str, Any]] = []
     rate: float | None = start
     while rate is not None:
-        attempts.append(attempt(workdir / f"attempt-{len(attempts)}", round(rate), probes, every_s,
+        attempts.append(attempt(workdir / f"attempt-{len(attempts)}", round(rate), probes, every_s, engine,
                                 probe_behind=round(rate) == target))
         rate = next_rate([(a["rate"], a["sustained"]) for a in attempts], start, top, floor)
     if target not in (a["rate"] for a in attempts):
-        attempts.append(attempt(workdir / f"attempt-{len(attempts)}", target, probes, every_s, probe_behind=True))
+        attempts.append(attempt(workdir / f"attempt-{len(attempts)}", target, probes, every_s, engine,
+                                probe_behind=True))
     kept = [a for a in attempts if a["sustained"]]
     return {"live_eps": max((a["rate"] for a in kept), default=None),
             "best": max(kept, key=lambda a: a["rate"], default=None),
             "at_target": next(a for a in attempts if a["rate"] == target), "attempts": attempts}
 
 
-def attempt(workdir: Path, rate: float, probes: int, every_s: float, probe_behind: bool) -> dict[str, Any]:
+def attempt(workdir: Path, rate: float, probes: int, every_s: float, engine: str,
+            probe_behind: bool) -> dict[str, Any]:
     """One `citybrain up --simulate rate`: does it keep up, and (if so, or `probe_behind`)
     the probes' latency and what it wrote to the broker meanwhile."""
-    stack = LiveStack(workdir, rate)
+    stack = LiveStack(workdir, rate, engine)
     try:
         with stack:
             return asyncio.run(_measure(stack, probes, every_s, probe_behind))
