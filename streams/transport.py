@@ -104,8 +104,17 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer = self._ensure_consumer()
         committed = await consumer.seek_to_committed()
         changelogs = self.app.tables.changelog_topics
-        never = [TopicPartition(tp.topic, tp.partition) for tp, offset in committed.items()
-                 if not offset and tp.topic not in changelogs]
+        never = []
+        for tp, offset in committed.items():
+            state = _state_end(self.app, tp.topic, tp.partition)
+            if state is not None and state != offset:
+                # A snapshotted partition goes on from where its loaded state ends, not from
+                # the group's commit: a departing owner's last commit can land after the new
+                # owner loaded an older snapshot (the embedded broker takes commits from an
+                # old generation), and reading on from it skipped the records between.
+                consumer.seek(TopicPartition(tp.topic, tp.partition), state)
+            elif state is None and not offset and tp.topic not in changelogs:
+                never.append(TopicPartition(tp.topic, tp.partition))
         if never:
             await consumer.seek_to_beginning(*never)
         return committed
@@ -125,8 +134,17 @@ def flush_before_commit(app: faust.App, flush: Callable[[], Awaitable[None]]) ->
 
 def commit_ceilings(app: faust.App, topic: str, ceilings: Callable[[], Mapping[int, int]]) -> None:
     """Commit `topic`'s partitions at `ceilings()[partition]` (the next offset to read),
-    whatever has been processed beyond it."""
+    whatever has been processed beyond it; and read a partition from there, not from the
+    group's commit, when it is assigned or read again: its stored state says where it
+    goes on."""
     _CEILINGS.setdefault(app, {})[topic] = ceilings
+
+
+def _state_end(app: faust.App, topic: str, partition: int) -> Optional[int]:
+    """For a topic registered with `commit_ceilings`: where the partition's stored state
+    ends (0 without a snapshot). None for other topics."""
+    ceilings = _CEILINGS.get(app, {}).get(topic)
+    return None if ceilings is None else ceilings().get(partition, 0)
 
 
 def deliver_in_batches(app: faust.App, topic: str) -> faust.TopicT:
@@ -262,11 +280,16 @@ class Consumer(driver.Consumer):
                 f"in_flight={sorted(fetcher._in_flight)}")
 
     async def restart_fetch(self, tp: TP) -> None:
-        """Read a partition again from its committed offset, as a new owner would: Faust's
-        bookkeeping of it reset as on revocation, resumed, and aiokafka seeked there (which
-        drops whatever it holds for it and wakes its fetcher)."""
-        self._forget(tp)
+        """Read a partition again as a new owner would, from where its snapshotted state
+        ends or else from its committed offset: Faust's bookkeeping of it reset as on
+        revocation, resumed, and aiokafka seeked there (which drops whatever it holds for it
+        and wakes its fetcher)."""
         self.resume_partitions({tp})
+        state = _state_end(self.app, tp.topic, tp.partition)
+        if state is not None:
+            await self.read_from(tp, state)
+            return
+        self._forget(tp)
         committed = await self._thread.call_thread(_seek_committed, self._thread._ensure_consumer(),
                                                    TopicPartition(tp.topic, tp.partition))
         if committed:
