@@ -39,6 +39,7 @@ from streams import alert_step, produce
 from streams.alerting import Policy
 from streams.codecs import ORJSON, UTF8
 from streams.detectors import detector
+from streams.gaps import REREADS, Gap, Verdict, judge
 from streams.produce import Output
 from streams.processor import PartitionProcessor, Record, Touched
 from streams.registry import Registry
@@ -156,7 +157,7 @@ class Owned:
                                                              "sum": 0.0})
     vitals_due: bool = True
     ahead: dict[str, float] = field(default_factory=dict)  # entity → seconds ahead of the clock, latest
-    gap: tuple[int, int] | None = None  # (next offset to apply, first offset delivered) while read again
+    gap: Gap | None = None  # records missing before the last batch, while they are read again
 
     def snapshot_due(self, force: bool) -> bool:
         if not self.changed:
@@ -258,23 +259,18 @@ class DomainAgent:
         self._count_latency(owned, event.value)
 
     async def _passed_over(self, partition: int, owned: Owned, first: int) -> bool:
-        """Whether this batch waits because records before it were never delivered: the
-        state ends before its first offset. Seen after SIGKILLs: a restarted worker's first
-        fetch passed over inside Faust while its read offset moved on (and a commit ahead of
-        the newest snapshot would do the same), which would lose those records for good.
-        The first time, the partition is read again from where the state ends; batches
-        still queued from beyond the gap wait for that re-read too. A gap the re-read shows
-        again is real (a producer's transaction markers, records deleted by retention)."""
+        """Whether this batch waits because records before it were not delivered
+        (streams/gaps.py); reads the partition again from where its state ends if so."""
         expected = owned.state.progress.offset + 1
-        if first <= expected or (owned.gap is not None and owned.gap[0] == expected and first <= owned.gap[1]):
-            owned.gap = None
-            return False
-        if owned.gap is None or owned.gap[0] != expected:
-            owned.gap = (expected, first)
+        verdict, owned.gap = judge(owned.gap, expected, first)
+        if verdict is Verdict.ACCEPT:
+            log.warning("%s[%d]: offsets %d..%d are not in the topic (%d re-reads): going on from %d",
+                        self.domain, partition, expected, first - 1, REREADS, first)
+        elif verdict is Verdict.REREAD:
             log.warning("%s[%d]: offsets %d..%d were not delivered; reading them again", self.domain, partition,
                         expected, first - 1)
             await self.app.consumer.read_from(TP(self.topic, partition), expected)
-        return True
+        return verdict in (Verdict.REREAD, Verdict.WAIT)
 
     @staticmethod
     def _count_latency(owned: Owned, records: list) -> None:
