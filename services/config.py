@@ -47,6 +47,9 @@ class Settings:
     data_dir: Path = Path("var")
     topic_prefix: str = "citybrain."
     partitions: int = 8
+    # Multiplies every topic's retention and segment sizes and times when provisioning
+    # creates it (streams/topics.py): for tests and demos that must see retention act.
+    topic_retention_scale: float = 1.0
     workers: int = 1
     simulate: float | None = None  # events per second of the city simulator
     simulate_batch: int = 1  # events per record the simulator produces
@@ -99,7 +102,7 @@ class Settings:
 
     @property
     def topics(self) -> Topics:
-        return Topics(self.topic_prefix, self.partitions)
+        return Topics(self.topic_prefix, self.partitions, self.topic_retention_scale)
 
     def kafka_security(self) -> KafkaSecurity:
         """How every client reaches the brokers; reads the password file."""
@@ -199,6 +202,9 @@ def _validated(s: Settings) -> Settings:
         raise bad("topic_prefix", f"{s.topic_prefix!r} may only hold letters, digits, '.', '_' and '-'")
     if not 1 <= s.partitions <= 1024:
         raise bad("partitions", f"{s.partitions} is not in 1..1024")
+    if not 1e-6 <= s.topic_retention_scale <= 1:
+        raise bad("topic_retention_scale", f"{s.topic_retention_scale:g} is not in 0.000001..1 "
+                                           "(it shrinks retention; Kafka's segments can't grow past 2 GiB)")
     if not 1 <= s.workers <= 64:
         raise bad("workers", f"{s.workers} is not in 1..64")
     if s.simulate is not None and not 0 < s.simulate <= 5_000_000:

@@ -38,14 +38,32 @@ COMPACTED = {"cleanup.policy": "compact", "segment.bytes": str(64 << 20), "segme
 # a burst can't fill the disk. Stating retention also answers the DescribeConfigs of
 # tools that read it (Quix Streams does; the embedded broker reports only what a topic
 # was created with).
-EVENTS = {"retention.ms": str(7 * DAY_MS), "retention.bytes": str(8 * GIB)}
+# Their 1 GiB segments are Kafka's default, stated so that a retention scale shrinks them too.
+EVENTS = {"retention.ms": str(7 * DAY_MS), "retention.bytes": str(8 * GIB), "segment.bytes": str(GIB)}
 # Rejected records: a month to look into them, 1 GiB at most.
-DEADLETTERS = {"retention.ms": str(30 * DAY_MS), "retention.bytes": str(GIB)}
+DEADLETTERS = {"retention.ms": str(30 * DAY_MS), "retention.bytes": str(GIB), "segment.bytes": str(GIB)}
 # Window figures are keyed per window, so compaction alone would keep every window
 # forever; time retention drops them after two days (the API's window history keeps
 # what it serves on its own disk), size retention caps them.
 WINDOWED = {"cleanup.policy": "compact,delete", "retention.ms": str(2 * DAY_MS),
             "retention.bytes": str(2 * GIB), "segment.bytes": str(64 << 20)}
+
+# The sizes and durations above, which a retention scale multiplies: a test or a demo
+# sees weeks of retention act in minutes (Kafka deletes and compacts closed segments only,
+# so segments shrink with it). A segment never shrinks below 1 MiB: it must hold the
+# largest batch the broker accepts (`max.message.bytes`, 1 MiB), or Kafka refuses the
+# batch (RecordListTooLarge: a worker's changelog flush was, at 8 KiB segments), and
+# Kafka 4 refuses smaller segments itself.
+SCALED = ("retention.ms", "retention.bytes", "segment.bytes", "segment.ms")
+MIN_SEGMENT_BYTES = 1 << 20
+
+
+def scaled(config: dict[str, str], scale: float) -> dict[str, str]:
+    """A topic's config with its sizes and durations multiplied by `scale`."""
+    out = {k: str(max(1, round(int(v) * scale))) if k in SCALED else v for k, v in config.items()}
+    if "segment.bytes" in out:
+        out["segment.bytes"] = str(max(MIN_SEGMENT_BYTES, int(out["segment.bytes"])))
+    return out
 
 
 # Bounds (seconds) of the processing-latency histogram each vitals record carries:
@@ -80,6 +98,7 @@ class Topics:
 
     prefix: str = "citybrain."
     partitions: int = 8
+    retention_scale: float = 1.0  # CITYBRAIN_TOPIC_RETENTION_SCALE: see `scaled`
 
     def events(self, domain: str) -> str:
         if domain not in DOMAINS:
@@ -177,4 +196,6 @@ class Topics:
             TopicSpec(f"{self.app_id}-__assignor-__leader", 1),
         ]
         specs += [TopicSpec(self.changelog(t), n, COMPACTED) for t in tables]
-        return specs
+        if self.retention_scale == 1.0:
+            return specs
+        return [TopicSpec(s.name, s.partitions, scaled(s.config, self.retention_scale)) for s in specs]

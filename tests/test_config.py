@@ -43,6 +43,8 @@ def test_settings_survive_the_trip_through_child_environments() -> None:
     ({"CITYBRAIN_WEBHOOK_GROUP_INTERVAL_S": "0"}, "CITYBRAIN_WEBHOOK_GROUP_INTERVAL_S"),
     ({"CITYBRAIN_NOTIFIER_QUEUE_MAX": "0"}, "CITYBRAIN_NOTIFIER_QUEUE_MAX"),
     ({"CITYBRAIN_NOTIFIER_METRICS_PORT": "70000"}, "CITYBRAIN_NOTIFIER_METRICS_PORT"),
+    ({"CITYBRAIN_TOPIC_RETENTION_SCALE": "2"}, "CITYBRAIN_TOPIC_RETENTION_SCALE"),
+    ({"CITYBRAIN_TOPIC_RETENTION_SCALE": "0"}, "CITYBRAIN_TOPIC_RETENTION_SCALE"),
 ])
 def test_bad_values_name_the_setting_in_one_line(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError) as err:

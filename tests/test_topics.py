@@ -29,6 +29,18 @@ def test_state_topics_are_compacted_and_changelogs_copartitioned() -> None:
     assert specs["x.gate.events"].partitions == specs["x.worker-gate-state-changelog"].partitions == 6
 
 
+def test_a_retention_scale_shrinks_sizes_and_times_but_no_segment_below_1_mib() -> None:
+    full = {s.name: s.config for s in Topics("x.").specs()}
+    small = {s.name: s.config for s in Topics("x.", retention_scale=2.0 ** -13).specs()}
+    assert small["x.traffic.events"] == {"retention.ms": str(7 * 86_400_000 >> 13), "retention.bytes": str(1 << 20),
+                                         "segment.bytes": str(1 << 20)}
+    assert small["x.aggregates"]["retention.bytes"] == str(256 << 10)
+    assert small["x.vitals"] == {"cleanup.policy": "compact", "segment.bytes": str(1 << 20),
+                                 "segment.ms": str(round(86_400_000 / 8192))}
+    assert full["x.traffic.events"]["retention.bytes"] == str(8 << 30)  # the default is unscaled
+    assert small.keys() == full.keys()
+
+
 def test_entity_partition_matches_the_kafka_default_partitioner() -> None:
     for eid in ("G-0001", "T-0420", "F-0999", "湛山社区-7"):
         assert partition_for(eid, 8) == DefaultPartitioner()(eid.encode(), list(range(8)), [])
