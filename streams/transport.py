@@ -104,7 +104,7 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer = self._ensure_consumer()
         committed = await consumer.seek_to_committed()
         changelogs = self.app.tables.changelog_topics
-        never = []
+        positions, never = dict(committed), []
         for tp, offset in committed.items():
             state = _state_end(self.app, tp.topic, tp.partition)
             if state is not None and state != offset:
@@ -113,11 +113,12 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
                 # owner loaded an older snapshot (the embedded broker takes commits from an
                 # old generation), and reading on from it skipped the records between.
                 consumer.seek(TopicPartition(tp.topic, tp.partition), state)
+                positions[tp] = state or None  # Faust drops records below what it is told here
             elif state is None and not offset and tp.topic not in changelogs:
                 never.append(TopicPartition(tp.topic, tp.partition))
         if never:
             await consumer.seek_to_beginning(*never)
-        return committed
+        return positions
 
 
 _BATCHED: "weakref.WeakKeyDictionary[faust.App, Set[str]]" = weakref.WeakKeyDictionary()
