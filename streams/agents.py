@@ -39,7 +39,7 @@ from streams import alert_step, produce
 from streams.alerting import Policy
 from streams.codecs import ORJSON, UTF8
 from streams.detectors import detector
-from streams.gaps import REREADS, Gap, Verdict, judge
+from streams.gaps import Gap, Verdict, judge
 from streams.produce import Output
 from streams.processor import PartitionProcessor, Record, Touched
 from streams.registry import Registry
@@ -49,6 +49,7 @@ from streams.topics import ALERTS_TABLE, DOMAINS, LATENCY_BUCKETS, domain_table
 from streams.topicview import TopicView
 from streams.transport import (acting_for, acting_for_partition, commit_ceilings, deliver_in_batches,
                                flush_before_commit, kafka_producer)
+from streams.watermarks import log_start
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class DomainAgent:
         self.source = deliver_in_batches(app, topics.events(domain))
         self.topic = self.source.get_topic_name()
         self.topics = topics
+        self.bootstrap = settings.bootstrap
         self.table = state_table(app, settings, domain_table(domain), raw=True)
         self.processor = PartitionProcessor(
             domain, topics.events(domain), settings.partitions, settings.window_s * 1000,
@@ -263,9 +265,13 @@ class DomainAgent:
         (streams/gaps.py); reads the partition again from where its state ends if so."""
         expected = owned.state.progress.offset + 1
         verdict, owned.gap = judge(owned.gap, expected, first)
+        if verdict is not Verdict.APPLY and first <= await log_start(self.bootstrap, self.topic, partition):
+            # Retention deleted what is missing (maybe while it was being read again): there
+            # is nothing to wait for.
+            verdict, owned.gap = Verdict.ACCEPT, None
         if verdict is Verdict.ACCEPT:
-            log.warning("%s[%d]: offsets %d..%d are not in the topic (%d re-reads): going on from %d",
-                        self.domain, partition, expected, first - 1, REREADS, first)
+            log.warning("%s[%d]: offsets %d..%d are not in the topic: going on from %d",
+                        self.domain, partition, expected, first - 1, first)
         elif verdict is Verdict.REREAD:
             log.warning("%s[%d]: offsets %d..%d were not delivered; reading them again", self.domain, partition,
                         expected, first - 1)

@@ -5,7 +5,9 @@ One that starts later means records were passed over on the way (seen: a restart
 worker's fetch passed over inside Faust while its read offset moved on) or are not in
 the topic (a transactional producer's markers, records deleted by retention). The first
 are read again; the second can only be told apart by reading again and meeting the same
-gap. `judge` is that decision, free of Kafka; DomainAgent acts on it.
+gap, or, for records retention deleted, by the partition's log start having passed them
+(which the agent asks the broker before it waits or reads again). `judge` is the
+decision, free of Kafka; DomainAgent acts on it.
 """
 
 from __future__ import annotations

@@ -59,6 +59,17 @@ async def end_offsets(bootstrap: str, partitions: Iterable[TP],
         await probe.stop()
 
 
+async def log_start(bootstrap: str, topic: str, partition: int) -> int:
+    """The partition's first offset still in the log (after retention deleted older ones)."""
+    tp = TopicPartition(topic, partition)
+    probe = AIOKafkaConsumer(**client_options(bootstrap), group_id=None, enable_auto_commit=False)
+    await probe.start()
+    try:
+        return (await probe.beginning_offsets([tp]))[tp]
+    finally:
+        await probe.stop()
+
+
 async def uncommitted(bootstrap: str, group: str, partitions: Iterable[TopicPartition]) -> int:
     """Records past a consumer group's committed offsets (all of a partition it never
     committed): what the group would read again after a restart."""
