@@ -265,7 +265,8 @@ class DomainAgent:
         (streams/gaps.py); reads the partition again from where its state ends if so."""
         expected = owned.state.progress.offset + 1
         verdict, owned.gap = judge(owned.gap, expected, first)
-        if verdict is not Verdict.APPLY and first <= await log_start(self.bootstrap, self.topic, partition):
+        waits = verdict in (Verdict.REREAD, Verdict.WAIT)
+        if waits and first <= await log_start(self.bootstrap, self.topic, partition):
             # Retention deleted what is missing (maybe while it was being read again): there
             # is nothing to wait for.
             verdict, owned.gap = Verdict.ACCEPT, None

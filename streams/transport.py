@@ -42,8 +42,8 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
    `commit_ceilings`: its partitions are committed at the offset the newest snapshot
    covers, never past it, so a restart replays what no snapshot holds yet.
 6. The partition watchdog's view (streams/watchdog.py): how far each partition that should
-   be read has got, what Faust and aiokafka hold for one, and reading one again from its
-   commit. The private state of both libraries is read here and nowhere else.
+   be read has got, what Faust and aiokafka hold for one, and reading one again (from
+   where its stored state ends, for a snapshotted topic; else from its commit). The private state of both libraries is read here and nowhere else.
 7. For the agents and the worker process: table writes placed by partition
    (`acting_for`), the Kafka producer under Faust's (`kafka_producer`), and a `Worker`
    whose graceful stop has a deadline.
@@ -211,7 +211,7 @@ class Consumer(driver.Consumer):
         # aiokafka's position has already moved past those records: they were never read,
         # and the next record's offset gap counted them as acked. Such records are read
         # again here, from the offset after the last one handed on. (A rebalance needs
-        # nothing: Faust seeks every partition to its commit.)
+        # nothing: every partition is sought to where it starts, `_seek_to_committed`.)
         generation = self.app.consumer_generation_id
         handed: dict[TP, int] = {}
         async for tp, message in super().getmany(timeout):
@@ -386,5 +386,5 @@ class Worker(faust.Worker):
 
     @staticmethod
     def _give_up() -> None:
-        logging.getLogger(__name__).error("graceful stop took over %gs; exiting", SHUTDOWN_GRACE_S)
+        log.error("graceful stop took over %gs; exiting", SHUTDOWN_GRACE_S)
         os._exit(1)

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from api.auth import require
-from streams.events import ENTITY_FIELD, Invalid, parse_ts
+from api.routes import known_domain
+from streams.events import Invalid, parse_ts
 from streams.windows import figures, recent
 
 router = APIRouter(prefix="/api/v1", tags=["entities"])
@@ -38,8 +39,7 @@ async def entity(request: Request,
     views over the last 5 and 15 minutes of its data. Without `to`, the range ends at the
     entity's newest window (event time), so a replayed or simulated past is shown too;
     without `from`, it starts an hour before `to`."""
-    if domain not in ENTITY_FIELD:
-        raise HTTPException(404, f"unknown domain {domain!r}; one of {', '.join(ENTITY_FIELD)}")
+    known_domain(domain)
     views = request.app.state.views
     windows = views.windows.entity(domain, entity_id)
     info = views.registry.get(entity_id)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from api.auth import require
 from api.forecasts import DEFAULT_FIGURE, forecast
+from api.routes import known_domain
 from streams.registry import LEVELS
 
 router = APIRouter(prefix="/api/v1", tags=["forecasts"])
@@ -16,12 +17,6 @@ router = APIRouter(prefix="/api/v1", tags=["forecasts"])
 Steps = Annotated[int, Query(ge=1, le=240, description="windows ahead (one-minute windows: minutes)")]
 Figure = Annotated[str | None, Query(description="a figure of the domain's windows; default: passes, volume "
                                                  "or load_kw_mean")]
-
-
-def _domain(domain: str) -> str:
-    if domain not in DEFAULT_FIGURE:
-        raise HTTPException(404, f"unknown domain {domain!r}; one of {', '.join(DEFAULT_FIGURE)}")
-    return domain
 
 
 async def _answer(request: Request, domain: str, windows: dict[int, dict[str, Any]], figure: str | None,
@@ -42,7 +37,7 @@ async def entity_forecast(request: Request,
     """One device's figure for the next `steps` windows after its newest closed one, with
     80 % prediction intervals, learnt from its window history (api/forecasts.py)."""
     views = request.app.state.views
-    windows = views.windows.entity(_domain(domain), entity_id)
+    windows = views.windows.entity(known_domain(domain), entity_id)
     if not windows and views.registry.get(entity_id) is None:
         raise HTTPException(404, f"no {domain} entity {entity_id!r} in the registry or the windows")
     return {"domain": domain, "entity": entity_id, **await _answer(request, domain, windows, figure, steps)}
@@ -57,7 +52,7 @@ async def area_forecast(request: Request,
     """An area's total figure for the next `steps` windows, as for a device."""
     if level not in LEVELS:
         raise HTTPException(404, f"unknown level {level!r}; one of {', '.join(LEVELS)}")
-    windows = request.app.state.views.windows.area(_domain(domain), level, area_id)
+    windows = request.app.state.views.windows.area(known_domain(domain), level, area_id)
     if not windows:
         raise HTTPException(404, f"no {domain} roll-ups for {level} {area_id!r}")
     return {"domain": domain, "level": level, "area": area_id,

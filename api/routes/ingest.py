@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import require
 from api.bodies import read_body
+from api.routes import known_domain
 from streams import events as contract
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
@@ -35,8 +36,7 @@ EXAMPLE = [{"type": "traffic.flow", "ts": "2026-11-21T08:00:00+08:00", "sensor_i
         "errors": [{"index": 1, "reason": "out of range: occupancy=1.4 not in [0, 1]"}]}}}},
         413: {"description": "body or batch too large"}, 503: {"description": "Kafka unreachable"}})
 async def ingest(request: Request, domain: str) -> JSONResponse:
-    if domain not in contract.ENTITY_FIELD:
-        raise HTTPException(404, f"unknown domain {domain!r}; one of {', '.join(contract.ENTITY_FIELD)}")
+    known_domain(domain)
     raw = await read_body(request, request.app.state.settings.max_body_bytes)
     try:
         doc = contract.loads(raw)
