@@ -39,7 +39,6 @@ from streams import alert_step, produce
 from streams.alerting import Policy
 from streams.codecs import ORJSON, UTF8
 from streams.detectors import detector
-from streams.gaps import Gap, Verdict, judge
 from streams.produce import Output
 from streams.processor import PartitionProcessor, Record, Touched
 from streams.registry import Registry
@@ -47,9 +46,8 @@ from streams.settings import StreamSettings
 from streams.state import PartitionState, Snapshot, load, snapshot_writes
 from streams.topics import ALERTS_TABLE, DOMAINS, LATENCY_BUCKETS, domain_table
 from streams.topicview import TopicView
-from streams.transport import (acting_for, acting_for_partition, commit_ceilings, deliver_in_batches,
+from streams.transport import (acting_for, acting_for_partition, batches, commit_ceilings, deliver_in_batches,
                                flush_before_commit, kafka_producer)
-from streams.watermarks import log_start
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +156,6 @@ class Owned:
                                                              "sum": 0.0})
     vitals_due: bool = True
     ahead: dict[str, float] = field(default_factory=dict)  # entity → seconds ahead of the clock, latest
-    gap: Gap | None = None  # records missing before the last batch, while they are read again
 
     def snapshot_due(self, force: bool) -> bool:
         if not self.changed:
@@ -178,7 +175,6 @@ class DomainAgent:
         self.source = deliver_in_batches(app, topics.events(domain))
         self.topic = self.source.get_topic_name()
         self.topics = topics
-        self.bootstrap = settings.bootstrap
         self.table = state_table(app, settings, domain_table(domain), raw=True)
         self.processor = PartitionProcessor(
             domain, topics.events(domain), settings.partitions, settings.window_s * 1000,
@@ -231,14 +227,12 @@ class DomainAgent:
         deadline = time.monotonic() + REGISTRY_WAIT_S
         while not self.registry_feed.caught_up and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # areas would be "unassigned" until the registry is read
-        async for event in stream.events():
+        async for event in batches(self.app, stream):
             await self.process(event)
 
     async def process(self, event: EventT) -> None:
         partition = event.message.partition
         owned = self._owned(partition)
-        if await self._passed_over(partition, owned, event.value[0].offset):
-            return
         records = [Record(partition, r.offset, r.key, r.value) for r in event.value]
         # The step and the sending of its outputs hold the lock that snapshots take too: a
         # snapshot that covered a step whose outputs were still on their way would, after
@@ -259,25 +253,6 @@ class DomainAgent:
             owned.ahead.update(step.ahead)
             owned.ahead = dict(sorted(owned.ahead.items(), key=lambda kv: -kv[1])[:AHEAD_SHOWN])
         self._count_latency(owned, event.value)
-
-    async def _passed_over(self, partition: int, owned: Owned, first: int) -> bool:
-        """Whether this batch waits because records before it were not delivered
-        (streams/gaps.py); reads the partition again from where its state ends if so."""
-        expected = owned.state.progress.offset + 1
-        verdict, owned.gap = judge(owned.gap, expected, first)
-        waits = verdict in (Verdict.REREAD, Verdict.WAIT)
-        if waits and first <= await log_start(self.bootstrap, self.topic, partition):
-            # Retention deleted what is missing (maybe while it was being read again): there
-            # is nothing to wait for.
-            verdict, owned.gap = Verdict.ACCEPT, None
-        if verdict is Verdict.ACCEPT:
-            log.warning("%s[%d]: offsets %d..%d are not in the topic: going on from %d",
-                        self.domain, partition, expected, first - 1, first)
-        elif verdict is Verdict.REREAD:
-            log.warning("%s[%d]: offsets %d..%d were not delivered; reading them again", self.domain, partition,
-                        expected, first - 1)
-            await self.app.consumer.read_from(TP(self.topic, partition), expected)
-        return verdict in (Verdict.REREAD, Verdict.WAIT)
 
     @staticmethod
     def _count_latency(owned: Owned, records: list) -> None:
@@ -360,7 +335,7 @@ class AlertAgent:
         await self.state.flush()
 
     async def run(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in batches(self.app, stream):
             await self.process(event)
 
     async def process(self, event: EventT) -> None:

@@ -28,7 +28,7 @@ from streams.cases import OPEN, BadInput, apply
 from streams.produce import Output
 from streams.settings import StreamSettings
 from streams.topics import CASES_TABLE
-from streams.transport import deliver_in_batches, flush_before_commit
+from streams.transport import batches, deliver_in_batches, flush_before_commit
 
 TICK_S = 1.0  # how often the clock reaches open cases: escalations are this late at most
 
@@ -61,7 +61,7 @@ class CaseAgent:
             await send_all(self.app, [(self.topics.case_inputs, None, value, p, None) for p in due])
 
     async def run(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in batches(self.app, stream):
             await self.process(event)
 
     async def process(self, event: EventT) -> None:

@@ -6,8 +6,9 @@ worker's fetch passed over inside Faust while its read offset moved on) or are n
 the topic (a transactional producer's markers, records deleted by retention). The first
 are read again; the second can only be told apart by reading again and meeting the same
 gap, or, for records retention deleted, by the partition's log start having passed them
-(which the agent asks the broker before it waits or reads again). `judge` is the
-decision, free of Kafka; DomainAgent acts on it.
+(which the consumer asks the broker before it waits or reads again). `judge` is the
+decision, free of Kafka; the consumer acts on it for every batched topic
+(streams/transport.py, `Consumer.follows_on`).
 """
 
 from __future__ import annotations

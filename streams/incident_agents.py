@@ -33,7 +33,7 @@ from streams.registry import Registry
 from streams.settings import StreamSettings
 from streams.topics import INCIDENTS_TABLE
 from streams.topicview import TopicView
-from streams.transport import deliver_in_batches, flush_before_commit
+from streams.transport import batches, deliver_in_batches, flush_before_commit
 
 ASKED_MAX = 100_000  # alert ids remembered as having asked for their case
 
@@ -55,7 +55,7 @@ class Rekey:
         deadline = time.monotonic() + REGISTRY_WAIT_S
         while not self.feed.caught_up and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # a device's feeder is in the registry
-        async for event in stream.events():
+        async for event in batches(self.app, stream):
             out = [o for r in event.value for o in self.route(r.value)]
             if out:
                 await send_all(self.app, out)
@@ -104,7 +104,7 @@ class IncidentAgent:
         await self.state.flush()
 
     async def run(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in batches(self.app, stream):
             await self.process(event)
 
     async def process(self, event: EventT) -> None:

@@ -41,10 +41,19 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
    is stored as snapshots registers its
    `commit_ceilings`: its partitions are committed at the offset the newest snapshot
    covers, never past it, so a restart replays what no snapshot holds yet.
-6. The partition watchdog's view (streams/watchdog.py): how far each partition that should
+6. Records that never reach the agent: Faust passes over records on their way (the rest
+   of a fetch when a partition is paused; a restarted worker's first fetch of a
+   partition), while its read offset moves on and the next offset gap counts them as
+   processed. Every batched topic's agent takes its batches through `batches`, which
+   holds back one that does not follow on from the last one taken and reads the
+   partition again from there (`Consumer.follows_on`, streams/gaps.py); and a fetch whose
+   rest was passed over is read again at once (`Consumer.getmany`), since no later batch
+   may come to show the gap.
+7. The partition watchdog's view (streams/watchdog.py): how far each partition that should
    be read has got, what Faust and aiokafka hold for one, and reading one again (from
-   where its stored state ends, for a snapshotted topic; else from its commit). The private state of both libraries is read here and nowhere else.
-7. For the agents and the worker process: table writes placed by partition
+   where its stored state ends, for a snapshotted topic; else from its commit). The
+   private state of both libraries is read here and nowhere else.
+8. For the agents and the worker process: table writes placed by partition
    (`acting_for`), the Kafka producer under Faust's (`kafka_producer`), and a `Worker`
    whose graceful stop has a deadline.
 """
@@ -66,11 +75,12 @@ from aiokafka.structs import ConsumerRecord
 from faust.exceptions import ProducerSendError
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as driver
-from faust.types import TP
+from faust.types import TP, EventT
 
 from streams.codecs import RECORDS
+from streams.gaps import Gap, Verdict, judge
 from streams.topics import FETCH_MAX_WAIT_MS
-from streams.watermarks import end_offsets
+from streams.watermarks import end_offsets, log_start
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +92,7 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         return consumer
 
     async def _highwaters(self, partitions: List[TP]) -> Mapping[TP, int]:
-        bootstrap = ",".join(f"{u.host}:{u.port}" for u in self.app.conf.broker)
-        return await end_offsets(bootstrap, partitions)
+        return await end_offsets(self.consumer.bootstrap_servers(), partitions)
 
     def verify_event_path(self, now: float, tp: TP) -> None:
         # Faust's livelock check reads the partition's fetch position, which aiokafka
@@ -105,8 +114,11 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         committed = await consumer.seek_to_committed()
         changelogs = self.app.tables.changelog_topics
         positions, never = dict(committed), []
+        starts: dict[TP, int] = {}
         for tp, offset in committed.items():
             state = _state_end(self.app, tp.topic, tp.partition)
+            if tp.topic not in changelogs:
+                starts[tp] = state if state is not None else max(offset or 0, 0)
             if state is not None and state != offset:
                 # A snapshotted partition goes on from where its loaded state ends, not from
                 # the group's commit: a departing owner's last commit can land after the new
@@ -118,6 +130,7 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
                 never.append(TopicPartition(tp.topic, tp.partition))
         if never:
             await consumer.seek_to_beginning(*never)
+        self.consumer.agents_next = starts
         return positions
 
 
@@ -154,6 +167,15 @@ def deliver_in_batches(app: faust.App, topic: str) -> faust.TopicT:
     return app.topic(topic, key_serializer="raw", value_serializer=RECORDS)
 
 
+async def batches(app: faust.App, stream: faust.StreamT) -> AsyncIterator[EventT]:
+    """The events of a `deliver_in_batches` topic's stream, each following on from the one
+    before in its partition: a batch after records that never reached the agent is held
+    back while they are read again (`Consumer.follows_on`)."""
+    async for event in stream.events():
+        if await app.consumer.follows_on(event):
+            yield event
+
+
 def _as_one(records: list[ConsumerRecord]) -> ConsumerRecord:
     last = records[-1]
     return ConsumerRecord(last.topic, last.partition, last.offset, last.timestamp,
@@ -163,6 +185,50 @@ def _as_one(records: list[ConsumerRecord]) -> ConsumerRecord:
 
 class Consumer(driver.Consumer):
     _fetched: Mapping[TP, Tuple[int, int]] = {}  # the last fetch: first and last offset per partition (replaced, never changed)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Per assigned partition, the offset the next batch an agent takes must start at:
+        # where the partition was sought to, then the offset after the last batch taken
+        # (`follows_on`). Replaced whole on the consumer's thread at each assignment.
+        self.agents_next: dict[TP, int] = {}
+        self._gaps: dict[TP, Gap] = {}  # partitions whose missing records are being read again
+
+    async def follows_on(self, event: Any) -> bool:
+        """Whether a batch of a `deliver_in_batches` topic follows on from the batches an
+        agent took before it (streams/gaps.py). Faust can pass over a fetch on its way to
+        the agent (seen: a restarted worker's first fetch of a partition, while its read
+        offset moved on), and the next batch's offset gap then counts the records between as
+        processed. Such a batch is not taken: the partition is read again from the
+        expected offset, unless the broker no longer has those records (retention) or
+        reading again showed the same gap (records not there: compaction, transaction
+        markers), and it is marked acked so Faust does not commit past what it misses."""
+        tp, records = event.message.tp, event.value
+        first, last = records[0].offset, records[-1].offset
+        expected = self.agents_next.get(tp, first)
+        verdict, gap = judge(self._gaps.get(tp), expected, first)
+        if verdict in (Verdict.REREAD, Verdict.WAIT) and first <= await log_start(
+                self.bootstrap_servers(), tp.topic, tp.partition):
+            verdict, gap = Verdict.ACCEPT, None  # retention deleted them: nothing to wait for
+        if gap is None:
+            self._gaps.pop(tp, None)
+        else:
+            self._gaps[tp] = gap
+        if verdict is Verdict.ACCEPT:
+            log.warning("%s[%d]: offsets %d..%d are not in the topic: going on from %d",
+                        tp.topic, tp.partition, expected, first - 1, first)
+        elif verdict is Verdict.REREAD:
+            log.warning("%s[%d]: offsets %d..%d were not delivered; reading them again",
+                        tp.topic, tp.partition, expected, first - 1)
+            await self.read_from(tp, expected)
+        if verdict in (Verdict.REREAD, Verdict.WAIT):
+            event.message.acked = True  # Faust's ack of it is a no-op: its records come again
+            return False
+        self.agents_next[tp] = max(expected, last + 1)
+        return True
+
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"{u.host}:{u.port}" for u in self.app.conf.broker)
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -242,15 +308,19 @@ class Consumer(driver.Consumer):
 
     def progress(self) -> dict[TP, Optional[int]]:
         """How far each partition that should be read now has got: while tables recover,
-        the fetch position of the changelog partitions Faust reads; after, the offset after
-        the last record Faust has handed to its streams, for every assigned source
-        partition (None before the first), comparable with the partition's end offset. Not the committed offset: a partition whose state is snapshotted commits
+        the fetch position of the changelog partitions Faust reads; after, for every
+        assigned source partition, the offset after the last record an agent took (a
+        batched topic's, `follows_on`: so records Faust passed over at the end of a
+        partition, with no later batch to show the gap, count as not read) or else Faust
+        handed to its streams (None before the first), comparable with the partition's end
+        offset. Not the committed offset: a partition whose state is snapshotted commits
         only at its snapshots (`commit_ceilings`), up to a minute apart while it is busy.
         Empty while the flow is stopped for a rebalance."""
         assignment = self._assignment_state()
         if assignment is None or not self.flow_active:
             return {}
         changelogs, recovering = self.app.tables.changelog_topics, self.app.in_recovery
+        batched = _BATCHED.get(self.app, set())
         active = self._get_active_partitions()
         out: dict[TP, Optional[int]] = {}
         for ktp in assignment.tps:
@@ -258,6 +328,8 @@ class Consumer(driver.Consumer):
             if recovering and tp in active:
                 state = assignment.state_value(ktp)
                 out[tp] = state.position if state.has_valid_position else None
+            elif not recovering and tp.topic in batched:
+                out[tp] = self.agents_next.get(tp)  # what an agent took, not what Faust read
             elif not recovering and tp.topic not in changelogs:
                 last = self._read_offset.get(tp)  # the offset of the last record handed over
                 out[tp] = None if last is None else last + 1
@@ -300,6 +372,7 @@ class Consumer(driver.Consumer):
         """Read a partition again from `offset` (records Faust passed over): its
         bookkeeping reset and aiokafka seeked there."""
         self._forget(tp)
+        self.agents_next[tp] = offset
         self._read_offset[tp] = offset  # Faust hands on records at or past it
         await self._thread.call_thread(_seek, self._thread._ensure_consumer(),
                                        TopicPartition(tp.topic, tp.partition), offset)
