@@ -199,7 +199,7 @@ def test_disk_stays_bounded_and_a_restart_after_retention_reads_on_from_what_is_
         wait_for(lambda: recent_windows_match(settings, ref, T0 + 160 * W), timeout=30, every=1.0)
         wait_for(lambda: api.get("/readyz", token=None).status_code == 200, timeout=60)
         assert worker.proc.poll() is None, worker.output()[-3000:]
-        gaps = re.findall(r"traffic\[(\d+)\]: offsets \d+\.\.\d+ are not in the topic", worker.output())
+        gaps = re.findall(r"\.traffic\.events\[(\d+)\]: offsets \d+\.\.\d+ are not in the topic", worker.output())
         assert sorted(gaps) == [str(p) for p in range(PARTITIONS)], gaps
 
         # Compacted: the vitals (once a second per moving partition) and the traffic
