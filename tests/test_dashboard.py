@@ -180,4 +180,17 @@ def test_the_device_and_area_charts_draw_the_forecast_band_ahead_of_now(
     shot = tmp_path / "forecast-area.png"
     grid.screenshot(path=str(shot))
     print(f"area forecast screenshot: {shot}")
+
+    # On the wall screen (1920×1080) the chart keeps to the drawer, and the page to the screen.
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.click("#entity-form button[type=submit]")
+    expect(device.locator("svg.chart polygon.band")).not_to_have_count(0, timeout=10_000)
+    drawer, drawn = page.locator("#drawer").bounding_box(), device.locator("svg.chart").bounding_box()
+    assert drawer and drawn and drawer["x"] <= drawn["x"] and drawn["x"] + drawn["width"] <= drawer["x"] + drawer["width"]
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth "
+                         "&& document.documentElement.scrollHeight <= innerHeight")
+    device.locator("svg.chart").scroll_into_view_if_needed()
+    shot = tmp_path / "forecast-wall.png"
+    page.screenshot(path=str(shot))
+    print(f"wall-size screenshot: {shot}")
     assert errors == []
