@@ -166,6 +166,12 @@ def test_the_device_and_area_charts_draw_the_forecast_band_ahead_of_now(
     for minutes in (15, 30, 60):
         expect(figures).to_contain_text(f"+{minutes} min ")
     assert "no band yet" not in figures.inner_text()
+    refresh_ms = page.evaluate("""async () => {
+        const t0 = performance.now();
+        await openEntity('grid', 'F-0001', true);
+        return performance.now() - t0;
+    }""")
+    print(f"device view refresh, its windows and forecast fetched and drawn: {refresh_ms:.0f} ms")
     shot = tmp_path / "forecast-device.png"
     device.screenshot(path=str(shot))
     print(f"device forecast screenshot: {shot}")
