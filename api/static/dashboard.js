@@ -241,9 +241,6 @@ async function openArea(level, id, quiet = false) {
   view.replaceChildren(...parts);
 }
 
-// ---------- entity ----------
-let currentEntity = null;   // {domain, id, figure}
-
 // ---------- charts ----------
 const SVG_NS = "http://www.w3.org/2000/svg";
 function svgEl(tag, attrs = {}, text = null) {
@@ -323,7 +320,7 @@ function forecastChart(past, fc, digits, newest) {
   const W = 600, H = 180, L = 6, R = 6, T = 22, B = 20;
   const step = windowLength(newest) ?? fc?.step_ms ?? DEFAULT_WINDOW_MS;
   const now = newest?.end ?? null;
-  const ahead = (fc?.points ?? []).filter((p) => p.start >= now && p.start + step <= now + HOUR_MS);
+  const ahead = now === null ? [] : (fc?.points ?? []).filter((p) => p.start >= now && p.start + step <= now + HOUR_MS);
   const gap = forecastGap(fc, ahead);
   const note = gap ? el("p", { class: "forecast-note", text: gap }) : forecastFigures(ahead, now, step, digits);
   if (now === null) return [note];
@@ -381,6 +378,9 @@ function forecastFigures(ahead, now, step, digits) {
   }
   return p;
 }
+
+// ---------- entity ----------
+let currentEntity = null;   // {domain, id, figure}
 
 // An entity's trend: the line of figures, then its last hour and forecast. Every window
 // the entity route gives is drawn, the open ones too, so a sudden change shows at once.
