@@ -41,7 +41,10 @@ def series(domain: str, windows: dict[int, dict[str, Any]], figure: str) -> tupl
 def forecast(domain: str, windows: dict[int, dict[str, Any]], figure: str, window_ms: int,
              steps: int) -> dict[str, Any]:
     """The next `steps` windows' `figure` after the newest closed one, each with its 80 %
-    interval (null before the series has two points)."""
+    interval, and the last `steps` windows learnt (`recent`), so that a chart can draw the
+    series the forecast continues. The mean is null before anything was learnt; the
+    interval is null at a horizon the model has not yet measured an error at (its width
+    would be zero there, which reads as certainty)."""
     starts, values = series(domain, windows, figure)
     model = Forecaster(Config(step_ms=window_ms, horizon=steps, coverage=COVERAGE))
     if len(starts):
@@ -50,7 +53,9 @@ def forecast(domain: str, windows: dict[int, dict[str, Any]], figure: str, windo
     return {"figure": figure, "step_ms": window_ms, "coverage": COVERAGE, "learnt": len(starts),
             "from": int(starts[0]) if len(starts) else None,
             "through": int(starts[-1]) if len(starts) else None,
-            "points": [{"start": int(step) * window_ms, "mean": _number(m), "low": _number(lo), "high": _number(hi)}
+            "recent": [{"start": int(s), "value": float(v)} for s, v in zip(starts[-steps:], values[-steps:])],
+            "points": [{"start": int(step) * window_ms, "mean": _number(m),
+                        "low": _number(lo) if hi > lo else None, "high": _number(hi) if hi > lo else None}
                        for step, m, lo, hi in zip(ahead.step[0], ahead.mean[0], ahead.low[0], ahead.high[0])]}
 
 

@@ -1,11 +1,15 @@
 """The dashboard in a real browser: Debian's headless Chromium, driven by Playwright, on
 the real stack (broker, worker, API). A feeder's outage arrives while the page is open and
 must appear in the live feed; a viewer is refused, an operator acknowledges it by clicking,
-and a page that lost its link catches up on what it missed.
+and a page that lost its link catches up on what it missed. A feeder's chart and its
+area's draw the forecast band ahead of "now" once there is history to learn, and say
+there is no forecast before.
 """
 
 from __future__ import annotations
 
+import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import Api, wait_for
-from tests.test_alerts import normal, outage, stack  # noqa: F401 - stack is a fixture used here
+from tests.test_alerts import FEEDER, normal, outage, reading, stack  # noqa: F401 - stack is a fixture used here
 
 OFFICER = "值班员 王伟"
 
@@ -110,4 +114,91 @@ def test_the_wall_shows_vitals_and_a_live_alert_that_an_operator_acknowledges(
     expect(page.locator("#alert-list")).to_contain_text("No open alerts", timeout=10_000)
     expect(detail.locator(".history li")).to_have_count(3)
     expect(detail).to_contain_text("已解除 Resolved")
+    assert errors == []
+
+
+def rhythm(start_s: int, seconds: int) -> list[dict[str, Any]]:
+    """A feeder's load every 10 s: a half-hour swing of ±400 kW with noise, so the
+    forecast's intervals have errors to learn from."""
+    rng = random.Random(start_s)
+    return [reading(t, load_kw=round(2500 + 400 * math.sin(2 * math.pi * t / 1800) + rng.gauss(0, 40), 1))
+            for t in range(start_s, start_s + seconds, 10)]
+
+
+def band_ahead_of_now(chart: Any) -> bool:
+    """Every corner of the chart's shaded band lies right of its "now" line."""
+    return chart.evaluate("""(svg) => {
+        const now = Number(svg.querySelector('line.now').getAttribute('x1'));
+        const xs = [...svg.querySelectorAll('polygon.band')].flatMap((p) =>
+            p.getAttribute('points').split(' ').map((xy) => Number(xy.split(',')[0])));
+        return xs.length > 0 && xs.every((x) => x >= now);
+    }""")
+
+
+def test_the_device_and_area_charts_draw_the_forecast_band_ahead_of_now(
+        stack: Api, page: Page, tmp_path: Path) -> None:  # noqa: F811 - the imported fixture
+    api = stack
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    ingest(api, rhythm(0, 50))  # one window, still open: nothing to learn yet
+    page.goto(api.url)
+    sign_in(page, "tv")
+    page.click("#drawer-open")
+    page.fill("#entity-id", "F-0001")
+    page.select_option("#entity-domain", "grid")
+    page.click("#entity-form button[type=submit]")
+    device = page.locator("#entity-view")
+    expect(device.locator("svg.chart line.now")).to_have_count(1, timeout=30_000)  # once its window is in
+    expect(device.locator(".forecast-note")).to_contain_text("No forecast yet")
+    expect(device.locator("polygon.band")).to_have_count(0)
+    device.screenshot(path=str(tmp_path / "forecast-none.png"))
+
+    # Eighty minutes of history arrive: the open chart refreshes (every 10 s) to a band.
+    ingest(api, rhythm(50, 80 * 60))
+    # (the band reaches +60 min once about 60 windows past the open ones are learnt)
+    wait_for(lambda: api.get("/api/v1/forecasts/grid/F-0001").json()["learnt"] >= 70, timeout=90)
+    chart = device.locator("svg.chart")
+    expect(chart.locator("polygon.band")).not_to_have_count(0, timeout=30_000)
+    expect(device.locator(".forecast-note")).to_have_count(0)
+    assert band_ahead_of_now(chart)
+    expect(chart.locator("polyline.forecast")).to_have_count(1)
+    expect(chart.locator("text.forecast-label")).to_contain_text("预测 Forecast · 80 % 区间 band")
+    figures = device.locator(".forecast-figures")
+    for minutes in (15, 30, 60):
+        expect(figures).to_contain_text(f"+{minutes} min ")
+    expect(figures).not_to_contain_text("no band yet", timeout=15_000)
+    refresh_ms = page.evaluate("""async () => {
+        const t0 = performance.now();
+        await openEntity('grid', 'F-0001', true);
+        return performance.now() - t0;
+    }""")
+    print(f"device view refresh, its windows and forecast fetched and drawn: {refresh_ms:.0f} ms")
+    shot = tmp_path / "forecast-device.png"
+    device.screenshot(path=str(shot))
+    print(f"device forecast screenshot: {shot}")
+
+    # The feeder's district: its grid totals, charted with their forecast too.
+    page.click("#district-buttons button:has-text('%s')" % FEEDER["district"])
+    grid = page.locator("#area-view .tile", has_text="电网 Grid")
+    expect(grid.locator("polygon.band")).not_to_have_count(0, timeout=30_000)
+    assert band_ahead_of_now(grid.locator("svg.chart"))
+    expect(page.locator("#area-view .tile", has_text="门禁 Gates").locator(".forecast-note")).to_have_text(
+        "暂无预测 No forecast yet")
+    shot = tmp_path / "forecast-area.png"
+    grid.screenshot(path=str(shot))
+    print(f"area forecast screenshot: {shot}")
+
+    # On the wall screen (1920×1080) the chart keeps to the drawer, and the page to the screen.
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.click("#entity-form button[type=submit]")
+    expect(device.locator("svg.chart polygon.band")).not_to_have_count(0, timeout=10_000)
+    drawer, drawn = page.locator("#drawer").bounding_box(), device.locator("svg.chart").bounding_box()
+    assert drawer and drawn
+    assert drawer["x"] <= drawn["x"] and drawn["x"] + drawn["width"] <= drawer["x"] + drawer["width"]
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth "
+                         "&& document.documentElement.scrollHeight <= innerHeight")
+    device.locator("svg.chart").scroll_into_view_if_needed()
+    shot = tmp_path / "forecast-wall.png"
+    page.screenshot(path=str(shot))
+    print(f"wall-size screenshot: {shot}")
     assert errors == []

@@ -21,10 +21,14 @@ def passes(minute: int) -> int:
     return round(30 + 25 * math.sin(2 * math.pi * (minute % 1440) / 1440 - math.pi / 2))
 
 
+def gate_window(n: int) -> dict[str, Any]:
+    """A closed window of a gate's that counted n passes."""
+    return {"closed": True, "agg": {"n": n, "f": {"temperature_c": [0, 0.0, 0.0, None, None]},
+                                    "c": {"passes": n}, "p": {}, "s": None}}
+
+
 def gate_windows(minutes: int) -> dict[int, dict[str, Any]]:
-    return {T0 + m * MINUTE: {"closed": True, "agg": {"n": passes(m), "f": {"temperature_c": [0, 0.0, 0.0, None, None]},
-                                                      "c": {"passes": passes(m)}, "p": {}, "s": None}}
-            for m in range(minutes)}
+    return {T0 + m * MINUTE: gate_window(passes(m)) for m in range(minutes)}
 
 
 def test_a_daily_rhythm_is_forecast_from_the_history_with_intervals() -> None:
@@ -72,3 +76,11 @@ def asks(settings: Settings, api: Api) -> None:
     area = api.get("/api/v1/forecasts/areas/district/unassigned", params={"domain": "gate"})
     assert area.status_code == 200 and area.json()["learnt"] >= 300
     assert api.get("/api/v1/forecasts/gate/G-0001", token=None).status_code == 401
+
+
+def test_a_horizon_not_yet_measured_has_no_interval_rather_than_a_certain_one() -> None:
+    counts = [3, 7, 4, 8, 5, 9, 4, 7, 6, 8]
+    out = forecast("gate", {T0 + m * MINUTE: gate_window(n) for m, n in enumerate(counts)}, "passes", MINUTE, 30)
+    assert out["recent"] == [{"start": T0 + m * MINUTE, "value": n} for m, n in enumerate(counts)]
+    assert all(p["low"] < p["mean"] < p["high"] for p in out["points"][:9])  # h-step errors seen for h ≤ 9
+    assert all(p["low"] is None and p["high"] is None and p["mean"] is not None for p in out["points"][9:])

@@ -125,7 +125,8 @@ function renderDl(dl, rows) {
   return dl;
 }
 
-const windowMinutes = (w) => (w && isNum(w.start) && isNum(w.end) ? (w.end - w.start) / 60000 : 0);
+const windowLength = (w) => (w && isNum(w.start) && isNum(w.end) ? w.end - w.start : null);   // ms
+const windowMinutes = (w) => (windowLength(w) ?? 0) / 60000;
 const windowText = (w) => (w ? `窗口 Window ${clock(w.start)}–${clock(w.end)} ${w.closed ? "已关闭 closed" : "进行中 open"}` : "无窗口 No window");
 
 // ---------- vital signs ----------
@@ -168,14 +169,21 @@ function setStatus(text, bad = false) {
 // ---------- areas ----------
 let currentArea = null;   // {level, id}
 
-function domainBlock(domain, summary, count) {
+// An area's domain: its newest window and last 15 minutes, then the last hour of its
+// chart's figure and the forecast (`fc`: the area forecast route's answer, or null). The
+// chart draws the closed windows the forecast learnt: an area's total over a window
+// still open would read as a drop, and the newest window's figures are written above.
+function domainBlock(domain, summary, count, fc) {
   const box = el("div", { class: "tile small" },
     el("h3", {}, DOMAIN_NAMES[domain], el("span", { class: "en", text: ` · 设备 devices ${fmt(count ?? 0)}` })));
   box.append(el("p", { class: "muted", text: "最新窗口 Newest window" }),
     renderDl(el("dl"), figureRows(domain, summary?.figures, windowMinutes(summary?.window))),
     el("p", { class: "muted", text: "近15分钟 Last 15 min" }),
     renderDl(el("dl"), figureRows(domain, summary?.last_15m, 15)),
-    el("p", { class: "foot", text: windowText(summary?.window) }));
+    el("p", { class: "foot", text: windowText(summary?.window) }),
+    el("p", { class: "muted", text: `${SPARK_FIGURE[domain][0]} · 近1小时与预测 Last hour and forecast` }),
+    ...forecastChart((fc?.recent ?? []).map((r) => [r.start, r.value]), fc, SPARK_FIGURE[domain][1],
+      summary?.window));
   return box;
 }
 
@@ -207,11 +215,16 @@ async function openArea(level, id, quiet = false) {
   if (!quiet) renderBreadcrumb([{ level, id }]);
   const data = await load(view, `/api/v1/areas/${urlPath(level, id)}`, quiet);
   if (data === null) return;
+  const domains = ["gate", "traffic", "grid"];
+  const forecasts = await Promise.all(domains.map((d) => {
+    const w = data.domains?.[d]?.window;
+    return w ? fetchForecast(`/api/v1/forecasts/areas/${urlPath(level, id)}`, { domain: d }, d, windowLength(w)) : null;
+  }));
   if (currentArea?.level !== level || currentArea?.id !== id) return;   // user moved on
   const crumbs = Object.entries(data.path ?? {}).filter(([, v]) => v).map(([lv, v]) => ({ level: lv, id: v }));
   renderBreadcrumb([...crumbs, { level: data.level, id: data.id }]);
   const cols = el("div", { class: "cols" },
-    ...["gate", "traffic", "grid"].map((d) => domainBlock(d, data.domains?.[d], data.entities?.[d])));
+    ...domains.map((d, i) => domainBlock(d, data.domains?.[d], data.entities?.[d], forecasts[i])));
   const parts = [el("h3", { text: `${data.id} · ${LEVEL_NAMES[data.level] ?? data.level}` }), cols];
   if (data.children?.length) {
     const below = LEVEL_NAMES[data.children[0].level] ?? data.children[0].level;
@@ -228,48 +241,153 @@ async function openArea(level, id, quiet = false) {
   view.replaceChildren(...parts);
 }
 
-// ---------- entity ----------
-let currentEntity = null;   // {domain, id, figure}
+// ---------- charts ----------
+const SVG_NS = "http://www.w3.org/2000/svg";
+function svgEl(tag, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text != null) node.textContent = text;
+  return node;
+}
+
+// Polylines through [x, y] points into `svg`; a null point (a window without the figure)
+// breaks the line, and a point alone is drawn as a dot.
+function polylines(svg, points, cls) {
+  let run = [];
+  const flush = () => {
+    if (run.length === 1) run.push(run[0]);
+    if (run.length) svg.append(svgEl("polyline", { points: run.join(" "), ...(cls ? { class: cls } : {}) }));
+    run = [];
+  };
+  for (const p of points) {
+    if (p) run.push(`${p[0].toFixed(1)},${p[1].toFixed(1)}`); else flush();
+  }
+  flush();
+}
 
 // A small line chart; `before` (optional) is drawn dashed on the same scale, for comparison.
 function sparkline(values, before = []) {
-  const NS = "http://www.w3.org/2000/svg";
   const W = 400, H = 80, P = 4;
-  const svg = document.createElementNS(NS, "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("preserveAspectRatio", "none");
-  svg.setAttribute("class", "spark");
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", class: "spark" });
   const nums = [...values, ...before].filter(isNum);
   if (!nums.length) return svg;
   const lo = Math.min(...nums), hi = Math.max(...nums), span = hi - lo || 1;
   const step = values.length > 1 ? (W - 2 * P) / (values.length - 1) : 0;
-  const line = (series, cls) => {
-    let points = [];
-    const flush = () => {                 // a null window breaks the line
-      if (points.length === 1) points.push(points[0]);
-      if (points.length) {
-        const polyline = document.createElementNS(NS, "polyline");
-        polyline.setAttribute("points", points.join(" "));
-        if (cls) polyline.setAttribute("class", cls);
-        svg.append(polyline);
-      }
-      points = [];
-    };
-    series.forEach((v, i) => {
-      if (!isNum(v)) return flush();
-      points.push(`${(P + i * step).toFixed(1)},${(H - P - ((v - lo) / span) * (H - 2 * P)).toFixed(1)}`);
-    });
-    flush();
-  };
-  line(before, "before");
-  line(values, "");
+  const at = (v, i) => (isNum(v) ? [P + i * step, H - P - ((v - lo) / span) * (H - 2 * P)] : null);
+  polylines(svg, before.map(at), "before");
+  polylines(svg, values.map(at), "");
   return svg;
 }
 
-// An entity's trend: the line of figures and the sparkline under it.
-function entityChart(domain, data) {
+// ---------- forecasts ----------
+const HOUR_MS = 3600000;
+const DEFAULT_WINDOW_MS = 60000;     // the service's default window, while a chart has none to go by
+const HORIZONS_MIN = [15, 30, 60];   // the forecast's figures written under its chart
+
+// The forecast of the figure a chart draws; {error} when the route can't give one (the
+// chart then says so instead of drawing a band). It starts after the newest *closed*
+// window, so two hours are asked for: the hour after now is covered while the newest
+// windows are still open (up to an hour of lateness).
+async function fetchForecast(path, params, domain, windowMs) {
+  const steps = Math.min(240, Math.ceil((2 * HOUR_MS) / (windowMs ?? DEFAULT_WINDOW_MS)));
+  const query = new URLSearchParams({ ...params, figure: SPARK_FIGURE[domain][0], steps: String(steps) });
+  try {
+    return await api(`${path}?${query}`);
+  } catch (err) {
+    if (err.status === 401) throw err;
+    return { error: err };
+  }
+}
+
+// Why a chart has no band, or null when it has one.
+function forecastGap(fc, ahead) {
+  if (!fc) return "暂无预测 No forecast yet";
+  if (fc.error) return `暂无预测 No forecast: ${errorText(fc.error)}`;
+  if (!ahead.some((p) => isNum(p.mean))) return "暂无预测：尚无已关闭的窗口 · No forecast yet: no closed window to learn from";
+  if (!ahead.some((p) => isNum(p.low) && isNum(p.high))) {
+    return `暂无预测区间：已学习 ${fmt(fc.learnt)} 个窗口 · No forecast band yet: ${fmt(fc.learnt)} windows learnt`;
+  }
+  return null;
+}
+
+// A figure's last hour and, right of a "now" line, its forecast for the next hour: the
+// expected value dashed over the shaded 80 % interval, on a tinted background and
+// labelled 预测 Forecast, so nobody reads it as measured data. `past` is [[window start,
+// value]], oldest first, each drawn at its window's end; "now" is the end of `newest`,
+// the newest window (open or closed, drawn or not). `fc` is the forecast route's answer
+// (or null, or {error}).
+function forecastChart(past, fc, digits, newest) {
+  const W = 600, H = 180, L = 6, R = 6, T = 22, B = 20;
+  const step = windowLength(newest) ?? fc?.step_ms ?? DEFAULT_WINDOW_MS;
+  const now = newest?.end ?? null;
+  const ahead = now === null ? [] : (fc?.points ?? []).filter((p) => p.start >= now && p.start + step <= now + HOUR_MS);
+  const gap = forecastGap(fc, ahead);
+  const note = gap ? el("p", { class: "forecast-note", text: gap }) : forecastFigures(ahead, now, step, digits);
+  if (now === null) return [note];
+
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, class: "spark chart", role: "img",
+    "aria-label": "近1小时与未来1小时预测 Last hour and forecast for the next hour" });
+  const shown = past.map(([t, v]) => [t + step, v]).filter(([t]) => t > now - HOUR_MS);
+  const points = ahead.map((p) => ({ ...p, end: p.start + step })).filter((p) => isNum(p.mean));
+  const nums = [...shown.map(([, v]) => v), ...points.flatMap((p) => [p.mean, p.low, p.high])].filter(isNum);
+  const lo = nums.length ? Math.min(...nums) : 0, hi = nums.length ? Math.max(...nums) : 1;
+  const pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.05 || 1;
+  const x = (t) => L + ((t - (now - HOUR_MS)) / (2 * HOUR_MS)) * (W - L - R);
+  const y = (v) => T + (1 - (v - (lo - pad)) / (hi - lo + 2 * pad)) * (H - T - B);
+  const xy = (pairs) => pairs.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(" ");
+  const xNow = x(now);
+  svg.append(svgEl("rect", { class: "future", x: xNow, y: T, width: W - R - xNow, height: H - T - B }));
+  // The band in runs of windows that have an interval: a horizon not measured yet has none.
+  let run = [];
+  const band = () => {
+    if (run.length) {
+      const edge = [...run.map((p) => [x(p.end), y(p.high)]), ...run.reverse().map((p) => [x(p.end), y(p.low)])];
+      svg.append(svgEl("polygon", { class: "band", points: xy(edge) }));
+    }
+    run = [];
+  };
+  for (const p of points) if (isNum(p.low) && isNum(p.high)) run.push(p); else band();
+  band();
+  polylines(svg, shown.map(([t, v]) => (isNum(v) ? [x(t), y(v)] : null)), "");
+  polylines(svg, points.map((p) => [x(p.end), y(p.mean)]), "forecast");
+  svg.append(svgEl("line", { class: "now", x1: xNow, x2: xNow, y1: T - 4, y2: H - B }),
+    svgEl("text", { class: "now-label", x: xNow, y: T - 8, "text-anchor": "middle" }, `现在 now ${clock(now)}`),
+    svgEl("text", { x: L + 2, y: T - 8 }, "实测 Measured"),
+    svgEl("text", { class: "forecast-label", x: W - R - 2, y: T - 8, "text-anchor": "end" },
+      gap ? "无预测 No forecast" : `预测 Forecast · ${Math.round(fc.coverage * 100)} % 区间 band`),
+    svgEl("text", { class: "axis", x: L + 2, y: T + 12 }, fmt(hi, digits)),
+    svgEl("text", { class: "axis", x: L + 2, y: H - B - 4 }, fmt(lo, digits)),
+    svgEl("text", { class: "axis", x: L, y: H - 5 }, "−60 min"));
+  for (const m of HORIZONS_MIN) {
+    const xm = x(now + m * 60000);
+    svg.append(svgEl("line", { class: "tick", x1: xm, x2: xm, y1: H - B, y2: H - B + 4 }),
+      svgEl("text", { class: "axis", x: xm, y: H - 5, "text-anchor": m === 60 ? "end" : "middle" }, `+${m} min`));
+  }
+  return [svg, note];
+}
+
+// The forecast 15, 30 and 60 minutes ahead: of the window that ends then.
+function forecastFigures(ahead, now, step, digits) {
+  const p = el("p", { class: "forecast-figures" }, el("strong", { text: "预测 Forecast" }));
+  for (const m of HORIZONS_MIN) {
+    const point = ahead.find((q) => q.start + step === now + m * 60000);
+    if (!point || !isNum(point.mean)) continue;
+    const band = isNum(point.low) && isNum(point.high)
+      ? ` (${fmt(point.low, digits)}–${fmt(point.high, digits)})` : " (区间未定 no band yet)";
+    p.append(el("span", { text: `+${m} min ${fmt(point.mean, digits)}${band}` }));
+  }
+  return p;
+}
+
+// ---------- entity ----------
+let currentEntity = null;   // {domain, id, figure}
+
+// An entity's trend: the line of figures, then its last hour and forecast. Every window
+// the entity route gives is drawn, the open ones too, so a sudden change shows at once.
+function entityChart(domain, data, fc) {
   const [figure, digits] = SPARK_FIGURE[domain];
-  const values = (data.windows ?? []).map((w) => w.figures?.[figure] ?? null);
+  const windows = data.windows ?? [];
+  const values = windows.map((w) => w.figures?.[figure] ?? null);
   const latest = [...values].reverse().find(isNum);
   const nums = values.filter(isNum);
   return [
@@ -277,8 +395,13 @@ function entityChart(domain, data) {
       text: `${figure} · ${values.length} 个窗口 windows ${clock(data.from)}–${clock(data.to)} · ` +
         `最新 latest ${fmt(latest, digits)} · 最小 min ${fmt(nums.length ? Math.min(...nums) : null, digits)} · ` +
         `最大 max ${fmt(nums.length ? Math.max(...nums) : null, digits)}` }),
-    sparkline(values),
+    ...forecastChart(windows.map((w, i) => [w.start, values[i]]), fc, digits, windows[windows.length - 1]),
   ];
+}
+
+// The forecast of a device's chart figure (`data`: its entity route answer).
+async function deviceForecast(domain, id, data) {
+  return fetchForecast(`/api/v1/forecasts/${urlPath(domain, id)}`, {}, domain, windowLength(data.windows?.[0]));
 }
 
 async function openEntity(domain, id, quiet = false) {
@@ -286,6 +409,7 @@ async function openEntity(domain, id, quiet = false) {
   const view = $("entity-view");
   const data = await load(view, `/api/v1/entities/${urlPath(domain, id)}`, quiet);
   if (data === null) return;
+  const fc = await deviceForecast(domain, id, data);
   if (currentEntity?.domain !== domain || currentEntity?.id !== id) return;
   const area = el("p", {}, "区域 Area: ");
   Object.entries(data.area ?? {}).forEach(([level, name], i) => {
@@ -298,7 +422,7 @@ async function openEntity(domain, id, quiet = false) {
   view.replaceChildren(
     el("h3", { text: `${data.entity} · ${DOMAIN_NAMES[data.domain] ?? data.domain}` }),
     area,
-    ...entityChart(domain, data),
+    ...entityChart(domain, data, fc),
     el("div", { class: "cols" },
       el("div", { class: "tile small" }, el("h3", { text: "近5分钟 Last 5 min" }),
         renderDl(el("dl"), figureRows(domain, data.sliding?.last_5m, 5))),
@@ -393,7 +517,8 @@ async function showAlert(id, quiet = false) {
   if (alert === null || feed.selected !== id) return;
   let trend;
   try {
-    trend = entityChart(alert.domain, await api(`/api/v1/entities/${urlPath(alert.domain, alert.entity)}`));
+    const data = await api(`/api/v1/entities/${urlPath(alert.domain, alert.entity)}`);
+    trend = entityChart(alert.domain, data, await deviceForecast(alert.domain, alert.entity, data));
   } catch (err) {
     trend = [el("p", { class: "muted", text: `设备曲线 Device trend: ${errorText(err)}` })];
   }
