@@ -33,17 +33,6 @@ from tests.test_stream_engine import (  # noqa: F401
 from tests.test_stream_engine import test_sigkill_mid_stream_several_times_loses_and_doubles_nothing as sigkills
 
 
-# Measured on 2026-11-30 after the fixes of that day (commit offsets chosen before the
-# flush, snapshotted partitions read from where their state ends, records Faust passed
-# over read again by the domain agents): of 16 kill-test runs in four tier runs on a
-# loaded machine, 13 passed; the others ended with windows or alerts not caught up within
-# the waits, one of them with alert updates missing. The alert, incident and case
-# agents do not re-read passed-over records yet. Reported, not strict, until they do.
-KILLS_ON_KAFKA = pytest.mark.xfail(strict=False, reason="passed-over records are re-read by the domain agents "
-                                   "only, not yet by the alert agent (README, Apache Kafka)")
-
-
-@KILLS_ON_KAFKA
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_five_worker_sigkills_mid_stream_lose_and_double_nothing(
         settings: Settings, start_worker: Callable[..., Proc], store: str) -> None:
@@ -90,7 +79,6 @@ def committed_events(settings: Settings) -> int:
     return asyncio.run(ask())
 
 
-@KILLS_ON_KAFKA
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_sigkills_after_commits_lose_and_double_nothing(
         settings: Settings, start_worker: Callable[..., Proc], store: str) -> None:
