@@ -52,3 +52,36 @@ def test_no_route_module_imports_another() -> None:
     found = [f"{name} imports {target}" for name, path in routes.items()
              for target in imported(path) if target.startswith("api.routes.") and target != name]
     assert not found, "\n".join(found)
+
+
+def _doc(i: int) -> dict:
+    return {"id": f"{i:016x}", "updated_at": f"2026-11-30T08:{i // 3:02d}:00.000+00:00", "seq": 1,
+            "area": {"district": "市南区" if i % 2 else "市北区", "street": "s", "community": "c", "grid_cell": "g"}}
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("alerts", {"rule": "grid.overload", "domain": "grid", "entity": "F-1", "severity": "major", "status": "firing"}),
+    ("incidents", {"kind": "feeder_outage", "status": "open", "cause": None, "children": []}),
+    ("cases", {"status": "handled", "level": "community"}),
+])
+def test_a_list_walked_by_its_cursor_gives_each_item_once_newest_first(client: TestClient, name: str,
+                                                                       extra: dict) -> None:
+    parts = client.app.state.parts
+    docs = [{**_doc(i), **extra} for i in range(25)]
+    view = {"alerts": parts.views.alerts.alerts, "incidents": parts.incidents.incidents, "cases": parts.cases.cases}[name]
+    view.update({d["id"]: d for d in docs})
+    viewer = {"Authorization": f"Bearer {'v' * 32}"}
+    seen, cursor = [], None
+    while True:
+        r = client.get(f"/api/v1/{name}", params={"limit": 10, "area": "市南区", **({"cursor": cursor} if cursor else {})},
+                       headers=viewer)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["total"] == 12 and len(body[name]) <= 10
+        seen += [d["id"] for d in body[name]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    south = [d for d in docs if d["area"]["district"] == "市南区"]
+    assert seen == [d["id"] for d in sorted(south, key=lambda d: (d["updated_at"], d["id"]), reverse=True)]
+    assert client.get(f"/api/v1/{name}", params={"cursor": "not-one"}, headers=viewer).status_code == 422

@@ -15,7 +15,7 @@ from api.bodies import body_schema, read_model
 from api.auth import Principal
 from api.deps import ApiParts, Operator, Parts, Viewer, router
 from api.query import choices, in_area, instant, page
-from streams.alerting import STATUSES, command, input_key
+from streams.alerting import STATUSES, Alert, command, input_key
 from streams.rules import SEVERITIES
 
 viewing = router("viewer", "alerts")
@@ -47,13 +47,14 @@ async def list_alerts(
     statuses = choices("status", status, STATUSES)
     severities = choices("severity", severity, SEVERITIES)
     since_ms = instant("since", since)
-    picked = [a for a in parts.views.alerts.alerts.values()
-              if who.sees(a["area"]) and not ((statuses and a["status"] not in statuses)
-                                              or (severities and a["severity"] not in severities)
-                                              or (domain and a["domain"] != domain) or (rule and a["rule"] != rule)
-                                              or not in_area(area, a["area"])
-                                              or (since_ms is not None and (instant("updated_at", a["updated_at"]) or 0) < since_ms))]
-    shown = page(picked, limit, cursor)
+
+    def wanted(a: Alert) -> bool:
+        return (who.sees(a["area"]) and in_area(area, a["area"])
+                and (not statuses or a["status"] in statuses) and (not severities or a["severity"] in severities)
+                and (not domain or a["domain"] == domain) and (not rule or a["rule"] == rule)
+                and (since_ms is None or (instant("updated_at", a["updated_at"]) or 0) >= since_ms))
+
+    shown = page([a for a in parts.views.alerts.alerts.values() if wanted(a)], limit, cursor)
     return {"alerts": [summary(a) for a in shown.items], "total": shown.total, "next_cursor": shown.next_cursor}
 
 

@@ -49,12 +49,12 @@ async def list_cases(
     statuses = choices("status", status, STATUSES)
     levels = choices("level", level, LEVELS)
     now = int(time.time() * 1000)
-    picked = [_shown(c, now) for c in parts.cases.cases.values()
-              if who.sees(c["area"]) and not ((statuses and c["status"] not in statuses)
-                                              or (levels and c["level"] not in levels) or not in_area(area, c["area"]))]
-    if overdue_ is not None:
-        picked = [c for c in picked if c["overdue"] == overdue_]
-    shown = page(picked, limit, cursor)
+
+    def wanted(c: dict[str, Any]) -> bool:
+        return (who.sees(c["area"]) and in_area(area, c["area"]) and (not statuses or c["status"] in statuses)
+                and (not levels or c["level"] in levels) and (overdue_ is None or c["overdue"] == overdue_))
+
+    shown = page([c for c in (_shown(c, now) for c in parts.cases.cases.values()) if wanted(c)], limit, cursor)
     return {"cases": shown.items, "total": shown.total, "next_cursor": shown.next_cursor}
 
 

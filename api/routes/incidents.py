@@ -34,10 +34,12 @@ async def list_incidents(
     """Incidents, most recently updated first, `limit` per page; follow `next_cursor`."""
     statuses = choices("status", status, STATUSES)
     since_ms = instant("since", since)
-    picked = [i for i in parts.incidents.incidents.values()
-              if who.sees(i["area"]) and not ((statuses and i["status"] not in statuses) or not in_area(area, i["area"])
-                                              or (since_ms is not None and (instant("updated_at", i["updated_at"]) or 0) < since_ms))]
-    shown = page(picked, limit, cursor)
+
+    def wanted(i: dict[str, Any]) -> bool:
+        return (who.sees(i["area"]) and in_area(area, i["area"]) and (not statuses or i["status"] in statuses)
+                and (since_ms is None or (instant("updated_at", i["updated_at"]) or 0) >= since_ms))
+
+    shown = page([i for i in parts.incidents.incidents.values() if wanted(i)], limit, cursor)
     return {"incidents": shown.items, "total": shown.total, "next_cursor": shown.next_cursor}
 
 
