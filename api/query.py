@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Mapping, Sequence
 
 import orjson
 from fastapi import HTTPException
 
 from streams.events import ENTITY_FIELD, Invalid, parse_ts
 from streams.registry import LEVELS
-
-T = TypeVar("T", bound=Mapping[str, Any])
 
 
 def known_domain(domain: str) -> str:
@@ -61,12 +59,12 @@ def in_area(area: str | None, doc_area: Mapping[str, str]) -> bool:
 
 @dataclass(frozen=True)
 class Page:
-    items: list[Any]
+    items: list[Any]  # the documents of this page
     total: int  # of the whole list, every page alike
     next_cursor: str | None  # None on the last page
 
 
-def page(items: list[T], limit: int, cursor: str | None) -> Page:
+def page(items: Sequence[Mapping[str, Any]], limit: int, cursor: str | None) -> Page:
     """Documents with `updated_at` and `id`, most recently updated first: the `limit`
     after `cursor` (a `next_cursor` this API handed out; 422 for anything else)."""
     after = _after(cursor) if cursor else None
