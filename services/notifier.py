@@ -282,7 +282,7 @@ class HoldBack:
         waiting replaces it and keeps its place: its due time and its offset."""
         key = alert["id"] if alert["domain"] == "incident" else (tp, offset)
         first = self.waiting.get(key, Held(now + self.hold_s, tp, offset, alert))
-        self.waiting[key] = first._replace(alert=alert)
+        self.waiting[key] = Held(first.due, first.tp, first.offset, alert)
 
     def release(self, incident: str) -> list[Notice]:
         """The waiting state of `incident`, if any, to be told now (before its closing,
