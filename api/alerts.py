@@ -19,15 +19,22 @@ import asyncio
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator, TypedDict
 
 import orjson
 
+from streams.alerting import Alert, Transition
 from streams.rules import SEVERITIES
 
 log = logging.getLogger(__name__)
 
 Position = dict[int, int]
+
+
+class OpenCounts(TypedDict):
+    total: int
+    by_severity: dict[str, int]  # every severity, zeros too
+    by_domain: dict[str, int]  # the domains with open alerts
 
 
 def format_position(position: Position) -> str:
@@ -58,7 +65,7 @@ class Archive:
         self.db.execute("CREATE TABLE IF NOT EXISTS history (alert TEXT, n INTEGER, entry BLOB, "
                         "PRIMARY KEY (alert, n))")
 
-    def save(self, alert: dict[str, Any]) -> None:
+    def save(self, alert: Alert) -> None:
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute("INSERT INTO alerts VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE "
@@ -67,11 +74,11 @@ class Archive:
             self.db.executemany("INSERT OR IGNORE INTO history VALUES (?, ?, ?)",
                                 [(alert["id"], h["n"], orjson.dumps(h)) for h in alert.get("history", ())])
 
-    def alerts(self) -> Iterator[dict[str, Any]]:
+    def alerts(self) -> Iterator[Alert]:
         for (doc,) in self.db.execute("SELECT doc FROM alerts"):
             yield orjson.loads(doc)
 
-    def history(self, alert_id: str) -> list[dict[str, Any]]:
+    def history(self, alert_id: str) -> list[Transition]:
         return [orjson.loads(e) for (e,) in self.db.execute(
             "SELECT entry FROM history WHERE alert = ? ORDER BY n", (alert_id,))]
 
@@ -91,7 +98,7 @@ class Feed:
 class AlertView:
     def __init__(self, archive: Archive, feed_size: int = 1000) -> None:
         self.archive = archive
-        self.alerts: dict[str, dict[str, Any]] = {a["id"]: a for a in archive.alerts()}
+        self.alerts: dict[str, Alert] = {a["id"]: a for a in archive.alerts()}
         self.at: dict[str, tuple[int, int]] = {}  # alert id → where its state is in the topic
         self.position: Position = {}
         self.feed_size = feed_size
@@ -133,7 +140,7 @@ class AlertView:
         except asyncio.TimeoutError:
             pass
 
-    def since(self, position: Position) -> list[dict[str, Any]]:
+    def since(self, position: Position) -> list[Alert]:
         """Alerts whose latest state lies beyond `position`, in topic order per partition."""
         beyond = [(at, aid) for aid, at in self.at.items() if at[1] > position.get(at[0], -1)]
         return [self.alerts[aid] for _, aid in sorted(beyond)]
@@ -146,16 +153,16 @@ class AlertView:
     def unsubscribe(self, feed: "Feed") -> None:
         self._feeds.discard(feed)
 
-    def with_history(self, alert_id: str) -> dict[str, Any] | None:
+    def with_history(self, alert_id: str) -> Alert | None:
         alert = self.alerts.get(alert_id)
         if alert is None:
             return None
         history = self.archive.history(alert_id)
         return {**alert, "history": history if len(history) >= len(alert.get("history", ())) else alert["history"]}
 
-    def open_counts(self) -> dict[str, Any]:
+    def open_counts(self) -> OpenCounts:
         """Open (firing or acknowledged) alerts: how many, by severity and by domain."""
-        out: dict[str, Any] = {"total": 0, "by_severity": dict.fromkeys(SEVERITIES, 0), "by_domain": {}}
+        out = OpenCounts(total=0, by_severity=dict.fromkeys(SEVERITIES, 0), by_domain={})
         for a in self.alerts.values():
             if a["status"] != "resolved":
                 out["total"] += 1
@@ -164,6 +171,6 @@ class AlertView:
         return out
 
 
-def summary(alert: dict[str, Any]) -> dict[str, Any]:
+def summary(alert: Alert) -> Alert:
     """An alert without its history: what lists and live feeds carry."""
-    return {k: v for k, v in alert.items() if k != "history"}
+    return {k: v for k, v in alert.items() if k != "history"}  # type: ignore[return-value]

@@ -14,17 +14,17 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
-from api.auth import Principal, TokenBook
+from api.auth import Principal, TokenBook, Waiting
+from api.cases import CaseView
 from api.citymap import Placements
+from api.deps import ApiParts
 from api.docs import add_docs
 from api.headers import SecurityHeaders, TrustedHosts
-from api.cases import CaseView
 from api.incidents import IncidentView
 from api.metrics import CaseCollector, HttpMetrics, ReadModelCollector
 from api.producer import EventProducer
-from api.routes import (alerts, areas, cases, citymap, entities, forecasts, health, incidents, ingest, overview,
-                        trends)
-from api.routes.alerts import Waiting
+from api.routes import (alerts, areas, cases, citymap, entities, forecasts, health, incidents, ingest, live,
+                        overview, trends)
 from api.settings import ApiSettings
 from api.trends import CityTrends
 from api.views import ReadModels
@@ -68,16 +68,11 @@ def create_app(settings: ApiSettings, tokens: Mapping[str, Principal | str]) -> 
 
     app = FastAPI(title="citybrain", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Live alerts and city vital signs for the command centre.")
-    app.state.views = views
-    app.state.placements = Placements(views.registry)
-    app.state.trends = city_trends
-    app.state.incidents = incident_view
-    app.state.cases = case_view
-    app.state.producer = producer
-    app.state.settings = settings
-    app.state.tokens = TokenBook(tokens)
-    app.state.live_waiting = Waiting(settings.live_unauthenticated_max)
-    app.state.metrics = registry
+    # The one thing kept on the app: routes reach it through api.deps.Parts, typed.
+    app.state.parts = ApiParts(
+        settings=settings, views=views, incidents=incident_view, cases=case_view, trends=city_trends,
+        placements=Placements(views.registry), producer=producer, tokens=TokenBook(tokens),
+        live_waiting=Waiting(settings.live_unauthenticated_max), metrics=registry)
     app.add_middleware(HttpMetrics, registry=registry)
 
     @app.exception_handler(RequestValidationError)
@@ -95,17 +90,10 @@ def create_app(settings: ApiSettings, tokens: Mapping[str, Principal | str]) -> 
         app.add_middleware(TrustedHosts, hosts=settings.hosts)
     app.add_middleware(SecurityHeaders)  # added last: outermost, so on every answer
     add_docs(app)
-    app.include_router(health.router)
-    app.include_router(overview.router)
-    app.include_router(alerts.router)
-    app.include_router(incidents.router)
-    app.include_router(cases.router)
-    app.include_router(entities.router)
-    app.include_router(areas.router)
-    app.include_router(forecasts.router)
-    app.include_router(ingest.router)
-    app.include_router(citymap.router)
-    app.include_router(trends.router)
+    for router in (health.router, overview.viewing, alerts.viewing, alerts.acting, live.router,
+                   incidents.viewing, cases.viewing, cases.acting, entities.viewing, areas.viewing,
+                   forecasts.viewing, ingest.ingesting, citymap.viewing, trends.viewing):
+        app.include_router(router)
     # The dashboard shell needs no token; every data call it makes carries one.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -2,17 +2,15 @@
 
 A token belongs to a principal: its role, and optionally the name of the person or post
 it was issued to (recorded on every action taken with it) and an area it is limited to
-(contract §5: `token=role[:name][@level:area]`).
+(contract §5: `token=role[:name][@level:area]`). The routes check tokens through the
+dependencies in api/deps.py.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping
-
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from typing import Mapping
 
 GRANTS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"viewer"}),
@@ -20,8 +18,6 @@ GRANTS: dict[str, frozenset[str]] = {
     "admin": frozenset({"viewer", "operator", "admin"}),
     "ingest": frozenset({"ingest"}),
 }
-
-_bearer = HTTPBearer(auto_error=False)
 
 
 @dataclass(frozen=True)
@@ -32,6 +28,10 @@ class Principal:
     # cases of that area and below only (contract §8).
     scope: tuple[str, str] | None = None
     number: int = 0  # its place in the configured list, 1-based: names an unnamed token
+
+    def may(self, role: str) -> bool:
+        """Whether the token's role grants `role`."""
+        return role in GRANTS[self.role]
 
     def sees(self, area: Mapping[str, str] | None) -> bool:
         """Whether something in `area` (its names at each level) is within the token's scope."""
@@ -60,16 +60,18 @@ class TokenBook:
         return found
 
 
-def require(role: str) -> Callable[..., Principal]:
-    def check(request: Request,
-              creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
-        if creds is None or creds.scheme.lower() != "bearer":
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        who = request.app.state.tokens.principal_of(creds.credentials)
-        if who is None:
-            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
-        if role not in GRANTS[who.role]:
-            raise HTTPException(403, f"this token's role ({who.role}) may not do this; needs {role}")
-        return who
+class Waiting:
+    """Live clients connected but not yet authenticated, at most `limit` at a time: each
+    may hold the connection for a while and costs a token check (api/routes/live.py)."""
 
-    return check
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count = limit, 0
+
+    def enter(self) -> bool:
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        self.count -= 1

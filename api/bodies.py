@@ -17,13 +17,13 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, at most `limit` bytes (413 beyond), each part of it arriving within the
-    API's read timeout (408 otherwise: a client that trickles its body holds nothing long)."""
+async def read_body(request: Request, limit: int, wait_s: float) -> bytes:
+    """The body, at most `limit` bytes (413 beyond), each part of it arriving within
+    `wait_s`, the API's read timeout (408 otherwise: a client that trickles its body holds
+    nothing long)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"request body over {limit} bytes")
-    wait_s = request.app.state.settings.api_read_timeout_s
     body = bytearray()
     chunks = aiter(request.stream())
     while True:
@@ -39,10 +39,10 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise HTTPException(413, f"request body over {limit} bytes")
 
 
-async def read_model(request: Request, model: type[M], limit: int = 64 * 1024) -> M:
+async def read_model(request: Request, model: type[M], wait_s: float, limit: int = 64 * 1024) -> M:
     """The body as `model`; a body that isn't one is a 422 like a declared parameter's."""
     try:
-        return model.model_validate_json(await read_body(request, limit))
+        return model.model_validate_json(await read_body(request, limit, wait_s))
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable
 
+from streams.alerting import Alert
 from streams.registry import LEVELS, UNASSIGNED, Registry
 from streams.rules import SEVERITIES
 
 STATES: tuple[str, ...] = ("normal", "alerting", "silent")
 WORST_FIRST = tuple(reversed(SEVERITIES))  # streams.rules lists them mildest first
 SILENCE_SUFFIX = ".offline"
-
-Alert = dict[str, Any]
 
 
 def is_open(alert: Alert) -> bool:

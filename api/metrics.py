@@ -55,10 +55,10 @@ class ReadModelCollector:
         yield from (events, records, deadletters, closes, lag, future, ahead)
         latency = HistogramMetricFamily("citybrain_processing_latency_seconds", "From a record's "
                                         "Kafka timestamp to its batch processed", labels=["domain"])
-        for domain, (counts, total) in self.views.vitals.latency().items():
-            cumulative = list(accumulate(counts))
+        for domain, lat in self.views.vitals.latency().items():
+            cumulative = list(accumulate(lat.counts))
             bounds = [str(b) for b in LATENCY_BUCKETS] + ["+Inf"]
-            latency.add_metric([domain], list(zip(bounds, cumulative)), total)
+            latency.add_metric([domain], list(zip(bounds, cumulative)), lat.total_s)
         yield latency
         by_state = GaugeMetricFamily("citybrain_alerts", "Alerts by status and severity",
                                      labels=["status", "severity"])

@@ -1,5 +1,5 @@
 """What the API reads of a deployment's settings (see streams/settings.py for why a
-protocol): `create_app` keeps it as `app.state.settings` for the routes."""
+protocol): routes read it as `parts.settings` (api/deps.py)."""
 
 from __future__ import annotations
 

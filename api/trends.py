@@ -3,18 +3,18 @@ day before: the small charts of the wall screen's tiles.
 
 Read from the rollups topic (each partition's shares of its areas' windows, the city's
 among them, kept there two days), keeping of each city share only the few sums, minima
-and maxima its vital signs need,
-so a day of windows from every partition costs a few megabytes. A vital sign is drawn
-from closed windows only: an open one is still filling and would dip at the chart's end.
+and maxima its vital signs need: two days of windows from 8 partitions take 19 MB
+(`python -m benchmarks.read_models`, 2026-11-30). A vital sign is drawn from closed
+windows only: an open one is still filling and would dip at the chart's end.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import orjson
 
-from streams.windows import SHAPES, unpack
+from streams.windows import SHAPES, stats, unpack
 
 DAY_MS = 86_400_000
 KEEP_MS = 2 * DAY_MS  # the rollups topic's retention: a day shown, and the day before it
@@ -22,13 +22,9 @@ KEEP_MS = 2 * DAY_MS  # the rollups topic's retention: a day shown, and the day 
 Agg = dict[str, Any]
 
 
-def _sum(field: str) -> Callable[[Agg], float]:
-    """The sum of a field's readings in a share (its statistics are count, sum, m2, min, max)."""
-    return lambda agg: agg["f"][field][1]
-
-
-def _stat(field: str, i: int) -> Callable[[Agg], float | None]:
-    return lambda agg: agg["f"][field][i]
+def _stat(field: str, name: str) -> Callable[[Agg], float | None]:
+    """One statistic of a field's readings in a share: count, sum, min or max."""
+    return lambda agg: stats(agg["f"][field])[name]
 
 
 def _count(name: str) -> Callable[[Agg], float]:
@@ -38,11 +34,11 @@ def _count(name: str) -> Callable[[Agg], float]:
 # Per domain: the parts kept of each share, and how shares of one window combine.
 PARTS: dict[str, tuple[tuple[str, Callable[[Agg], Any], Callable[..., Any]], ...]] = {
     "gate": (("passes", _count("passes"), sum), ("denied", _count("denied"), sum),
-             ("temp_max", _stat("temperature_c", 4), max)),
-    "traffic": (("volume", _sum("volume"), sum), ("sxv", lambda a: a["p"]["speed_x_volume"], sum),
-                ("occ_n", _stat("occupancy", 0), sum), ("occ_sum", _sum("occupancy"), sum)),
-    "grid": (("load_n", _stat("load_kw", 0), sum), ("load_sum", _sum("load_kw"), sum),
-             ("load_max", _stat("load_kw", 4), max), ("kv_min", _stat("voltage_kv", 3), min)),
+             ("temp_max", _stat("temperature_c", "max"), max)),
+    "traffic": (("volume", _stat("volume", "sum"), sum), ("sxv", lambda a: a["p"]["speed_x_volume"], sum),
+                ("occ_n", _stat("occupancy", "count"), sum), ("occ_sum", _stat("occupancy", "sum"), sum)),
+    "grid": (("load_n", _stat("load_kw", "count"), sum), ("load_sum", _stat("load_kw", "sum"), sum),
+             ("load_max", _stat("load_kw", "max"), max), ("kv_min", _stat("voltage_kv", "min"), min)),
 }
 
 
@@ -67,12 +63,19 @@ def _combine(how: Callable[..., Any], values: list[Any]) -> Any:
     return how(present) if present else None
 
 
+class Share(NamedTuple):
+    """What is kept of one partition's share of a city window."""
+
+    closed: bool
+    parts: tuple[Any, ...]  # in the order of the domain's PARTS
+
+
 class CityTrends:
-    """Per domain, window start and partition: (closed, the parts of that share)."""
+    """Per domain, window start and partition: that partition's `Share` of the window."""
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
-        self.shares: dict[str, dict[int, dict[int, tuple[bool, tuple[Any, ...]]]]] = {d: {} for d in PARTS}
+        self.shares: dict[str, dict[int, dict[int, Share]]] = {d: {} for d in PARTS}
         self.newest = 0
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
@@ -88,7 +91,7 @@ class CityTrends:
                 return
             parts = PARTS[doc["domain"]]
             _, agg = next(unpack(SHAPES[doc["domain"]], city["cols"]))
-            share = (bool(doc["closed"]), tuple(pick(agg) for _, pick, _ in parts))
+            share = Share(bool(doc["closed"]), tuple(pick(agg) for _, pick, _ in parts))
             ws, partition = int(doc["window_start"]), int(doc["partition"])
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError,
                 StopIteration):
@@ -105,9 +108,9 @@ class CityTrends:
 
     def _vitals(self, domain: str, ws: int) -> dict[str, float | None] | None:
         by_partition = self.shares[domain].get(ws)
-        if not by_partition or not all(closed for closed, _ in by_partition.values()):
+        if not by_partition or not all(share.closed for share in by_partition.values()):
             return None
-        parts = {name: _combine(how, [p[i] for _, p in by_partition.values()])
+        parts = {name: _combine(how, [share.parts[i] for share in by_partition.values()])
                  for i, (name, _, how) in enumerate(PARTS[domain])}
         minutes = self.window_ms / 60_000
         out = {}

@@ -7,7 +7,7 @@ number of replicas serve the same answers, and a restarted API loses nothing.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -18,6 +18,13 @@ from streams.registry import Registry
 from streams.topics import DOMAINS, FETCH_MAX_WAIT_MS
 from streams.topicview import TopicView
 from streams.windows import SHAPES, area_rows, entity_rows, figures, merge_all, recent
+
+
+class Latency(NamedTuple):
+    """Processing latency of a domain, added over its partitions."""
+
+    counts: list[int]  # per bucket of streams.topics.LATENCY_BUCKETS, then +Inf
+    total_s: float
 
 
 class Vitals:
@@ -56,15 +63,15 @@ class Vitals:
                 t["latest_event_ts"] = max(t["latest_event_ts"] or 0, doc["max_ts"])
         return out
 
-    def latency(self) -> dict[str, tuple[list[int], float]]:
+    def latency(self) -> dict[str, Latency]:
         """Per domain: processing-latency bucket counts and sum, added over partitions."""
-        out: dict[str, tuple[list[int], float]] = {}
+        out: dict[str, Latency] = {}
         for doc in self.partitions.values():
             lat = doc.get("latency")
             if not lat or doc.get("domain") not in DOMAINS:
                 continue
-            counts, total = out.get(doc["domain"], ([0] * len(lat["counts"]), 0.0))
-            out[doc["domain"]] = ([a + b for a, b in zip(counts, lat["counts"])], total + lat["sum"])
+            counts, total = out.get(doc["domain"], Latency([0] * len(lat["counts"]), 0.0))
+            out[doc["domain"]] = Latency([a + b for a, b in zip(counts, lat["counts"])], total + lat["sum"])
         return out
 
     def rates(self) -> dict[str, float]:

@@ -16,32 +16,46 @@ from urllib.parse import quote
 
 import orjson
 
+from streams.alerting import STATUSES, Alert
 from streams.events import parse_ts
 from streams.registry import LEVELS, UNASSIGNED
 
-Alert = dict[str, Any]
 Labels = dict[str, str]
 
-STATUSES = ("firing", "acknowledged", "resolved")
+
+class Notice(Alert, total=False):
+    """What receivers are told of: an alert (streams/alerting.py) without its history, its
+    timestamps in RFC 3339 UTC; or an incident or a case told as one, which links to
+    itself and may carry labels of its own."""
+
+    link: str  # the API path receivers are sent to; an alert's own by default
+    labels: Labels
+
+
+# What names an alert (its labels): non-empty text.
+_NAMES = ("id", "rule", "severity", "domain", "entity")
+_STAMPS = ("started_at", "updated_at", "resolved_at", "acked_at")
+# Every field an alert always has, in the worker's order; the history is left out.
+_KEPT = tuple(name for name in Alert.__annotations__ if name in Alert.__required_keys__)
 # What Alertmanager puts in a webhook's endsAt while an alert fires; receivers test for it.
 ZERO_TIME = "0001-01-01T00:00:00Z"
-_TEXT = ("id", "rule", "severity", "domain", "entity")
-_KEPT = _TEXT + ("status", "summary", "value", "threshold", "count", "acked_by", "resolved_by", "seq")
 
 
 def rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_alert(raw: bytes) -> Alert:
+def parse_alert(raw: bytes) -> Notice:
     """A value of the alerts topic, checked, with UTC timestamps and every area level set.
 
-    Raises ValueError for a value no receiver could be told of. Fields beyond contract §4
-    and `seq` (the history, for one) are dropped: nothing here needs them."""
+    Raises ValueError for a value no receiver could be told of. The history and the other
+    fields an alert may lack are dropped: nothing here needs them. A field an alert should
+    have and this one lacks is None; `seq` too (an alert not written by our worker), and
+    such an alert is taken as newer than any state before it."""
     doc = orjson.loads(raw)
     if not isinstance(doc, dict):
         raise ValueError("alert is not a JSON object")
-    for name in _TEXT:
+    for name in _NAMES:
         if not isinstance(doc.get(name), str) or not doc[name]:
             raise ValueError(f"alert {doc.get('id')!r}: {name} must be a non-empty string")
     if doc.get("status") not in STATUSES:
@@ -49,9 +63,9 @@ def parse_alert(raw: bytes) -> Alert:
     if doc.get("seq") is not None and type(doc["seq"]) is not int:
         raise ValueError(f"alert {doc['id']!r}: seq must be an integer")
     area = doc.get("area") if isinstance(doc.get("area"), dict) else {}
-    alert = {k: doc.get(k) for k in _KEPT}
+    alert: Notice = {k: doc.get(k) for k in _KEPT}  # type: ignore[assignment]
     alert["area"] = {level: str(area.get(level) or UNASSIGNED) for level in LEVELS}
-    for name in ("started_at", "updated_at", "resolved_at"):
+    for name in _STAMPS:
         v = doc.get(name)
         alert[name] = None if v is None else rfc3339(parse_ts(v))
     alert["started_at"] = alert["started_at"] or alert["updated_at"]
@@ -68,7 +82,7 @@ _INCIDENT_SUMMARY = {"feeder_outage": "feeder {feeder} outage: {n} devices offli
                      "area_outage": "{n} devices offline in {cell}"}
 
 
-def parse_incident(raw: bytes) -> tuple[Alert, list[str]]:
+def parse_incident(raw: bytes) -> tuple[Notice, list[str]]:
     """A value of the incidents topic (contract §8) as integrations are told of it, an alert
     of rule `incident.<kind>` and domain `incident` (open is firing, closed is resolved),
     and the ids of the alerts it groups, which are told through it and not by themselves.
@@ -79,10 +93,11 @@ def parse_incident(raw: bytes) -> tuple[Alert, list[str]]:
         area = {level: str(doc["area"].get(level) or UNASSIGNED) for level in LEVELS}
         n = len(doc["children"])
         summary = _INCIDENT_SUMMARY[doc["kind"]].format(feeder=doc.get("feeder"), n=n, cell=area["grid_cell"])
-        alert = {"id": doc["id"], "rule": f"incident.{doc['kind']}", "domain": "incident",
+        alert: Notice = {"id": doc["id"], "rule": f"incident.{doc['kind']}", "domain": "incident",
                  "entity": doc.get("feeder") or area["grid_cell"], "severity": doc["severity"],
                  "status": "firing" if doc["status"] == "open" else "resolved", "summary": summary,
-                 "value": None, "threshold": None, "count": len(members), "acked_by": None, "resolved_by": None,
+                 "value": None, "threshold": None, "count": len(members), "acked_by": None, "acked_at": None,
+                 "resolved_by": None,
                  "seq": doc["seq"], "area": area, "link": f"/api/v1/incidents/{quote(doc['id'], safe='')}",
                  "started_at": rfc3339(parse_ts(doc["opened_at"])), "updated_at": rfc3339(parse_ts(doc["updated_at"])),
                  "resolved_at": rfc3339(parse_ts(doc["closed_at"])) if doc["closed_at"] else None}
@@ -93,7 +108,7 @@ def parse_incident(raw: bytes) -> tuple[Alert, list[str]]:
     return alert, members
 
 
-def parse_case(raw: bytes) -> Alert:
+def parse_case(raw: bytes) -> Notice:
     """A value of the cases topic (contract §8) as integrations are told of it: an alert of
     rule `case`, open until the case closes, with labels `level` and `unit` saying where it
     sits now. An escalation changes them, so receivers hear of it (the old label set
@@ -103,10 +118,10 @@ def parse_case(raw: bytes) -> Alert:
     try:
         area = {level: str(doc["area"].get(level) or UNASSIGNED) for level in LEVELS}
         escalated = f", escalated {doc['escalations']}×" if doc["escalations"] else ""
-        alert = {"id": doc["id"], "rule": "case", "domain": "case", "entity": doc["incident"] or doc["alert"],
+        alert: Notice = {"id": doc["id"], "rule": "case", "domain": "case", "entity": doc["incident"] or doc["alert"],
                  "severity": doc["severity"], "status": "resolved" if doc["status"] == "closed" else "firing",
                  "summary": f"case {doc['status']} at {doc['unit']}{escalated}", "value": None, "threshold": None,
-                 "count": doc["escalations"], "acked_by": None, "resolved_by": None, "seq": doc["seq"],
+                 "count": doc["escalations"], "acked_by": None, "acked_at": None, "resolved_by": None, "seq": doc["seq"],
                  "area": area, "labels": {"level": str(doc["level"]), "unit": str(doc["unit"])},
                  "link": f"/api/v1/cases/{quote(doc['id'], safe='')}",
                  "started_at": rfc3339(parse_ts(doc["opened_at"])), "updated_at": rfc3339(parse_ts(doc["updated_at"])),
@@ -118,12 +133,12 @@ def parse_case(raw: bytes) -> Alert:
     return alert
 
 
-def labels(alert: Alert) -> Labels:
+def labels(alert: Notice) -> Labels:
     return {"alertname": alert["rule"], "severity": alert["severity"], "domain": alert["domain"],
             "entity": alert["entity"], **alert["area"], **alert.get("labels", {}), "alert_id": alert["id"]}
 
 
-def annotations(alert: Alert) -> dict[str, str]:
+def annotations(alert: Notice) -> dict[str, str]:
     """Annotation values are strings in Alertmanager; absent fields are left out."""
     out = {"summary": alert.get("summary") or alert["rule"], "citybrain_status": alert["status"]}
     for name in ("value", "threshold", "count", "acked_by", "resolved_by"):
@@ -142,7 +157,7 @@ def fingerprint(ls: Labels) -> str:
     return f"{h:016x}"
 
 
-def group_labels(alert: Alert) -> Labels:
+def group_labels(alert: Notice) -> Labels:
     """Webhook notifications are grouped by rule and district: one message per kind of
     trouble per district, as a district's duty desk reads them."""
     return {"alertname": alert["rule"], "district": alert["area"]["district"]}
@@ -154,18 +169,18 @@ def group_key(group: Labels) -> str:
     return "{}:{" + inner + "}"
 
 
-def _alert(alert: Alert, ls: Labels, external_url: str) -> dict[str, Any]:
+def _alert(alert: Notice, ls: Labels, external_url: str) -> dict[str, Any]:
     return {"labels": ls, "annotations": annotations(alert), "startsAt": alert["started_at"],
             "generatorURL": external_url.rstrip('/') + (alert.get("link") or f"/api/v1/alerts/{quote(alert['id'], safe='')}")}
 
 
-def alertmanager_alert(alert: Alert, ls: Labels, ends_at: str, external_url: str) -> dict[str, Any]:
+def alertmanager_alert(alert: Notice, ls: Labels, ends_at: str, external_url: str) -> dict[str, Any]:
     """One alert as Alertmanager's `POST /api/v2/alerts` takes it. `ends_at` is never before
     `startsAt`: Alertmanager refuses such an alert (event time may run ahead of the clock)."""
     return {**_alert(alert, ls, external_url), "endsAt": max(ends_at, alert["started_at"])}
 
 
-def alertmanager_push(alert: Alert, pushed_labels: Labels | None, now: str, ends_ahead: str,
+def alertmanager_push(alert: Notice, pushed_labels: Labels | None, now: str, ends_ahead: str,
                       external_url: str, *, as_open: bool = False) -> list[dict[str, Any]]:
     """What tells Alertmanager an alert's state: open until `ends_ahead` (re-sent before
     then), or ended at its resolution (unless `as_open`: it resolved before Alertmanager
@@ -177,7 +192,7 @@ def alertmanager_push(alert: Alert, pushed_labels: Labels | None, now: str, ends
     return old + [alertmanager_alert(alert, ls, ends, external_url)]
 
 
-def webhook_alert(alert: Alert, ls: Labels, ends_at: str | None, external_url: str) -> dict[str, Any]:
+def webhook_alert(alert: Notice, ls: Labels, ends_at: str | None, external_url: str) -> dict[str, Any]:
     """One entry of a webhook's `alerts`; `ends_at` None while it fires."""
     return {"status": "firing" if ends_at is None else "resolved", **_alert(alert, ls, external_url),
             "endsAt": ends_at or ZERO_TIME, "fingerprint": fingerprint(ls)}
@@ -187,7 +202,7 @@ def webhook_alert(alert: Alert, ls: Labels, ends_at: str | None, external_url: s
 class Member:
     """An alert of a webhook group, with what the receivers were last told of it."""
 
-    alert: Alert
+    alert: Notice
     told_status: str | None
     told_labels: Labels | None
 

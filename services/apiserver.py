@@ -35,7 +35,7 @@ def run_api(settings: Settings) -> int:
         limit_concurrency=settings.api_max_connections,
         # No client has more to say over the live feed than its first message, so a larger
         # frame closes the connection (1009) before it is buffered; the handler bounds the
-        # first message tighter still (api.routes.alerts).
+        # first message tighter still (api.routes.live).
         ws_max_size=WS_MAX_FRAME, timeout_keep_alive=5)
     logging.getLogger("uvicorn.error").addFilter(NoFrames())  # after Config set up logging
     uvicorn.Server(config).run()

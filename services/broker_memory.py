@@ -1,8 +1,8 @@
 """When the embedded broker's memory should warn a person, and when it should stop the stack.
 
 The embedded broker keeps every record in memory and never lets go of one, so a long
-`citybrain up` grows it until the machine runs out (measured: +4.3 MB/s at 780 events/s,
-benchmarks/README.md, Soak). `up` samples its resident memory and asks this watch: once
+`citybrain up` grows it until the machine runs out (measured: +4.3 MB/s at 780 events/s
+in the 30-minute soak of 2026-11-21, benchmarks/README.md, Soak). `up` samples its resident memory and asks this watch: once
 past the warning level it says so once, with the time left at the recent rate; past the
 limit it stops the whole stack cleanly with one line saying why, rather than letting the
 kernel's OOM killer pick a process. Pure: samples in, lines out (services/stack.py reads

@@ -186,7 +186,8 @@ class KafkaCluster:
 
     def stop(self) -> None:
         # All at once: stopped one by one, the last nodes lose their quorum and each
-        # waits out its controlled shutdown (measured: 38 s for three, 5 s at once).
+        # waits out its controlled shutdown (measured on 2026-11-30, Kafka 3.9.1: 38 s for
+        # three nodes, 5 s at once).
         for n in self.nodes:
             if n.proc is not None:
                 n.proc.terminate()

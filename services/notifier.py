@@ -2,9 +2,9 @@
 
 It reads the compacted alerts topic in its own consumer group (`<prefix>notifier`), and
 the incidents and cases topics (contract §8), whose states are told as alerts of rule
-`incident.<kind>` and `case` (services/alert_payloads.py). It
-commits a batch's offsets only once the batch is in its SQLite file
-(`DATA_DIR/notifier.sqlite3`, services/notifier_store.py). From that file:
+`incident.<kind>` and `case` (services/alert_payloads.py). It commits a batch's
+offsets only once the batch is in its SQLite file (`DATA_DIR/notifier.sqlite3`,
+services/notifier_store.py). From that file:
 - every webhook URL gets Alertmanager webhook v4 notifications, grouped by rule and
   district (group wait, then at most one per group interval), each through a bounded queue
   in the file, in order, retried with exponential backoff until the receiver takes it;
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from services.alert_payloads import (Alert, alertmanager_push, group_entries, parse_alert, parse_case,
+from services.alert_payloads import (Notice, alertmanager_push, group_entries, parse_alert, parse_case,
                                      parse_incident, rfc3339, webhook_payload)
 from services.config import ConfigError, Settings
 from services.notifier_store import NotifierStore
@@ -246,6 +247,13 @@ class Notifier:
             await asyncio.sleep(1.0)
 
 
+class Held(NamedTuple):
+    due: float  # when it is told by itself, unless its incident came
+    tp: TopicPartition  # where it was read, so that its offset is committed only once told
+    offset: int
+    alert: Notice
+
+
 class HoldBack:
     """Alerts an incident may group (a feeder's outage, a device gone offline) wait here
     `hold_s` before they are told by themselves: when their incident comes meanwhile, it
@@ -257,10 +265,10 @@ class HoldBack:
     def __init__(self, hold_s: float) -> None:
         self.hold_s = hold_s
         # In read order, so in order of due time; a merged entry keeps its first place.
-        self.waiting: dict[str | tuple[TopicPartition, int], tuple[float, TopicPartition, int, Alert]] = {}
+        self.waiting: dict[str | tuple[TopicPartition, int], Held] = {}
         self.read: dict[TopicPartition, int] = {}
 
-    def holds(self, alert: Alert, members: list[str] | None = None) -> bool:
+    def holds(self, alert: Notice, members: list[str] | None = None) -> bool:
         """Whether `alert` waits: one an incident may group, or an open incident of
         `members` that has no child yet, or a later open state of one that is waiting."""
         if self.hold_s <= 0:
@@ -269,25 +277,25 @@ class HoldBack:
             return alert["status"] != "resolved" and (len(members or ()) <= 1 or alert["id"] in self.waiting)
         return alert["rule"] in CAUSES or alert["rule"] in EFFECTS
 
-    def add(self, tp: TopicPartition, offset: int, alert: Alert, now: float) -> None:
+    def add(self, tp: TopicPartition, offset: int, alert: Notice, now: float) -> None:
         """Hold `alert`, read at `tp`@`offset`. A later state of an incident that is
         waiting replaces it and keeps its place: its due time and its offset."""
         key = alert["id"] if alert["domain"] == "incident" else (tp, offset)
-        due, first_tp, first_offset, _ = self.waiting.get(key, (now + self.hold_s, tp, offset, alert))
-        self.waiting[key] = (due, first_tp, first_offset, alert)
+        first = self.waiting.get(key, Held(now + self.hold_s, tp, offset, alert))
+        self.waiting[key] = Held(first.due, first.tp, first.offset, alert)
 
-    def release(self, incident: str) -> list[Alert]:
+    def release(self, incident: str) -> list[Notice]:
         """The waiting state of `incident`, if any, to be told now (before its closing,
         so an incident that opens and closes within the wait is told both)."""
         held = self.waiting.pop(incident, None)
-        return [] if held is None else [held[3]]
+        return [] if held is None else [held.alert]
 
-    def due(self, now: float) -> list[Alert]:
+    def due(self, now: float) -> list[Notice]:
         out = []
-        for key, (at, _, _, alert) in list(self.waiting.items()):
-            if at > now:
+        for key, held in list(self.waiting.items()):
+            if held.due > now:
                 break
-            out.append(alert)
+            out.append(held.alert)
             del self.waiting[key]
         return out
 
@@ -295,8 +303,8 @@ class HoldBack:
         """The offsets to commit, given the next offset to read of the partitions just read."""
         self.read.update(read)
         floor: dict[TopicPartition, int] = {}
-        for _, tp, offset, _ in self.waiting.values():
-            floor[tp] = min(offset, floor.get(tp, offset))
+        for held in self.waiting.values():
+            floor[held.tp] = min(held.offset, floor.get(held.tp, held.offset))
         return {tp: min(offset, floor.get(tp, offset)) for tp, offset in self.read.items()}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from services.alert_payloads import Alert, Labels, Member, group_key, group_labels, labels, telling
+from services.alert_payloads import Labels, Member, Notice, group_key, group_labels, labels, telling
 from services.config import ConfigError
 
 # Resolved alerts are remembered this long after their last change, so a record read again
@@ -93,7 +93,7 @@ class Unpushed:
     """An alert whose state Alertmanager hasn't got, or got longer ago than a resend."""
 
     rev: int
-    alert: Alert
+    alert: Notice
     pushed_labels: Labels | None
     open: bool  # to be sent open: it is, or it resolved before Alertmanager got it open
 
@@ -137,7 +137,7 @@ class NotifierStore:
                                 "ON CONFLICT (alert) DO NOTHING", [(a, incident, now) for a in alerts])
             self.db.execute("DELETE FROM members WHERE noted <= ?", (now - MEMBERS_KEPT_S,))
 
-    def apply(self, alerts: list[Alert], now: float, grouped: bool) -> int:
+    def apply(self, alerts: list[Notice], now: float, grouped: bool) -> int:
         """Record the alerts' latest states; returns how many changed anything."""
         applied = 0
         with self.db:

@@ -12,23 +12,23 @@ JSON, or not an alert input (streams/alerting.py, `BadInput`), becomes a dead le
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import orjson
 
-from streams.alerting import BadInput, Policy, apply
+from streams.alerting import Alert, AlertState, BadInput, Policy, apply
 from streams.events import Reject, deadletter
 from streams.processor import Record
 
 
 @dataclass
 class AlertStep:
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # table key → its new state
-    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # alert id → the alert as it now is
+    states: dict[str, AlertState] = field(default_factory=dict)  # table key → its new state
+    alerts: dict[str, Alert] = field(default_factory=dict)  # alert id → the alert as it now is
     deadletters: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # key, dead-letter doc
 
 
-def step(records: Iterable[Record], topic: str, stored: Callable[[str], dict[str, Any] | None],
+def step(records: Iterable[Record], topic: str, stored: Callable[[str], AlertState | None],
          policy: Policy) -> AlertStep:
     """Apply `records` of the alert-inputs `topic`, in order, to the states `stored(key)`
     returns (None for a key never seen)."""

@@ -19,17 +19,82 @@ one input into that pair's state and returns the alert as it now is, when it cha
 - An alert a person resolved stays resolved for the rest of that episode.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: TypedDict reads NotRequired only from
+# evaluated annotations, and readers (services/alert_payloads.py) rely on its key sets.
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from streams.rules import SEVERITIES
 
 HISTORY_KEEP = 100  # transitions kept in the alert itself: the first, and the latest 99
-OPEN = ("firing", "acknowledged")
+STATUSES = ("firing", "acknowledged", "resolved")
+OPEN = STATUSES[:2]
+
+
+class Transition(TypedDict):
+    """One entry of an alert's history."""
+
+    n: int  # numbers every transition, so the API's archive keeps them all (HISTORY_KEEP)
+    at: str
+    action: str  # fired, escalated, acknowledged, resolved, reopened
+    status: str
+    severity: str
+    by: str  # "system", or who acted (the token's name)
+    note: str | None
+
+
+class Alert(TypedDict):
+    """An alert as the worker publishes it on the alerts topic, keyed by its id: the one
+    description of the document that the worker writes, the API serves and the notifier
+    tells. The fields down to `area` are contract §4's; the rest are ours."""
+
+    id: str
+    rule: str
+    domain: str
+    entity: str
+    severity: str  # one of streams.rules.SEVERITIES
+    status: str  # one of STATUSES
+    summary: str
+    value: float | None
+    threshold: float | None
+    started_at: str  # ISO 8601 UTC, as `iso` writes it
+    updated_at: str
+    resolved_at: str | None
+    count: int  # detections while open, reopenings included
+    acked_by: str | None
+    area: dict[str, str]  # streams.registry.LEVELS → the area's name at that level
+    acked_at: str | None
+    resolved_by: str | None
+    seq: int  # one more with every change: readers keep the highest they have seen
+    # The first transition and the latest; lists, live feeds and notifications leave it out.
+    history: NotRequired[list[Transition]]
+    transitions: NotRequired[int]  # how many there have been; the worker's alerts always say
+    escalated: NotRequired[bool]  # it rose a step for being unacknowledged (once per alert)
+    flaps: NotRequired[int]  # how often it reopened within the flap window
+
+
+class Command(TypedDict):
+    """A person's ack or resolve on the alert-inputs topic, from any API replica."""
+
+    kind: Literal["ack", "resolve"]
+    id: str
+    rule: str
+    entity: str
+    by: str
+    note: str | None
+    at: int  # epoch ms
+
+
+class AlertState(TypedDict):
+    """What the alert agent keeps per (rule, entity), in its table."""
+
+    episode: int | None  # the (episode, seq) of the last detection applied
+    seq: int
+    manual: int | None  # the episode a person resolved by hand
+    alert: Alert | None
+    o: NotRequired[int]  # the input offset applied last (streams/alert_step.py)
 
 
 @dataclass(frozen=True)
@@ -54,7 +119,7 @@ def input_key(rule: str, entity: str) -> bytes:
     return f"{rule}|{entity}".encode()
 
 
-def command(kind: str, alert: dict[str, Any], by: str, note: str | None, at_ms: int) -> dict[str, Any]:
+def command(kind: Literal["ack", "resolve"], alert: Alert, by: str, note: str | None, at_ms: int) -> Command:
     """An ack or resolve of `alert`, as the API puts it on the alert-inputs topic."""
     return {"kind": kind, "id": alert["id"], "rule": alert["rule"], "entity": alert["entity"],
             "by": by, "note": note, "at": at_ms}
@@ -68,12 +133,10 @@ def _step_up(severity: str) -> str:
     return SEVERITIES[min(SEVERITIES.index(severity) + 1, len(SEVERITIES) - 1)]
 
 
-def _record(alert: dict[str, Any], at_ms: int, action: str, by: str = "system",
+def _record(alert: Alert, at_ms: int, action: str, by: str = "system",
             note: str | None = None) -> None:
     alert["seq"] += 1
-    alert["transitions"] = alert.get("transitions", 0) + 1
-    # `n` numbers every transition, so the API's archive keeps them all when the alert
-    # itself keeps only the first and the latest.
+    alert["transitions"] += 1
     alert["history"].append({"n": alert["transitions"], "at": iso(at_ms), "action": action,
                              "status": alert["status"], "severity": alert["severity"],
                              "by": by, "note": note})
@@ -81,13 +144,14 @@ def _record(alert: dict[str, Any], at_ms: int, action: str, by: str = "system",
         del alert["history"][1]
 
 
-def _new_alert(d: dict[str, Any]) -> dict[str, Any]:
-    alert = {"id": alert_id(d["rule"], d["entity"], d["episode"]), "rule": d["rule"],
-             "domain": d["rule"].partition(".")[0], "entity": d["entity"],
-             "severity": d["severity"], "status": "firing", "summary": d["summary"],
-             "value": d["value"], "threshold": d["threshold"], "started_at": iso(d["episode"]),
-             "updated_at": iso(d["ts"]), "resolved_at": None, "count": 1, "acked_by": None,
-             "acked_at": None, "resolved_by": None, "area": d["area"], "seq": 0, "history": []}
+def _new_alert(d: dict[str, Any]) -> Alert:
+    alert: Alert = {
+        "id": alert_id(d["rule"], d["entity"], d["episode"]), "rule": d["rule"],
+        "domain": d["rule"].partition(".")[0], "entity": d["entity"], "severity": d["severity"],
+        "status": "firing", "summary": d["summary"], "value": d["value"], "threshold": d["threshold"],
+        "started_at": iso(d["episode"]), "updated_at": iso(d["ts"]), "resolved_at": None, "count": 1,
+        "acked_by": None, "acked_at": None, "resolved_by": None, "area": d["area"], "seq": 0,
+        "history": [], "transitions": 0}
     _record(alert, d["ts"], "fired", note=d["summary"])
     return alert
 
@@ -107,11 +171,11 @@ def _check(doc: Any) -> dict[str, Any]:
     return doc
 
 
-def apply(state: dict[str, Any] | None, doc: Any, policy: Policy) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def apply(state: AlertState | None, doc: Any, policy: Policy) -> tuple[AlertState, Alert | None]:
     """Fold one input into a (rule, entity) state; return the new state and the alert if
     it changed. Raises BadInput for an input that is not one."""
     doc = _check(doc)
-    state = state or {"episode": None, "seq": 0, "manual": None, "alert": None}
+    state = state or AlertState(episode=None, seq=0, manual=None, alert=None)
     alert = state["alert"]
     if doc["kind"] != "detection":
         return state, _command(state, doc)
@@ -153,7 +217,7 @@ def apply(state: dict[str, Any] | None, doc: Any, policy: Policy) -> tuple[dict[
     return state, state["alert"]
 
 
-def _command(state: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any] | None:
+def _command(state: AlertState, doc: dict[str, Any]) -> Alert | None:
     alert = state["alert"]
     if alert is None or alert["id"] != doc["id"] or alert["status"] not in OPEN:
         return None  # the API checked, but the alert moved on meanwhile: nothing to do

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.alerting import BadInput, Policy, alert_id, apply, command
+from streams.alerting import STATUSES, Alert, BadInput, Policy, Transition, alert_id, apply, command
 
 POLICY = Policy(flap_s=300, escalate_after_s=900)
 AREA = {"district": "市南区", "street": "八大关街道", "community": "c", "grid_cell": "g"}
@@ -103,6 +103,21 @@ def test_a_command_for_an_alert_that_moved_on_does_nothing() -> None:
     stale = {**state["alert"], "id": "0000000000000000"}
     state, changes = feed(command("ack", stale, "王", None, MIN), state=state)
     assert changes == []
+
+
+def test_every_alert_is_the_document_its_type_describes() -> None:
+    """The worker, the API and the notifier read alerts through one type (`Alert`): every
+    state of the lifecycle has each field the type says it always has, and no other
+    field than the type names."""
+    state, changes = feed(detection(severity="minor"), detection(ts=MIN, seq=2), detection(ts=15 * MIN, seq=3),
+                          detection("resolved", ts=16 * MIN, seq=4), detection(ts=17 * MIN, episode=17 * MIN, seq=5))
+    state, acked = feed(command("ack", state["alert"], "王", None, 18 * MIN), state=state)
+    state, resolved = feed(command("resolve", state["alert"], "李", "done", 19 * MIN), state=state)
+    for alert in changes + acked + resolved:
+        assert Alert.__required_keys__ <= alert.keys() <= Alert.__annotations__.keys()
+        assert alert["status"] in STATUSES
+        assert all(h.keys() == Transition.__annotations__.keys() for h in alert["history"])
+    assert {"escalated", "flaps"} <= resolved[-1].keys()  # the fields an alert may lack, here
 
 
 @pytest.mark.parametrize("doc", [None, [], {"kind": "explode"}, {**detection(), "ts": "soon"},

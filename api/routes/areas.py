@@ -6,27 +6,27 @@ import time
 from collections import Counter
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import HTTPException, Path
 
-from api.auth import require
 from api.cases import kpis
+from api.deps import Parts, router
+from api.query import known_level
 from streams.registry import LEVELS
 from streams.topics import DOMAINS
 
-router = APIRouter(prefix="/api/v1", tags=["areas"])
+viewing = router("viewer", "areas")
 
 
-@router.get("/areas/{level}/{area_id}", dependencies=[Depends(require("viewer"))])
-async def area(request: Request,
+@viewing.get("/areas/{level}/{area_id}")
+async def area(parts: Parts,
                level: Annotated[str, Path(examples=["district"],
                                           description="district, street, community or grid_cell")],
                area_id: Annotated[str, Path(examples=["市南区"])]) -> dict[str, Any]:
     """One area's newest window and last 15 minutes per domain, the number of devices it
     holds, its cases' KPIs (`cases`), and its children one level down (none for a grid
     cell) to drill into, each with its cases' closure rate."""
-    if level not in LEVELS:
-        raise HTTPException(404, f"unknown level {level!r}; one of {', '.join(LEVELS)}")
-    views = request.app.state.views
+    known_level(level)
+    views = parts.views
     inside = [e for e in views.registry if e.get(level) == area_id]
     domains = {d: views.windows.summary(d, level, area_id, views.window_ms) for d in DOMAINS}
     if not inside and not any(domains.values()):
@@ -37,7 +37,7 @@ async def area(request: Request,
         below = LEVELS[depth + 1]
         counts = Counter(e.get(below) or "unassigned" for e in inside)
         children = [{"level": below, "id": child, "entities": n} for child, n in sorted(counts.items())]
-    now, cases = int(time.time() * 1000), request.app.state.cases
+    now, cases = int(time.time() * 1000), parts.cases
     for child in children:
         child["cases"] = kpis(cases.within(child["level"], child["id"]), now)
     return {"level": level, "id": area_id,

@@ -7,17 +7,17 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import HTTPException, Query, Request
 
-from api.auth import Principal, require
+from api.actions import Action, applied, not_applied_yet, recorded_note
 from api.bodies import body_schema, read_model
-from api.cases import CaseView
-from api.routes.alerts import APPLIED_WAIT_S, Action, _after, _choices, _cursor, _note
+from api.deps import Operator, Parts, Viewer, router
+from api.query import choices, in_area, page
 from streams.cases import COMMANDS, command, overdue
 from streams.registry import LEVELS
 
-router = APIRouter(prefix="/api/v1", tags=["cases"])
+viewing = router("viewer", "cases")
+acting = router("operator", "cases")
 
 STATUSES = ("dispatched", "accepted", "handled", "verified", "closed", "returned")
 _EXAMPLE = {
@@ -29,19 +29,15 @@ _EXAMPLE = {
     "updated_at": "2026-11-21T00:31:00.000+00:00", "seq": 2}
 
 
-def _view(request: Request) -> CaseView:
-    return request.app.state.cases
-
-
 def _shown(case: dict[str, Any], now_ms: int, history: bool = False) -> dict[str, Any]:
     """A case as the API shows it: with `overdue` now; lists leave the history out."""
     return {**{k: v for k, v in case.items() if history or k != "history"}, "overdue": overdue(case, now_ms)}
 
 
-@router.get("/cases", responses={200: {"content": {"application/json": {"example": {
+@viewing.get("/cases", responses={200: {"content": {"application/json": {"example": {
                 "cases": [_EXAMPLE], "next_cursor": None, "total": 1}}}}})
 async def list_cases(
-        request: Request, who: Annotated[Principal, Depends(require("viewer"))],
+        parts: Parts, who: Viewer,
         status: Annotated[str | None, Query(description=f"comma-separated: {', '.join(STATUSES)}")] = None,
         level: Annotated[str | None, Query(description="comma-separated: where the cases sit now")] = None,
         area: Annotated[str | None, Query(max_length=200, description="a district, street, community or grid cell")] = None,
@@ -50,28 +46,22 @@ async def list_cases(
         cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     """Cases, most recently updated first, `limit` per page; follow `next_cursor`."""
-    statuses = _choices("status", status, STATUSES)
-    levels = _choices("level", level, LEVELS)
-    after = _after(cursor) if cursor else None
+    statuses = choices("status", status, STATUSES)
+    levels = choices("level", level, LEVELS)
     now = int(time.time() * 1000)
-    picked = [_shown(c, now) for c in _view(request).cases.values()
-              if who.sees(c["area"]) and not ((statuses and c["status"] not in statuses) or (levels and c["level"] not in levels)
-                      or (area and area not in (c["area"].get(lv) for lv in LEVELS)))]
-    if overdue_ is not None:
-        picked = [c for c in picked if c["overdue"] == overdue_]
-    picked.sort(key=lambda c: (c["updated_at"], c["id"]), reverse=True)
-    total = len(picked)
-    if after is not None:
-        picked = [c for c in picked if (c["updated_at"], c["id"]) < after]
-    page = picked[:limit]
-    return {"cases": page, "total": total, "next_cursor": _cursor(page[-1]) if len(picked) > limit else None}
+
+    def wanted(c: dict[str, Any]) -> bool:
+        return (who.sees(c["area"]) and in_area(area, c["area"]) and (not statuses or c["status"] in statuses)
+                and (not levels or c["level"] in levels) and (overdue_ is None or c["overdue"] == overdue_))
+
+    shown = page([c for c in (_shown(c, now) for c in parts.cases.cases.values()) if wanted(c)], limit, cursor)
+    return {"cases": shown.items, "total": shown.total, "next_cursor": shown.next_cursor}
 
 
-@router.get("/cases/{case_id}", responses={404: {"description": "no such case"}})
-async def get_case(request: Request, case_id: str,
-                   who: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
+@viewing.get("/cases/{case_id}", responses={404: {"description": "no such case"}})
+async def get_case(parts: Parts, case_id: str, who: Viewer) -> dict[str, Any]:
     """One case with every transition of its history: who, when, at which level and unit."""
-    case = _view(request).cases.get(case_id)
+    case = parts.cases.cases.get(case_id)
     if case is None or not who.sees(case["area"]):
         raise HTTPException(404, f"no case {case_id!r}")
     return _shown(case, int(time.time() * 1000), history=True)
@@ -82,37 +72,27 @@ ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "not possible from the case's status"}, 422: {"description": "a note is needed"}}
 
 
-async def _act(request: Request, case_id: str, kind: str, who: Principal) -> Any:
-    body = await read_model(request, Action)
-    view = _view(request)
-    case = view.cases.get(case_id)
-    if case is None or not who.sees(case["area"]):
-        raise HTTPException(404, f"no case {case_id!r}")
-    allowed, _ = COMMANDS[kind]
-    if case["status"] not in allowed:
-        raise HTTPException(409, f"case {case_id} is {case['status']}; {kind} needs it {' or '.join(allowed)}")
-    if kind in ("feedback", "return") and not body.note:
-        raise HTTPException(422, f"{kind} needs a note: {'what was done' if kind == 'feedback' else 'why'}")
-    doc = command(kind, case, who.identity, _note(body, who), int(time.time() * 1000))
-    await request.app.state.producer.send(request.app.state.settings.topics.case_inputs,
-                                          [(case_id.encode(), orjson.dumps(doc))])
-    seq = case["seq"]
-    deadline = time.monotonic() + APPLIED_WAIT_S
-    while view.cases[case_id]["seq"] == seq and time.monotonic() < deadline:
-        await view.changed(deadline - time.monotonic())
-    now = int(time.time() * 1000)
-    if view.cases[case_id]["seq"] == seq:
-        return JSONResponse({"detail": "accepted; not applied yet", "case": _shown(case, now)}, status_code=202)
-    return _shown(view.cases[case_id], now, history=True)
-
-
 def _route(kind: str, doc: str) -> None:
-    async def act(request: Request, case_id: str,
-                  who: Annotated[Principal, Depends(require("operator"))]) -> Any:
-        return await _act(request, case_id, kind, who)
+    async def act(request: Request, parts: Parts, case_id: str, who: Operator) -> Any:
+        body = await read_model(request, Action, parts.settings.api_read_timeout_s)
+        view = parts.cases
+        case = view.cases.get(case_id)
+        if case is None or not who.sees(case["area"]):
+            raise HTTPException(404, f"no case {case_id!r}")
+        allowed, _ = COMMANDS[kind]
+        if case["status"] not in allowed:
+            raise HTTPException(409, f"case {case_id} is {case['status']}; {kind} needs it {' or '.join(allowed)}")
+        if kind in ("feedback", "return") and not body.note:
+            raise HTTPException(422, f"{kind} needs a note: {'what was done' if kind == 'feedback' else 'why'}")
+        doc = command(kind, case, who.identity, recorded_note(body, who), int(time.time() * 1000))
+        await parts.producer.send(parts.settings.topics.case_inputs, [(case_id.encode(), orjson.dumps(doc))])
+        done = await applied(lambda: view.cases[case_id]["seq"], case["seq"], view.changed)
+        now = int(time.time() * 1000)
+        return _shown(view.cases[case_id], now, history=True) if done else not_applied_yet("case", _shown(case, now))
+
     act.__doc__ = doc
     act.__name__ = f"{kind}_case"
-    router.post(f"/cases/{{case_id}}/{kind}", openapi_extra=body_schema(Action), responses=ACTION_RESPONSES)(act)
+    acting.post(f"/cases/{{case_id}}/{kind}", openapi_extra=body_schema(Action), responses=ACTION_RESPONSES)(act)
 
 
 _route("accept", "The unit where the case sits takes it on. Body `{\"by\", \"note\"}`.")

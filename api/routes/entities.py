@@ -5,32 +5,20 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import HTTPException, Path, Query
 
-from api.auth import require
-from api.routes import known_domain
-from streams.events import Invalid, parse_ts
+from api.deps import Parts, router
+from api.query import instant, known_domain
 from streams.windows import figures, recent
 
-router = APIRouter(prefix="/api/v1", tags=["entities"])
+viewing = router("viewer", "entities")
 
 HOUR_MS = 3_600_000
 SLIDING = {"last_5m": 5, "last_15m": 15}
 
 
-def parse_instant(name: str, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_ts(int(value) if value.lstrip("-").isdigit() else value)
-    except Invalid as exc:
-        raise HTTPException(422, f"{name}: {str(exc).removeprefix('bad timestamp: ')}") from None
-    except ValueError:  # digits beyond what int() will convert
-        raise HTTPException(422, f"{name}: not RFC 3339 or epoch milliseconds") from None
-
-
-@router.get("/entities/{domain}/{entity_id}", dependencies=[Depends(require("viewer"))])
-async def entity(request: Request,
+@viewing.get("/entities/{domain}/{entity_id}")
+async def entity(parts: Parts,
                  domain: Annotated[str, Path(examples=["grid"], description="gate, traffic or grid")],
                  entity_id: Annotated[str, Path(examples=["F-0001"])],
                  from_: str | None = Query(None, alias="from", description="RFC 3339 or epoch ms"),
@@ -40,14 +28,14 @@ async def entity(request: Request,
     entity's newest window (event time), so a replayed or simulated past is shown too;
     without `from`, it starts an hour before `to`."""
     known_domain(domain)
-    views = request.app.state.views
+    views = parts.views
     windows = views.windows.entity(domain, entity_id)
     info = views.registry.get(entity_id)
     if not windows and info is None:
         raise HTTPException(404, f"no {domain} entity {entity_id!r} in the registry or the windows")
     newest_end = max(windows) + views.window_ms if windows else int(time.time() * 1000)
-    end = parse_instant("to", to) or newest_end
-    start = parse_instant("from", from_) or end - HOUR_MS
+    end = instant("to", to) or newest_end
+    start = instant("from", from_) or end - HOUR_MS
     if start >= end:
         raise HTTPException(422, "from must be before to")
     aggs = {ws: w["agg"] for ws, w in windows.items()}

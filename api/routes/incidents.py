@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import HTTPException, Query
 
 from api.alerts import summary
-from api.auth import Principal, require
-from api.incidents import IncidentView
-from api.routes.alerts import _after, _choices, _cursor, _ms
-from api.routes.entities import parse_instant
-from streams.registry import LEVELS
+from api.deps import Parts, Viewer, router
+from api.query import choices, in_area, instant, page
 
-router = APIRouter(prefix="/api/v1", tags=["incidents"])
+viewing = router("viewer", "incidents")
 
 STATUSES = ("open", "closed")
 _EXAMPLE = {
@@ -24,14 +21,10 @@ _EXAMPLE = {
     "updated_at": "2026-11-21T00:03:00.000+00:00", "seq": 3}
 
 
-def _view(request: Request) -> IncidentView:
-    return request.app.state.incidents
-
-
-@router.get("/incidents", responses={200: {"content": {"application/json": {"example": {
+@viewing.get("/incidents", responses={200: {"content": {"application/json": {"example": {
                 "incidents": [_EXAMPLE], "next_cursor": None, "total": 1}}}}})
 async def list_incidents(
-        request: Request, who: Annotated[Principal, Depends(require("viewer"))],
+        parts: Parts, who: Viewer,
         status: Annotated[str | None, Query(description="comma-separated: open, closed")] = None,
         area: Annotated[str | None, Query(max_length=200, description="a district, street, community or grid cell")] = None,
         since: Annotated[str | None, Query(description="updated at or after: RFC 3339 or epoch ms")] = None,
@@ -39,29 +32,23 @@ async def list_incidents(
         cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     """Incidents, most recently updated first, `limit` per page; follow `next_cursor`."""
-    statuses = _choices("status", status, STATUSES)
-    since_ms = parse_instant("since", since)
-    after = _after(cursor) if cursor else None
-    picked = [i for i in _view(request).incidents.values()
-              if who.sees(i["area"]) and not ((statuses and i["status"] not in statuses)
-                      or (area and area not in (i["area"].get(level) for level in LEVELS))
-                      or (since_ms is not None and _ms(i["updated_at"]) < since_ms))]
-    picked.sort(key=lambda i: (i["updated_at"], i["id"]), reverse=True)
-    total = len(picked)
-    if after is not None:
-        picked = [i for i in picked if (i["updated_at"], i["id"]) < after]
-    page = picked[:limit]
-    return {"incidents": page, "total": total,
-            "next_cursor": _cursor(page[-1]) if len(picked) > limit else None}
+    statuses = choices("status", status, STATUSES)
+    since_ms = instant("since", since)
+
+    def wanted(i: dict[str, Any]) -> bool:
+        return (who.sees(i["area"]) and in_area(area, i["area"]) and (not statuses or i["status"] in statuses)
+                and (since_ms is None or (instant("updated_at", i["updated_at"]) or 0) >= since_ms))
+
+    shown = page([i for i in parts.incidents.incidents.values() if wanted(i)], limit, cursor)
+    return {"incidents": shown.items, "total": shown.total, "next_cursor": shown.next_cursor}
 
 
-@router.get("/incidents/{incident_id}", responses={404: {"description": "no such incident"}})
-async def get_incident(request: Request, incident_id: str,
-                       who: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
+@viewing.get("/incidents/{incident_id}", responses={404: {"description": "no such incident"}})
+async def get_incident(parts: Parts, incident_id: str, who: Viewer) -> dict[str, Any]:
     """One incident, with its cause and child alerts as they are now (`alerts`)."""
-    incident = _view(request).incidents.get(incident_id)
+    incident = parts.incidents.incidents.get(incident_id)
     if incident is None or not who.sees(incident["area"]):
         raise HTTPException(404, f"no incident {incident_id!r}")
-    alerts = request.app.state.views.alerts.alerts
+    alerts = parts.views.alerts.alerts
     members = [incident["cause"]] * (incident["cause"] is not None) + incident["children"]
     return {**incident, "alerts": [summary(alerts[a]) for a in members if a in alerts and who.sees(alerts[a]["area"])]}

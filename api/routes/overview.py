@@ -5,19 +5,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from api.deps import Parts, router
 
-from api.auth import require
-
-router = APIRouter(prefix="/api/v1", tags=["overview"])
+viewing = router("viewer", "overview")
 
 
-@router.get("/overview", dependencies=[Depends(require("viewer"))])
-async def overview(request: Request) -> dict[str, Any]:
-    vitals = request.app.state.views.vitals
-    totals = vitals.totals()
-    rates = vitals.rates()
-    views = request.app.state.views
+@viewing.get("/overview")
+async def overview(parts: Parts) -> dict[str, Any]:
+    views = parts.views
+    totals = views.vitals.totals()
+    rates = views.vitals.rates()
     domains = {d: {**t, "events_per_s": rates[d],
                    "city": views.windows.summary(d, "city", "city", views.window_ms)}
                for d, t in totals.items()}

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query
 
-from api.auth import require
+from api.deps import Parts, router
 
-router = APIRouter(prefix="/api/v1", tags=["overview"])
+viewing = router("viewer", "overview")
 
 
-@router.get("/trends", dependencies=[Depends(require("viewer"))])
-async def trends(request: Request,
+@viewing.get("/trends")
+async def trends(parts: Parts,
                  hours: Annotated[int, Query(ge=1, le=24, description="how many hours back")] = 6) -> dict[str, Any]:
     """Per domain and vital sign, one value per closed city window (null where none) over
     the last `hours` up to the newest window (event time), and `day_before`: the same
     windows 24 hours earlier, where the rollups topic still holds them."""
-    return request.app.state.trends.series(hours)
+    return parts.trends.series(hours)
