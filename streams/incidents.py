@@ -29,7 +29,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from streams.alerting import iso, ms
+from streams.alerting import OPEN, iso, ms
 from streams.registry import LEVELS
 from streams.rules import SEVERITIES
 
@@ -37,7 +37,6 @@ CAUSES = {"grid.outage": "feeder_outage", "grid.offline": "feeder_offline"}
 # Devices going silent: gates and road detectors (streams/rules.py).
 EFFECTS = ("gate.offline", "traffic.offline")
 AREA = "area_outage"
-OPEN = ("firing", "acknowledged")
 
 
 @dataclass(frozen=True)
