@@ -87,9 +87,16 @@ def _new_alert(d: dict[str, Any]) -> dict[str, Any]:
              "severity": d["severity"], "status": "firing", "summary": d["summary"],
              "value": d["value"], "threshold": d["threshold"], "started_at": iso(d["episode"]),
              "updated_at": iso(d["ts"]), "resolved_at": None, "count": 1, "acked_by": None,
-             "acked_at": None, "resolved_by": None, "area": d["area"], "seq": 0, "history": []}
+             "acked_at": None, "resolved_by": None, "area": d["area"], "seq": 0, "history": [],
+             **_extra(d)}
     _record(alert, d["ts"], "fired", note=d["summary"])
     return alert
+
+
+def _extra(d: dict[str, Any]) -> dict[str, Any]:
+    """What a detection adds to its alert beyond contract §4: the forecast behind an early
+    warning (streams/early_warning.py), the latest report's."""
+    return {"forecast": d["forecast"]} if isinstance(d.get("forecast"), dict) else {}
 
 
 def _check(doc: Any) -> dict[str, Any]:
@@ -123,12 +130,12 @@ def apply(state: dict[str, Any] | None, doc: Any, policy: Policy) -> tuple[dict[
     if doc["status"] == "resolved":
         if alert is None or alert["status"] not in OPEN:
             return state, None
-        alert.update(status="resolved", resolved_at=iso(doc["ts"]), updated_at=iso(doc["ts"]))
+        alert.update(status="resolved", resolved_at=iso(doc["ts"]), updated_at=iso(doc["ts"]), **_extra(doc))
         _record(alert, doc["ts"], "resolved", note="condition cleared")
         return state, alert
     if alert is not None and alert["status"] in OPEN:
         alert.update(count=alert["count"] + 1, updated_at=iso(doc["ts"]), value=doc["value"],
-                     threshold=doc["threshold"], summary=doc["summary"])
+                     threshold=doc["threshold"], summary=doc["summary"], **_extra(doc))
         worse = _stronger(alert["severity"], doc["severity"])
         if worse != alert["severity"]:
             alert["severity"] = worse
@@ -144,7 +151,7 @@ def apply(state: dict[str, Any] | None, doc: Any, policy: Policy) -> tuple[dict[
     if (alert is not None and alert["resolved_by"] is None
             and doc["ts"] - ms(alert["resolved_at"]) <= policy.flap_s * 1000):
         alert.update(status="firing", resolved_at=None, count=alert["count"] + 1,
-                     updated_at=iso(doc["ts"]), value=doc["value"], summary=doc["summary"],
+                     updated_at=iso(doc["ts"]), value=doc["value"], summary=doc["summary"], **_extra(doc),
                      severity=_stronger(alert["severity"], doc["severity"]))
         alert["flaps"] = alert.get("flaps", 0) + 1
         _record(alert, doc["ts"], "reopened", note="condition returned within the flap window")

@@ -107,6 +107,13 @@ CATALOGUE: dict[str, Rule] = {r.name: r for r in (
           deviation=0.4, raise_s=60.0),
     _rule("grid.offline", "major", "no measurement for {value:.0f} s (timeout {threshold:.0f} s)",
           timeout_s=60.0, clear_s=0.0),
+    # Early warning (streams/early_warning.py): the load forecast over the next `horizon_s`
+    # passes `threshold` × rated with the 80 % interval's low bound, for `raise_s`; clears
+    # when not even the forecast's mean passes it, for `clear_s`. The hold was chosen with
+    # benchmarks.forecast_ramps (benchmarks/README.md, early warning).
+    _rule("grid.overload_forecast", "warning", "load forecast to peak at {value:.0%} of rated within "
+          "{horizon_s:.0f} s (threshold {threshold:.0%})",
+          threshold=1.0, horizon_s=3600.0, raise_s=120.0, clear_s=300.0, repeat_s=60.0),
 )}
 
 _SPECIFICITY = ("domain",) + LEVELS + ("entity",)

@@ -19,6 +19,7 @@ DETECTED = {
     "traffic.anomaly": (61.0, 48.0), "traffic.offline": (180.0, 180.0),
     "grid.overload": (1.27, 1.0), "grid.voltage": (0.912, 0.93), "grid.frequency": (50.31, 50.2),
     "grid.outage": (0.0, 0.1), "grid.load_anomaly": (812.0, 455.0), "grid.offline": (60.0, 60.0),
+    "grid.overload_forecast": (1.12, 1.0),
 }
 
 
