@@ -201,8 +201,8 @@ def _summary(rule: str, p: dict[str, Any], value: float, threshold: float, fc: d
     text = CATALOGUE[rule].describe(value, threshold, p)
     if fc["passes_in_s"] is None:
         return f"{text}; no longer expected within {p['horizon_s'] / 60:g} min"
-    return (f"{text}; expected to pass it in {fc['passes_in_s'] / 60:.0f} min "
-            f"(peak 80 % interval {fc['low']:.0%}–{fc['high']:.0%})")
+    when = "over it now" if fc["passes_in_s"] <= 0 else f"expected to pass it in {fc['passes_in_s'] / 60:.0f} min"
+    return f"{text}; {when} (peak 80 % interval {fc['low']:.0%}–{fc['high']:.0%})"
 
 
 # ---------------------------------------------------------------- stored layout
