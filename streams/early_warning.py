@@ -1,23 +1,24 @@
-"""Early warning (预警): a feeder's load forecast to pass its rating, before it does.
+"""Early warning (预警): a feeder's load, or a road's speed, forecast to cross its limit
+before it does.
 
 One partition's step, free of Faust: the closed window records of the aggregates topic
 in (streams/processor.py `window_records`), detections for the alert-inputs topic out.
 Per partition one `Forecaster` (streams/forecast.py) holds a slot per watched series
 (`<rule>|<entity>`), learns each closed window's mean, and forecasts the next
-`horizon_s`; the rule judges that forecast against the entity's limit:
+`horizon_s`; the rule judges that forecast against the entity's limit (a share of a
+registry rating, `WATCHES`):
 
-- bad (the warning's condition): the low bound of the 80 % interval passes the limit at
-  some window within the horizon, i.e. about 90 % sure the load will be over it;
-- ok (the warning clears): not even the forecast's mean passes it within the horizon;
-- both held for the rule's `raise_s` / `clear_s` (streams/detectors/blocks.py `sustain`),
-  so a single noisy forecast warns nobody (benchmarks/README.md, early warning, for how
-  long a hold keeps false warnings under 1 per 1,000 feeder-hours).
+- bad (the warning's condition): the bound of the 80 % interval nearest the limit crosses
+  it at some window within the horizon (for an overload, the low bound above the rating:
+  about 90 % sure the load will be over it);
+- ok (the warning clears): not even the forecast's mean crosses it within the horizon;
+- both held for the rule's `raise_s` / `clear_s` (streams/detectors/blocks.py `sustain`).
 
-A detection carries the usual alert fields (value: the forecast peak as a share of the
-rating; threshold: the rule's) and a `forecast` object: when the mean is expected to
-pass the limit, and the peak's window with its interval. The detection's time is the
-end of the window the forecast was made from (the forecast is made as of then; it is
-known once that window closes, `lateness_s` later).
+A detection carries the usual alert fields (value: the forecast at its worst within the
+horizon, as a share of the rating; threshold: the rule's share) and a `forecast` object:
+when the mean is expected to cross the limit, and the worst window with its interval.
+The detection's time is the end of the window the forecast was made from (the forecast
+is made as of then; it is known once that window closes, `lateness_s` later).
 
 A series is judged once its model has learnt a day (before that the forecaster has no
 profile and no trend, streams/forecast.py). Everything decided depends only on the
@@ -53,15 +54,22 @@ TREND_RATE, TREND_DAMPING = 0.03, 0.96
 
 @dataclass(frozen=True)
 class Watch:
-    """What a forecast rule watches: the window mean of `field`, against `rating` (a
-    registry rating) × the rule's `threshold`."""
+    """What a forecast rule watches: the window mean of `field`, against the registry's
+    `rating` × the rule's parameter `limit`, warning of it going above (or below)."""
 
     rule: str
     field: str
     rating: str
+    limit: str
+    above: bool = True
 
 
-WATCHES: dict[str, Watch] = {"grid": Watch("grid.overload_forecast", "load_kw", "rated_kw")}
+WATCHES: dict[str, Watch] = {
+    "grid": Watch("grid.overload_forecast", "load_kw", "rated_kw", "threshold"),
+    # Speed only: the congestion rule's occupancy is not forecast, and a road without a
+    # free-flow rating is not judged (the congestion rule falls back to its usual speed).
+    "traffic": Watch("traffic.congestion_forecast", "speed_kmh", "free_flow_kmh", "speed_ratio", above=False),
+}
 RULES: tuple[str, ...] = tuple(w.rule for w in WATCHES.values())
 
 
@@ -136,28 +144,35 @@ class EarlyWarning:
                 values: np.ndarray) -> list[tuple[Detection, dict[str, Any]]]:
         """One closed window's means of some of a domain's entities: learn them, forecast,
         judge. Each detection with its alert-inputs doc."""
-        model = state.model
-        slots = state.series.of([f"{watch.rule}|{e}" for e in entities])
+        model, domain = state.model, watch.rule.partition(".")[0]
+        params = [self.rules.for_entity(domain, e, self.registry.area(e))[watch.rule] for e in entities]
+        for e, p in zip(entities, params):
+            if not p["enabled"]:
+                state.rules.pop(f"{watch.rule}|{e}", None)  # a rule turned off is neither learnt nor judged
+        on = np.array([i for i, p in enumerate(params) if p["enabled"]], np.int64)
+        slots = state.series.of([f"{watch.rule}|{entities[i]}" for i in on.tolist()])
         model.reserve(len(state.series))
-        step = ws // self.window_ms
-        fresh = (model.state["last_step"][slots] < step) & np.isfinite(values)
-        slots, values = slots[fresh], values[fresh]
-        entities = [e for e, f in zip(entities, fresh.tolist()) if f]
+        fresh = (model.state["last_step"][slots] < ws // self.window_ms) & np.isfinite(values[on])
+        keep = on[fresh].tolist()
+        slots, values = slots[fresh], values[keep]
+        entities, params = [entities[i] for i in keep], [params[i] for i in keep]
         if not entities:
             return []
         model.learn(slots, np.full(len(slots), ws), values)
-        params = [self.rules.for_entity(watch.rule.partition(".")[0], e, self.registry.area(e))[watch.rule]
-                  for e in entities]
         rated = np.array([(self.registry.get(e) or {}).get(watch.rating) or np.nan for e in entities], np.float64)
-        limit = rated * np.array([p["threshold"] for p in params])
+        share = np.array([p[watch.limit] for p in params])
         ahead = np.array([max(1, round(p["horizon_s"] * 1000 / self.window_ms)) for p in params])
         fc = model.forecast(slots, int(ahead.max()))
+        # Judged as "above the limit" on both sides of a negated axis when watching for a fall.
+        sign = 1.0 if watch.above else -1.0
+        limit = sign * rated * share
+        sure = sign * (fc.low if watch.above else fc.high)  # the interval's bound nearest the limit
         within = np.arange(fc.mean.shape[1])[None, :] < ahead[:, None]
         ready = model.state["seen"][slots] >= self.ready_steps
-        bad = ready & ((fc.low > limit[:, None]) & within).any(axis=1)
-        over = (fc.mean > limit[:, None]) & within
-        ok = ~(ready & over.any(axis=1))
-        peak = np.argmax(np.where(within, fc.mean, -np.inf), axis=1)
+        bad = ready & ((sure > limit[:, None]) & within).any(axis=1)
+        crosses = (sign * fc.mean > limit[:, None]) & within
+        ok = ~(ready & crosses.any(axis=1))
+        worst = np.argmax(np.where(within, sign * fc.mean, -np.inf), axis=1)
         now = ws + self.window_ms
         out = []
         for i, entity in enumerate(entities):
@@ -166,20 +181,16 @@ class EarlyWarning:
             if not bad[i] and rs is None:
                 continue  # the quiet majority: nothing pending, nothing firing
             p, rs = params[i], rs or idle()
-            if not p["enabled"]:
-                state.rules.pop(key, None)
-                continue
-            j = int(peak[i])
-            ratio = fc.mean[i, j] / rated[i]
+            j = int(worst[i])
             for tr in sustain(rs, Timing.of(p), np.array([now]), bad[i:i + 1], ok[i:i + 1],
-                              np.array([ratio]), np.array([p["threshold"]])):
+                              np.array([fc.mean[i, j] / rated[i]]), share[i:i + 1]):
                 status, ts, value, threshold, episode, seq = tr
-                passes = int(np.argmax(over[i])) if over[i].any() else None
+                at = int(fc.step[i, np.argmax(crosses[i])]) * self.window_ms if crosses[i].any() else None
                 forecast = {
                     "made_at": iso(now), "horizon_s": p["horizon_s"],
-                    "passes_at": None if passes is None else iso(int(fc.step[i, passes]) * self.window_ms),
-                    "passes_in_s": None if passes is None else (int(fc.step[i, passes]) * self.window_ms - now) / 1000,
-                    "peak_at": iso(int(fc.step[i, j]) * self.window_ms), "value": _share(fc.mean[i, j], rated[i]),
+                    "crosses_at": None if at is None else iso(at),
+                    "crosses_in_s": None if at is None else (at - now) / 1000,
+                    "worst_at": iso(int(fc.step[i, j]) * self.window_ms), "value": _share(fc.mean[i, j], rated[i]),
                     "low": _share(fc.low[i, j], rated[i]), "high": _share(fc.high[i, j], rated[i])}
                 d = Detection(watch.rule, entity, status, p["severity"], _share(value, 1.0) or 0.0, float(threshold),
                               int(ts), int(episode), int(seq), _summary(watch.rule, p, value, threshold, forecast),
@@ -199,10 +210,10 @@ def _share(x: float, rated: float) -> float | None:
 
 def _summary(rule: str, p: dict[str, Any], value: float, threshold: float, fc: dict[str, Any]) -> str:
     text = CATALOGUE[rule].describe(value, threshold, p)
-    if fc["passes_in_s"] is None:
+    if fc["crosses_in_s"] is None:
         return f"{text}; no longer expected within {p['horizon_s'] / 60:g} min"
-    when = "over it now" if fc["passes_in_s"] <= 0 else f"expected to pass it in {fc['passes_in_s'] / 60:.0f} min"
-    return f"{text}; {when} (peak 80 % interval {fc['low']:.0%}–{fc['high']:.0%})"
+    when = "past it now" if fc["crosses_in_s"] <= 0 else f"expected to cross it in {fc['crosses_in_s'] / 60:.0f} min"
+    return f"{text}; {when} (80 % interval at the worst {fc['low']:.0%}–{fc['high']:.0%})"
 
 
 # ---------------------------------------------------------------- stored layout

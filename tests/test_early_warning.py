@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from services.simulator import grid_load
+from services.simulator import grid_load, traffic_demand
 from streams.alerting import Policy, apply
 from streams.early_warning import EarlyWarning, decode, encode
 from streams.processor import PartitionProcessor, Record
@@ -38,21 +38,21 @@ def loads() -> dict[str, np.ndarray]:
     return {"F-RAMP": ramp, "F-FLAT": normal * (1 + rng.normal(0, 0.01, normal.size))}
 
 
-def window_records(series: dict[str, np.ndarray]) -> list[Record]:
-    """The closed windows' records of a grid partition with one reading per feeder and
-    minute, as the worker writes them (a live record between them, which is not read)."""
+def window_records(series: dict[str, np.ndarray], domain: str = "grid", field: str = "load_kw") -> list[Record]:
+    """The closed windows' records of a partition with one reading per entity and minute,
+    as the worker writes them (a live record between them, which is not read)."""
     out: list[Record] = []
     ids = list(series)
     for m in range(len(next(iter(series.values())))):
         ws = T0 + m * MIN_MS
         values = np.array([series[e][m] for e in ids])
-        cols = {"n": [1] * len(ids), "f": {"load_kw": {"count": [1] * len(ids), "sum": values.tolist(),
+        cols = {"n": [1] * len(ids), "f": {field: {"count": [1] * len(ids), "sum": values.tolist(),
                                                        "m2": [0.0] * len(ids), "min": values.tolist(),
                                                        "max": values.tolist()}}}
-        head = {"domain": "grid", "partition": 0, "window_start": ws, "window_end": ws + MIN_MS}
-        out.append(Record(0, len(out), f"grid/0|{ws}|live/{m}/0".encode(),
+        head = {"domain": domain, "partition": 0, "window_start": ws, "window_end": ws + MIN_MS}
+        out.append(Record(0, len(out), f"{domain}/0|{ws}|live/{m}/0".encode(),
                           orjson.dumps({**head, "closed": False, "entities": ids, "cols": cols})))
-        out.append(Record(0, len(out), f"grid/0|{ws}|closed/0".encode(),
+        out.append(Record(0, len(out), f"{domain}/0|{ws}|closed/0".encode(),
                           orjson.dumps({**head, "closed": True, "entities": ids, "cols": cols})))
     return out
 
@@ -94,9 +94,9 @@ def test_a_ramping_feeder_is_warned_before_its_load_passes_the_rating_and_a_norm
     assert lead_min >= 10, lead_min
     fc = first["forecast"]
     # the alert says when, and how sure: the peak's interval lies above the rating
-    assert fc["passes_in_s"] > 0 and fc["low"] > 1.0 and fc["low"] < fc["value"] < fc["high"]
+    assert fc["crosses_in_s"] > 0 and fc["low"] > 1.0 and fc["low"] < fc["value"] < fc["high"]
     assert first["value"] == fc["value"] and first["threshold"] == 1.0
-    assert "expected to pass it in" in first["summary"] and first["area"]["district"] == "市南区"
+    assert "expected to cross it in" in first["summary"] and first["area"]["district"] == "市南区"
     assert all(d["severity"] == "warning" for d in found)
 
 
@@ -160,6 +160,33 @@ def test_the_alert_carries_the_forecast_and_resolves_when_it_clears(learnt: list
         state, changed = apply(state, doc, Policy())
         alert = changed or alert
         if doc["seq"] == 1:
-            assert alert["forecast"] == doc["forecast"] and alert["forecast"]["passes_at"] is not None
+            assert alert["forecast"] == doc["forecast"] and alert["forecast"]["crosses_at"] is not None
     assert found[-1]["status"] == "resolved" and alert["status"] == "resolved"
-    assert alert["forecast"]["passes_at"] is None and "no longer expected" in alert["history"][-1]["note"] + found[-1]["summary"]
+    assert alert["forecast"]["crosses_at"] is None and "no longer expected" in alert["history"][-1]["note"] + found[-1]["summary"]
+
+
+def test_a_rule_turned_off_learns_nothing_and_warns_nobody() -> None:
+    """The rules file turns a rule off per entity, area or city; the catalogue has the
+    roads' warning off until a city turns it on."""
+    book = RuleBook({"grid.overload_forecast": {"enabled": False}})
+    rule = EarlyWarning(book, Registry(FEEDERS), MIN_MS)
+    state = rule.new()
+    assert rule.step(state, RECORDS).detections == []
+    assert len(state.series) == 0 and state.model.capacity == 0
+
+
+def test_a_road_slowing_towards_congestion_is_warned_of_where_the_city_turns_the_rule_on() -> None:
+    rng = np.random.default_rng(4)
+    speed = 60 * (1 - 0.5 * np.array([traffic_demand((m / 60) % 24) for m in range(MINUTES)]) ** 2)
+    slowing = speed * (1 + rng.normal(0, 0.01, MINUTES))
+    slowing[RAMP_FROM:RAMP_FROM + 60] = np.linspace(slowing[RAMP_FROM], 9, 60)
+    slowing[RAMP_FROM + 60:] = 9
+    road = {"id": "T-0001", "domain": "traffic", "free_flow_kmh": 60.0}
+    rule = EarlyWarning(RuleBook({"traffic.congestion_forecast": {"enabled": True}}), Registry([road]), MIN_MS)
+    found = [orjson.loads(doc) for _, doc in rule.step(
+        rule.new(), window_records({"T-0001": slowing}, "traffic", "speed_kmh")).detections]
+    first = found[0]
+    crosses_ms = T0 + (RAMP_FROM + int(np.argmax(slowing[RAMP_FROM:] < 0.3 * 60))) * MIN_MS
+    assert first["rule"] == "traffic.congestion_forecast" and first["status"] == "firing"
+    assert (crosses_ms - first["ts"]) / MIN_MS >= 5
+    assert first["value"] < first["threshold"] == 0.3 and first["forecast"]["high"] < 0.3

@@ -63,7 +63,7 @@ def test_a_ramping_feeder_is_warned_of_before_it_overloads(settings: Settings, s
     assert (warning["entity"], warning["history"][0]["severity"], warning["area"]["district"]) == (
         "F-0001", "warning", "市南区")
     fc = warning["forecast"]  # the latest report's: the load is over its rating by now
-    assert ms(fc["made_at"]) == ms(fc["passes_at"]) and fc["low"] <= fc["value"] <= fc["high"]
-    assert "over it now" in warning["summary"]
+    assert ms(fc["made_at"]) == ms(fc["crosses_at"]) and fc["low"] <= fc["value"] <= fc["high"]
+    assert "past it now" in warning["summary"]
     first = warning["history"][0]["note"]  # what the operators read when it fired
-    assert "expected to pass it in" in first, first
+    assert "expected to cross it in" in first, first
