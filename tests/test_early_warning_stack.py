@@ -4,6 +4,7 @@ that has been learnt for two days ramps past its rating, and its operators are w
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Callable
 
@@ -13,7 +14,9 @@ import orjson
 from services.config import Settings
 from services.simulator import grid_load
 from streams.alerting import ms
-from tests.conftest import Api, Proc, event_records, produce, wait_for
+from streams.topics import FORECAST_TABLE
+from streams.topicview import read_to_end
+from tests.conftest import Api, Proc, event_records, produce, vitals_totals, wait_for
 
 DAY_MS = 86_400_000
 LOCAL_MS = 8 * 3_600_000  # China Standard Time
@@ -21,6 +24,10 @@ FEEDER = {"id": "F-0001", "domain": "grid", "district": "市南区", "street": "
           "grid_cell": "湛山社区第1网格", "rated_kw": 5000, "nominal_kv": 10.0}
 RAMP_FROM_MIN = 2 * 1440 + 10 * 60  # day three, 10:00 local: to 1.2 × rated in an hour
 MINUTES = RAMP_FROM_MIN + 90
+
+
+def read_all_raw(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
+    return asyncio.run(read_to_end(settings.bootstrap, topic, 10.0))
 
 
 def readings(t0: int) -> list[dict[str, Any]]:
@@ -67,3 +74,37 @@ def test_a_ramping_feeder_is_warned_of_before_it_overloads(settings: Settings, s
     assert "past it now" in warning["summary"]
     first = warning["history"][0]["note"]  # what the operators read when it fired
     assert "expected to cross it in" in first, first
+
+
+def test_what_was_learnt_survives_a_worker_killed_mid_stream(settings: Settings, start_worker: Callable[..., Proc],
+                                                             start_api: Callable[[], Api]) -> None:
+    """Two days learnt, the worker killed: the next one loads the stored model (a model
+    learnt anew would need a day before it warns of anything) and warns of the ramp."""
+    produce(settings, settings.topics.registry, [(b"F-0001", orjson.dumps(FEEDER))])
+    first = start_worker()
+    api = start_api()
+    t0 = (int(time.time() * 1000) - 3 * DAY_MS + LOCAL_MS) // DAY_MS * DAY_MS - LOCAL_MS
+    events = event_records(readings(t0), "feeder_id")
+    split = 2 * (RAMP_FROM_MIN - 30)  # day three, 09:30
+    produce(settings, settings.topics.events("grid"), events[:split])
+
+    def stored() -> list[int]:
+        """The offsets the stored snapshots cover, oldest first."""
+        return [orjson.loads(v)["offset"] for k, v in read_all_raw(settings, settings.topics.changelog(FORECAST_TABLE))
+                if k.endswith(b"/meta")]
+
+    # Once the snapshots stop moving, the closed windows produced so far are all stored.
+    wait_for(lambda: vitals_totals(settings).get("grid", {}).get("events", 0) >= split, timeout=120)
+    seen: list[list[int]] = []
+    wait_for(lambda: seen.append(stored()) or (len(seen) > 1 and seen[-1] and seen[-1] == seen[-2]),
+             timeout=60, every=4.0)
+    first.kill()
+
+    second = start_worker("1")
+    produce(settings, settings.topics.events("grid"), events[split:])
+    overload = wait_for(lambda: api.get("/api/v1/alerts", params={"rule": "grid.overload"}).json()["alerts"],
+                        timeout=180)[0]
+    warned = api.get("/api/v1/alerts", params={"rule": "grid.overload_forecast"}).json()["alerts"]
+    assert len(warned) == 1
+    assert (ms(overload["started_at"]) - ms(warned[0]["started_at"])) / 60_000 >= 10
+    assert "state through offset" in second.output()
