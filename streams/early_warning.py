@@ -16,7 +16,9 @@ registry rating, `WATCHES`):
 
 A detection carries the usual alert fields (value: the forecast at its worst within the
 horizon, as a share of the rating; threshold: the rule's share) and a `forecast` object:
-when the mean is expected to cross the limit, and the worst window with its interval.
+when the mean is expected to cross the limit, the worst window with its interval, and
+the rule whose alert follows if the warning comes true (`warns_of`) with the first window
+past the limit (`came_true_at`): the link from the warning to the real alert.
 The detection's time is the end of the window the forecast was made from (the forecast
 is made as of then; it is known once that window closes, `lateness_s` later).
 
@@ -58,6 +60,7 @@ class Watch:
     `rating` × the rule's parameter `limit`, warning of it going above (or below)."""
 
     rule: str
+    warns_of: str  # the rule of the condition itself
     field: str
     rating: str
     limit: str
@@ -65,10 +68,11 @@ class Watch:
 
 
 WATCHES: dict[str, Watch] = {
-    "grid": Watch("grid.overload_forecast", "load_kw", "rated_kw", "threshold"),
+    "grid": Watch("grid.overload_forecast", "grid.overload", "load_kw", "rated_kw", "threshold"),
     # Speed only: the congestion rule's occupancy is not forecast, and a road without a
     # free-flow rating is not judged (the congestion rule falls back to its usual speed).
-    "traffic": Watch("traffic.congestion_forecast", "speed_kmh", "free_flow_kmh", "speed_ratio", above=False),
+    "traffic": Watch("traffic.congestion_forecast", "traffic.congestion", "speed_kmh", "free_flow_kmh", "speed_ratio",
+                     above=False),
 }
 RULES: tuple[str, ...] = tuple(w.rule for w in WATCHES.values())
 
@@ -182,6 +186,8 @@ class EarlyWarning:
                 continue  # the quiet majority: nothing pending, nothing firing
             p, rs = params[i], rs or idle()
             j = int(worst[i])
+            if sign * values[i] > limit[i]:
+                rs.setdefault("came_true", ws)  # the first window past the limit, this episode
             for tr in sustain(rs, Timing.of(p), np.array([now]), bad[i:i + 1], ok[i:i + 1],
                               np.array([fc.mean[i, j] / rated[i]]), share[i:i + 1]):
                 status, ts, value, threshold, episode, seq = tr
@@ -191,7 +197,10 @@ class EarlyWarning:
                     "crosses_at": None if at is None else iso(at),
                     "crosses_in_s": None if at is None else (at - now) / 1000,
                     "worst_at": iso(int(fc.step[i, j]) * self.window_ms), "value": _share(fc.mean[i, j], rated[i]),
-                    "low": _share(fc.low[i, j], rated[i]), "high": _share(fc.high[i, j], rated[i])}
+                    "low": _share(fc.low[i, j], rated[i]), "high": _share(fc.high[i, j], rated[i]),
+                    # the rule whose alert follows if the warning comes true, and when it did
+                    "warns_of": watch.warns_of,
+                    "came_true_at": iso(rs["came_true"]) if "came_true" in rs else None}
                 d = Detection(watch.rule, entity, status, p["severity"], _share(value, 1.0) or 0.0, float(threshold),
                               int(ts), int(episode), int(seq), _summary(watch.rule, p, value, threshold, forecast),
                               self.registry.area(entity))

@@ -11,7 +11,7 @@ import pytest
 
 from services.simulator import grid_load, traffic_demand
 from streams.alerting import Policy, apply
-from streams.early_warning import EarlyWarning, decode, encode
+from streams.early_warning import EarlyWarning, decode, encode, iso
 from streams.processor import PartitionProcessor, Record
 from streams.registry import Registry
 from streams.rules import RuleBook
@@ -98,6 +98,11 @@ def test_a_ramping_feeder_is_warned_before_its_load_passes_the_rating_and_a_norm
     assert first["value"] == fc["value"] and first["threshold"] == 1.0
     assert "expected to cross it in" in first["summary"] and first["area"]["district"] == "市南区"
     assert all(d["severity"] == "warning" for d in found)
+    # Once the load is over its rating, each report links the warning to what it warned of.
+    came_true = iso(passes_ms)
+    assert fc["warns_of"] == "grid.overload" and fc["came_true_at"] is None
+    assert {d["forecast"]["came_true_at"] for d in found if d["ts"] > passes_ms} == {came_true}
+    assert {d["forecast"]["came_true_at"] for d in found if d["ts"] <= passes_ms} == {None}
 
 
 def test_the_forecast_never_looks_ahead(learnt: list[bytes]) -> None:

@@ -72,6 +72,8 @@ def test_a_ramping_feeder_is_warned_of_before_it_overloads(settings: Settings, s
     fc = warning["forecast"]  # the latest report's: the load is over its rating by now
     assert ms(fc["made_at"]) == ms(fc["crosses_at"]) and fc["low"] <= fc["value"] <= fc["high"]
     assert "past it now" in warning["summary"]
+    # the window whose mean passed the rating, beside the first reading over it
+    assert fc["warns_of"] == "grid.overload" and abs(ms(fc["came_true_at"]) - ms(overload["started_at"])) <= 120_000
     first = warning["history"][0]["note"]  # what the operators read when it fired
     assert "expected to cross it in" in first, first
 
