@@ -33,7 +33,6 @@ crash decides exactly as the first run did.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,7 +41,7 @@ import orjson
 from streams.detectors.blocks import Timing, idle, is_idle, sustain
 from streams.detectors.engine import Detection
 from streams.forecast import DAY_MS, Config, Forecaster
-from streams.processor import Record
+from streams.processor import Record, iso
 from streams.registry import Registry
 from streams.rules import CATALOGUE, RuleBook
 from streams.state import CHUNK_BYTES, SlotIndex
@@ -100,10 +99,6 @@ class Applied:
 
     detections: list[tuple[bytes, bytes]] = field(default_factory=list)
     learnt: bool = False
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds")
 
 
 class EarlyWarning:
@@ -165,7 +160,9 @@ class EarlyWarning:
         model.learn(slots, np.full(len(slots), ws), values)
         rated = np.array([(self.registry.get(e) or {}).get(watch.rating) or np.nan for e in entities], np.float64)
         share = np.array([p[watch.limit] for p in params])
-        ahead = np.array([max(1, round(p["horizon_s"] * 1000 / self.window_ms)) for p in params])
+        # at most a day ahead: a horizon mistyped in the rules file must not take the memory
+        ahead = np.array([min(max(1, round(p["horizon_s"] * 1000 / self.window_ms)), self.ready_steps)
+                          for p in params])
         fc = model.forecast(slots, int(ahead.max()))
         # Judged as "above the limit" on both sides of a negated axis when watching for a fall.
         sign = 1.0 if watch.above else -1.0

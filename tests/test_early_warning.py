@@ -11,8 +11,8 @@ import pytest
 
 from services.simulator import grid_load, traffic_demand
 from streams.alerting import Policy, apply
-from streams.early_warning import EarlyWarning, decode, encode, iso
-from streams.processor import PartitionProcessor, Record
+from streams.early_warning import EarlyWarning, decode, encode
+from streams.processor import PartitionProcessor, Record, iso
 from streams.registry import Registry
 from streams.rules import RuleBook
 from streams.state import PartitionState
