@@ -1,93 +1,123 @@
-"""How early the forecaster sees a feeder's load ramp past its rating, and how often it
-sees one that never comes.
+"""How early the early-warning rules warn of a ramp past the limit, and how often they
+warn of one that never comes: the rules as the worker runs them.
 
-    python -m benchmarks.forecast_ramps [--feeders N] [--noise X] [--trend-rate R] [--trend-damping D]
+    python -m benchmarks.forecast_ramps [--domain grid|traffic] [--entities N] [--noise X] [--raise-s S]
+        [--coverage C] [--trend-rate R --trend-damping D] [--seed N]
 
-Feeders follow the simulator's daily load (services/simulator.py `grid_load`, 0.40 to
-0.81 of rated, each scaled by 0.9 to 1.05) with Gaussian noise, one value a minute, and
-a model at the worker's step (60 s, forecasts 60 steps ahead) learns five days of it.
-From day three on, a feeder counts a false warning each time a forecast for the next
-hour starts to pass its rating (the interval's low bound above 1.0, about 90 % sure, or
-the mean with --bound mean). Then each feeder, from a copy of the five days' state,
-ramps on day six, at a random minute, from its load to 1.2 x rated over 30 or 60
-minutes; the lead is the minutes between the first warning and the load passing rated.
+Entities follow the simulator's daily shape (services/simulator.py): a feeder's load
+(`grid_load`, 0.40 to 0.81 of rated, each feeder scaled by 0.9 to 1.05), or a road's
+speed (free flow × (1 − 0.5 demand²), `traffic_demand`, clipped to 0.42..1.08 of free
+flow), with Gaussian noise on each one-minute window's mean, through the rule's own step
+(streams/early_warning.py `EarlyWarning.observe`, the worker's 60 s window, the
+catalogue's parameters but `raise_s`, and on even where the catalogue has it off). Five normal days: from day three on, every
+warning that fires is false. Then on day six each entity ramps, at a random minute, from
+its value to 1.2 × rated (a road: to 0.15 × free flow) over 30 or 60 minutes; the lead
+is the minutes from the warning (the time of its forecast) to the first window past the
+limit (rated; 0.3 × free flow). An operator sees the warning one window lateness
+(`lateness_s`, 2 min by default) after its forecast's time, and `grid.overload` fires
+about a minute after the load passes rated: the lead an operator gets is about the lead
+here minus 1 minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
-from services.simulator import grid_load
-from streams.forecast import Config, Forecaster
+from services.simulator import grid_load, traffic_demand
+from streams.early_warning import WATCHES, EarlyWarning, Warnings, decode, encode, model_config
+from streams.registry import Registry
+from streams.rules import CATALOGUE, RuleBook
 
 STEP_MS = 60_000
 DAY = 1440
 LEARNT_DAYS = 5
-CALM_FROM_DAY = 2  # false warnings are counted once the profile has two days
+CALM_FROM_DAY = 2  # false warnings are counted once the model has a day's profile and trend
 RAMPS_MIN = (30, 60)
-PEAK = 1.2  # of rated, where a ramp ends
+# Per domain: the ramp's end (share of the rating), the registry entry of an entity, and
+# the noise of a window's mean in the simulator: six feeder readings of 1.5 % a minute;
+# one detector reading of 4 % a minute.
+RAMP_TO = {"grid": 1.2, "traffic": 0.15}
+RATING = {"grid": {"rated_kw": 1.0}, "traffic": {"free_flow_kmh": 1.0}}
+NOISE = {"grid": 0.015 / 6 ** 0.5, "traffic": 0.04}
 
 
-def normal_loads(feeders: int, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """(feeders, minutes) of load as a fraction of rated, starting at local midnight."""
+def normal_days(domain: str, entities: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """(entities, minutes) as a share of the rating, starting at local midnight."""
     hours = (np.arange((LEARNT_DAYS + 1) * DAY) / 60) % 24
-    shape = np.array([grid_load(h) for h in hours])
-    scale = rng.uniform(0.9, 1.05, feeders)[:, None]
-    return shape[None, :] * scale * (1 + rng.normal(0, noise, (feeders, shape.size)))
+    if domain == "grid":
+        shape = np.array([grid_load(h) for h in hours])[None, :] * rng.uniform(0.9, 1.05, entities)[:, None]
+        return shape * (1 + rng.normal(0, noise, (entities, hours.size)))
+    speed = 1 - 0.5 * np.array([traffic_demand(h) for h in hours]) ** 2
+    return np.clip(speed[None, :] * (1 + rng.normal(0, noise, (entities, hours.size))), 0.42, 1.08)
 
 
-def warns(model: Forecaster, slots: np.ndarray, bound: str) -> np.ndarray:
-    return (getattr(model.forecast(slots, 60), bound) > 1.0).any(axis=1)
+def warnings(rule: EarlyWarning, state: Warnings, domain: str, values: np.ndarray,
+             minutes: range) -> list[tuple[int, int]]:
+    """Walk the minutes; (entity, time of its forecast in minutes) of every warning that fired."""
+    names = [f"E-{i:04d}" for i in range(len(values))]
+    return [(int(d.entity[2:]), d.ts // STEP_MS)
+            for minute in minutes
+            for d, _ in rule.observe(state, WATCHES[domain], minute * STEP_MS, names, values[:, minute])
+            if d.status == "firing" and d.seq == 1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.forecast_ramps", description=__doc__.split("\n")[0])
-    parser.add_argument("--feeders", type=int, default=50)
-    parser.add_argument("--noise", type=float, default=0.015, help="relative noise of a minute's load")
-    parser.add_argument("--trend-rate", type=float, default=0.03)
-    parser.add_argument("--trend-damping", type=float, default=0.97)
-    parser.add_argument("--bound", choices=("low", "mean"), default="low")
+    parser.add_argument("--domain", choices=sorted(RAMP_TO), default="grid")
+    parser.add_argument("--entities", type=int, default=50)
+    parser.add_argument("--noise", type=float, help="relative noise of a window's mean (default: the simulator's)")
+    parser.add_argument("--raise-s", type=float, help="how long the warning's condition must hold "
+                        "(default: the catalogue's)")
+    parser.add_argument("--coverage", type=float, default=model_config(STEP_MS).coverage,
+                        help="of the model's intervals: the warning is on the bound nearest the limit")
+    parser.add_argument("--trend-rate", type=float, default=model_config(STEP_MS).trend_rate)
+    parser.add_argument("--trend-damping", type=float, default=model_config(STEP_MS).trend_damping)
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    config = Config(step_ms=STEP_MS, horizon=60, trend_rate=args.trend_rate, trend_damping=args.trend_damping)
-    rng = np.random.default_rng(1)
-    loads = normal_loads(args.feeders, args.noise, rng)
-    slots = np.arange(args.feeders)
+    watch = WATCHES[args.domain]
+    params = CATALOGUE[watch.rule].params
+    noise = NOISE[args.domain] if args.noise is None else args.noise
+    hold = params["raise_s"] if args.raise_s is None else args.raise_s
+    rng = np.random.default_rng(args.seed)
+    values = normal_days(args.domain, args.entities, noise, rng)
+    registry = Registry({"id": f"E-{i:04d}", "domain": args.domain, **RATING[args.domain]}
+                        for i in range(args.entities))
+    config = replace(model_config(STEP_MS), trend_rate=args.trend_rate, trend_damping=args.trend_damping,
+                     coverage=args.coverage)
+    rule = EarlyWarning(RuleBook({watch.rule: {"raise_s": hold, "enabled": True}}), registry, STEP_MS, config)
 
-    model = Forecaster(config)
-    false, warned = 0, np.zeros(args.feeders, bool)
-    for minute in range(LEARNT_DAYS * DAY):
-        model.learn(slots, np.full(args.feeders, minute * STEP_MS), loads[:, minute])
-        if minute >= CALM_FROM_DAY * DAY:
-            now = warns(model, slots, args.bound)
-            false += int((now & ~warned).sum())
-            warned = now
-    feeder_hours = args.feeders * (LEARNT_DAYS - CALM_FROM_DAY) * 24
-    print(f"trend {args.trend_rate}/{args.trend_damping}, noise {args.noise}, warning on the {args.bound}: "
-          f"{false} false warnings in {feeder_hours:,} feeder-hours ({1000 * false / feeder_hours:.1f} per 1,000)")
+    state = rule.new()
+    warnings(rule, state, args.domain, values, range(CALM_FROM_DAY * DAY))
+    false = len(warnings(rule, state, args.domain, values, range(CALM_FROM_DAY * DAY, LEARNT_DAYS * DAY)))
+    hours = args.entities * (LEARNT_DAYS - CALM_FROM_DAY) * 24
+    print(f"{watch.rule}: trend {args.trend_rate}/{args.trend_damping}, coverage {args.coverage}, "
+          f"noise {noise:.4f}, raise_s {hold:g}: {false} false warnings in {hours:,} entity-hours "
+          f"({1000 * false / hours:.2f} per 1,000)")
 
-    learnt = model.encode()
+    learnt = encode(state)
+    sign = 1.0 if watch.above else -1.0
     for ramp in RAMPS_MIN:
-        leads = []
-        for f in range(args.feeders):
+        y = values.copy()
+        starts, crosses = [], []
+        for i in range(args.entities):
             start = LEARNT_DAYS * DAY + int(rng.integers(0, DAY - 240))
-            y = loads[f].copy()
-            y[start:start + ramp] = np.linspace(y[start], PEAK, ramp)
-            y[start + ramp:] = PEAK
-            passes = start + int(np.argmax(y[start:] > 1.0))
-            one = Forecaster.decode(learnt)
-            lead = 0
-            for minute in range(LEARNT_DAYS * DAY, passes):
-                one.learn(np.array([f]), np.array([minute * STEP_MS]), y[minute:minute + 1])
-                if minute >= start and warns(one, np.array([f]), args.bound)[0]:
-                    lead = passes - minute
-                    break
-            leads.append(lead)
-        print(f"ramp to {PEAK} x rated over {ramp} min: lead median {np.median(leads):.1f} min, "
-              f"least {min(leads)}, not warned before passing rated {sum(lead == 0 for lead in leads)} of {args.feeders}")
+            y[i, start:start + ramp] = np.linspace(y[i, start], RAMP_TO[args.domain], ramp)
+            y[i, start + ramp:] = RAMP_TO[args.domain]
+            starts.append(start)
+            crosses.append(start + int(np.argmax(sign * y[i, start:] > sign * params[watch.limit])))
+        first: dict[int, int] = {}
+        for i, minute in warnings(rule, decode(learnt), args.domain, y, range(LEARNT_DAYS * DAY, (LEARNT_DAYS + 1) * DAY)):
+            if minute >= starts[i]:  # one before the ramp began was a false warning, not this one
+                first.setdefault(i, minute)
+        # a warning once the value is past the limit is no early warning: lead 0
+        leads = [max(crosses[i] - first[i], 0) if i in first else 0 for i in range(args.entities)]
+        print(f"ramp to {RAMP_TO[args.domain]} x rating over {ramp} min: lead median {np.median(leads):.1f} min, "
+              f"least {min(leads)}, not warned before crossing {sum(lead == 0 for lead in leads)} of {args.entities}")
     return 0
 
 

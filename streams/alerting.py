@@ -73,6 +73,9 @@ class Alert(TypedDict):
     transitions: NotRequired[int]  # how many there have been; the worker's alerts always say
     escalated: NotRequired[bool]  # it rose a step for being unacknowledged (once per alert)
     flaps: NotRequired[int]  # how often it reopened within the flap window
+    # An early warning's forecast (streams/early_warning.py): when the limit is expected
+    # to be passed, the forecast at its worst with its interval, and the rule it warns of.
+    forecast: NotRequired[dict[str, Any]]
 
 
 class Command(TypedDict):
@@ -151,9 +154,15 @@ def _new_alert(d: dict[str, Any]) -> Alert:
         "status": "firing", "summary": d["summary"], "value": d["value"], "threshold": d["threshold"],
         "started_at": iso(d["episode"]), "updated_at": iso(d["ts"]), "resolved_at": None, "count": 1,
         "acked_by": None, "acked_at": None, "resolved_by": None, "area": d["area"], "seq": 0,
-        "history": [], "transitions": 0}
+        "history": [], "transitions": 0, **_extra(d)}
     _record(alert, d["ts"], "fired", note=d["summary"])
     return alert
+
+
+def _extra(d: dict[str, Any]) -> dict[str, Any]:
+    """What a detection adds to its alert beyond contract §4: the forecast behind an early
+    warning (streams/early_warning.py), the latest report's."""
+    return {"forecast": d["forecast"]} if isinstance(d.get("forecast"), dict) else {}
 
 
 def _check(doc: Any) -> dict[str, Any]:
@@ -187,12 +196,12 @@ def apply(state: AlertState | None, doc: Any, policy: Policy) -> tuple[AlertStat
     if doc["status"] == "resolved":
         if alert is None or alert["status"] not in OPEN:
             return state, None
-        alert.update(status="resolved", resolved_at=iso(doc["ts"]), updated_at=iso(doc["ts"]))
+        alert.update(status="resolved", resolved_at=iso(doc["ts"]), updated_at=iso(doc["ts"]), **_extra(doc))
         _record(alert, doc["ts"], "resolved", note="condition cleared")
         return state, alert
     if alert is not None and alert["status"] in OPEN:
         alert.update(count=alert["count"] + 1, updated_at=iso(doc["ts"]), value=doc["value"],
-                     threshold=doc["threshold"], summary=doc["summary"])
+                     threshold=doc["threshold"], summary=doc["summary"], **_extra(doc))
         worse = _stronger(alert["severity"], doc["severity"])
         if worse != alert["severity"]:
             alert["severity"] = worse
@@ -208,7 +217,7 @@ def apply(state: AlertState | None, doc: Any, policy: Policy) -> tuple[AlertStat
     if (alert is not None and alert["resolved_by"] is None
             and doc["ts"] - ms(alert["resolved_at"]) <= policy.flap_s * 1000):
         alert.update(status="firing", resolved_at=None, count=alert["count"] + 1,
-                     updated_at=iso(doc["ts"]), value=doc["value"], summary=doc["summary"],
+                     updated_at=iso(doc["ts"]), value=doc["value"], summary=doc["summary"], **_extra(doc),
                      severity=_stronger(alert["severity"], doc["severity"]))
         alert["flaps"] = alert.get("flaps", 0) + 1
         _record(alert, doc["ts"], "reopened", note="condition returned within the flap window")

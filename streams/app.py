@@ -7,13 +7,14 @@ from pathlib import Path
 import faust
 from faust.types.auth import CredentialsT
 
+from streams import forecast_agent
 from streams.kafka_security import KafkaSecurity
 from streams.settings import StreamSettings
 
 
 def create_app(settings: StreamSettings, datadir: Path | None = None) -> faust.App:
     session = settings.session_timeout_s
-    return faust.App(
+    app = faust.App(
         settings.topics.app_id,
         # aiokafka with end offsets that are right on the embedded broker (streams/transport.py)
         broker=[f"citybrain://{hp}" for hp in settings.bootstrap.split(",")],
@@ -42,6 +43,8 @@ def create_app(settings: StreamSettings, datadir: Path | None = None) -> faust.A
         # below the 1 MiB that Kafka brokers accept by default.
         producer_max_batch_size=512 * 1024,
     )
+    forecast_agent.register(app, settings)  # early warning, beside the agents services.worker adds
+    return app
 
 
 def faust_credentials(security: KafkaSecurity) -> CredentialsT | None:

@@ -91,6 +91,14 @@ CATALOGUE: dict[str, Rule] = {r.name: r for r in (
     # outage's severity leads).
     _rule("traffic.offline", "minor", "no reading for {value:.0f} s (timeout {threshold:.0f} s)",
           timeout_s=180.0, clear_s=0.0),
+    # Early warning, as grid.overload_forecast below: the speed forecast falls under
+    # `speed_ratio` × the road's free flow (registry `free_flow_kmh`) within `horizon_s`.
+    # Off by default: on one-minute readings with the simulator's 4 % noise it warns too
+    # late to help (benchmarks/README.md, early warning); a city whose detectors report
+    # smoother speeds turns it on in the rules file. Off, it learns nothing and costs nothing.
+    _rule("traffic.congestion_forecast", "warning", "speed forecast to fall to {value:.0%} of free flow "
+          "within {horizon_s:.0f} s (threshold {threshold:.0%})",
+          enabled=False, speed_ratio=0.3, horizon_s=3600.0, raise_s=0.0, clear_s=300.0, repeat_s=60.0),
     _rule("traffic.anomaly", "minor", "volume {value:.0f}; threshold {threshold:.0f} "
           "({ratio:g} × the usual for the time of day + {min_excess:.0f})",
           ratio=2.0, min_excess=8.0, raise_s=120.0, clear_s=180.0),
@@ -107,6 +115,14 @@ CATALOGUE: dict[str, Rule] = {r.name: r for r in (
           deviation=0.4, raise_s=60.0),
     _rule("grid.offline", "major", "no measurement for {value:.0f} s (timeout {threshold:.0f} s)",
           timeout_s=60.0, clear_s=0.0),
+    # Early warning (streams/early_warning.py): the load forecast over the next `horizon_s`
+    # passes `threshold` × rated with the 80 % interval's low bound, for `raise_s`; clears
+    # when not even the forecast's mean passes it, for `clear_s`. No hold by default: in
+    # benchmarks.forecast_ramps a hold of 1 to 6 minutes barely lowered the false warnings
+    # and cost its length in lead (benchmarks/README.md, early warning).
+    _rule("grid.overload_forecast", "warning", "load forecast to peak at {value:.0%} of rated within "
+          "{horizon_s:.0f} s (threshold {threshold:.0%})",
+          threshold=1.0, horizon_s=3600.0, raise_s=0.0, clear_s=300.0, repeat_s=60.0),
 )}
 
 _SPECIFICITY = ("domain",) + LEVELS + ("entity",)

@@ -19,11 +19,12 @@ def domain_table(domain: str) -> str:
 
 
 # The other tables of the workers: alert states (streams.agents.AlertAgent), incidents
-# (streams.incident_agents) and cases (streams.case_agent). Named here, with the topics,
-# because their changelogs are provisioned with them (`Topics.specs`) by processes that
-# do not load Faust.
+# (streams.incident_agents), cases (streams.case_agent) and early warning's models
+# (streams.forecast_agent). Named here, with the topics, because their changelogs are
+# provisioned with them (`Topics.specs`) by processes that do not load Faust.
 ALERTS_TABLE, INCIDENTS_TABLE, CASES_TABLE = "alerts-state", "incidents-state", "cases-state"
-TABLES: tuple[str, ...] = (*map(domain_table, DOMAINS), ALERTS_TABLE, INCIDENTS_TABLE, CASES_TABLE)
+FORECAST_TABLE = "forecast-state"
+TABLES: tuple[str, ...] = (*map(domain_table, DOMAINS), ALERTS_TABLE, INCIDENTS_TABLE, CASES_TABLE, FORECAST_TABLE)
 
 DAY_MS = 86_400_000
 GIB = 1 << 30

@@ -16,9 +16,10 @@ DETECTED = {
     "gate.tailgating": (1.0, 1.0), "gate.fever": (38.9, 37.3), "gate.denied_burst": (7.0, 5.0),
     "gate.offline": (90.0, 90.0), "gate.crowd_surge": (41.0, 36.0),
     "traffic.congestion": (0.21, 0.3), "traffic.incident": (4.0, 10.0), "traffic.sensor_fault": (4.0, 3.0),
-    "traffic.anomaly": (61.0, 48.0), "traffic.offline": (180.0, 180.0),
+    "traffic.anomaly": (61.0, 48.0), "traffic.offline": (180.0, 180.0), "traffic.congestion_forecast": (0.22, 0.3),
     "grid.overload": (1.27, 1.0), "grid.voltage": (0.912, 0.93), "grid.frequency": (50.31, 50.2),
     "grid.outage": (0.0, 0.1), "grid.load_anomaly": (812.0, 455.0), "grid.offline": (60.0, 60.0),
+    "grid.overload_forecast": (1.12, 1.0),
 }
 
 

@@ -1,0 +1,243 @@
+"""Early warning (预警): a feeder's load, or a road's speed, forecast to cross its limit
+before it does.
+
+One partition's step, free of Faust: the closed window records of the aggregates topic
+in (streams/processor.py `window_records`), detections for the alert-inputs topic out.
+Per partition one `Forecaster` (streams/forecast.py) holds a slot per watched series
+(`<rule>|<entity>`), learns each closed window's mean, and forecasts the next
+`horizon_s`; the rule judges that forecast against the entity's limit (a share of a
+registry rating, `WATCHES`):
+
+- bad (the warning's condition): the bound of the 80 % interval nearest the limit crosses
+  it at some window within the horizon (for an overload, the low bound above the rating:
+  about 90 % sure the load will be over it);
+- ok (the warning clears): not even the forecast's mean crosses it within the horizon;
+- both held for the rule's `raise_s` / `clear_s` (streams/detectors/blocks.py `sustain`).
+
+A detection carries the usual alert fields (value: the forecast at its worst within the
+horizon, as a share of the rating; threshold: the rule's share) and a `forecast` object:
+when the mean is expected to cross the limit, the worst window with its interval, and
+the rule whose alert follows if the warning comes true (`warns_of`) with the first window
+past the limit (`came_true_at`): the link from the warning to the real alert.
+The detection's time is the end of the window the forecast was made from (the forecast
+is made as of then; it is known once that window closes, `lateness_s` later).
+
+A series is judged once its model has learnt a day (before that the forecaster has no
+profile and no trend, streams/forecast.py). Everything decided depends only on the
+closed windows, in the order of the partition: the state records the last source
+offset applied, a replay skips what it covers, and a closed window seen again (a domain
+worker's own replay sends it twice) is not learnt or judged twice, so a replay after a
+crash decides exactly as the first run did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
+
+from streams.detectors.blocks import Timing, idle, is_idle, sustain
+from streams.detectors.engine import Detection
+from streams.forecast import DAY_MS, Config, Forecaster
+from streams.processor import Record, iso
+from streams.registry import Registry
+from streams.rules import CATALOGUE, RuleBook
+from streams.state import CHUNK_BYTES, SlotIndex
+
+LAYOUT = 1
+MODEL_HORIZON_MS = 3_600_000  # errors (and so intervals) are tracked this far ahead
+# A quick trend, which sees a ramp coming: the forecaster's default is tuned for NAB and
+# sees one only when it is nearly there (benchmarks/README.md, early warning).
+TREND_RATE, TREND_DAMPING = 0.03, 0.96
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a forecast rule watches: the window mean of `field`, against the registry's
+    `rating` × the rule's parameter `limit`, warning of it going above (or below)."""
+
+    rule: str
+    warns_of: str  # the rule of the condition itself
+    field: str
+    rating: str
+    limit: str
+    above: bool = True
+
+
+WATCHES: dict[str, Watch] = {
+    "grid": Watch("grid.overload_forecast", "grid.overload", "load_kw", "rated_kw", "threshold"),
+    # Speed only: the congestion rule's occupancy is not forecast, and a road without a
+    # free-flow rating is not judged (the congestion rule falls back to its usual speed).
+    "traffic": Watch("traffic.congestion_forecast", "traffic.congestion", "speed_kmh", "free_flow_kmh", "speed_ratio",
+                     above=False),
+}
+RULES: tuple[str, ...] = tuple(w.rule for w in WATCHES.values())
+
+
+def model_config(window_ms: int) -> Config:
+    """The forecaster of the warnings: a step per window, an hour of tracked horizon."""
+    return Config(step_ms=window_ms, horizon=max(1, -(-MODEL_HORIZON_MS // window_ms)),
+                  trend_rate=TREND_RATE, trend_damping=TREND_DAMPING)
+
+
+@dataclass
+class Warnings:
+    """One partition's state: the model, its series, and each warning's sustain state."""
+
+    model: Forecaster
+    series: SlotIndex = field(default_factory=SlotIndex)
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)  # "<rule>|<entity>" → not idle
+    offset: int = -1  # the last source offset applied
+
+
+@dataclass
+class Applied:
+    """What a step did: detections for the alert-inputs topic (key, doc), and whether it
+    learnt anything (the state is then worth storing)."""
+
+    detections: list[tuple[bytes, bytes]] = field(default_factory=list)
+    learnt: bool = False
+
+
+class EarlyWarning:
+    def __init__(self, rules: RuleBook, registry: Registry, window_ms: int, config: Config | None = None) -> None:
+        """`config`: the model's, if not `model_config(window_ms)` (benchmarks try others).
+        Raises ValueError for a window that does not divide a day."""
+        self.rules, self.registry, self.window_ms = rules, registry, window_ms
+        self.config = config or model_config(window_ms)
+        self.ready_steps = DAY_MS // window_ms
+
+    def new(self) -> Warnings:
+        return Warnings(Forecaster(self.config))
+
+    def step(self, state: Warnings, records: Sequence[Record]) -> Applied:
+        """Apply a partition's records in order. Only the closed windows of a watched
+        domain are read (their key says so: `<domain>/<p>|<start>|closed/<chunk>`); live
+        figures and other domains pass by unparsed."""
+        out = Applied()
+        for r in records:
+            if r.offset <= state.offset:
+                continue  # applied before a crash
+            state.offset = r.offset
+            domain, _, rest = (r.key or b"").partition(b"/")
+            watch = WATCHES.get(domain.decode(errors="replace"))
+            if watch is None or b"|closed/" not in rest:
+                continue
+            try:
+                doc = orjson.loads(r.value or b"null")
+                f = doc["cols"]["f"][watch.field]
+                count, total = np.asarray(f["count"], np.float64), np.asarray(f["sum"], np.float64)
+                ws, entities = int(doc["window_start"]), [str(e) for e in doc["entities"]]
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # not a window record a worker wrote: nothing to learn from it
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = total / count  # NaN where the window had no reading: not learnt
+            found = self.observe(state, watch, ws, entities, means)
+            out.learnt = True
+            out.detections += [(d.key, orjson.dumps(doc)) for d, doc in found]
+        return out
+
+    def observe(self, state: Warnings, watch: Watch, ws: int, entities: list[str],
+                values: np.ndarray) -> list[tuple[Detection, dict[str, Any]]]:
+        """One closed window's means of some of a domain's entities: learn them, forecast,
+        judge. Each detection with its alert-inputs doc."""
+        model, domain = state.model, watch.rule.partition(".")[0]
+        params = [self.rules.for_entity(domain, e, self.registry.area(e))[watch.rule] for e in entities]
+        for e, p in zip(entities, params):
+            if not p["enabled"]:
+                state.rules.pop(f"{watch.rule}|{e}", None)  # a rule turned off is neither learnt nor judged
+        on = np.array([i for i, p in enumerate(params) if p["enabled"]], np.int64)
+        slots = state.series.of([f"{watch.rule}|{entities[i]}" for i in on.tolist()])
+        model.reserve(len(state.series))
+        fresh = (model.state["last_step"][slots] < ws // self.window_ms) & np.isfinite(values[on])
+        keep = on[fresh].tolist()
+        slots, values = slots[fresh], values[keep]
+        entities, params = [entities[i] for i in keep], [params[i] for i in keep]
+        if not entities:
+            return []
+        model.learn(slots, np.full(len(slots), ws), values)
+        rated = np.array([(self.registry.get(e) or {}).get(watch.rating) or np.nan for e in entities], np.float64)
+        share = np.array([p[watch.limit] for p in params])
+        # at most a day ahead: a horizon mistyped in the rules file must not take the memory
+        ahead = np.array([min(max(1, round(p["horizon_s"] * 1000 / self.window_ms)), self.ready_steps)
+                          for p in params])
+        fc = model.forecast(slots, int(ahead.max()))
+        # Judged as "above the limit" on both sides of a negated axis when watching for a fall.
+        sign = 1.0 if watch.above else -1.0
+        limit = sign * rated * share
+        sure = sign * (fc.low if watch.above else fc.high)  # the interval's bound nearest the limit
+        within = np.arange(fc.mean.shape[1])[None, :] < ahead[:, None]
+        ready = model.state["seen"][slots] >= self.ready_steps
+        bad = ready & ((sure > limit[:, None]) & within).any(axis=1)
+        crosses = (sign * fc.mean > limit[:, None]) & within
+        ok = ~(ready & crosses.any(axis=1))
+        worst = np.argmax(np.where(within, sign * fc.mean, -np.inf), axis=1)
+        now = ws + self.window_ms
+        out = []
+        for i, entity in enumerate(entities):
+            key = f"{watch.rule}|{entity}"
+            rs = state.rules.get(key)
+            if not bad[i] and rs is None:
+                continue  # the quiet majority: nothing pending, nothing firing
+            p, rs = params[i], rs or idle()
+            j = int(worst[i])
+            if sign * values[i] > limit[i]:
+                rs.setdefault("came_true", ws)  # the first window past the limit, this episode
+            for tr in sustain(rs, Timing.of(p), np.array([now]), bad[i:i + 1], ok[i:i + 1],
+                              np.array([fc.mean[i, j] / rated[i]]), share[i:i + 1]):
+                status, ts, value, threshold, episode, seq = tr
+                at = int(fc.step[i, np.argmax(crosses[i])]) * self.window_ms if crosses[i].any() else None
+                forecast = {
+                    "made_at": iso(now), "horizon_s": p["horizon_s"],
+                    "crosses_at": None if at is None else iso(at),
+                    "crosses_in_s": None if at is None else (at - now) / 1000,
+                    "worst_at": iso(int(fc.step[i, j]) * self.window_ms), "value": _share(fc.mean[i, j], rated[i]),
+                    "low": _share(fc.low[i, j], rated[i]), "high": _share(fc.high[i, j], rated[i]),
+                    # the rule whose alert follows if the warning comes true, and when it did
+                    "warns_of": watch.warns_of,
+                    "came_true_at": iso(rs["came_true"]) if "came_true" in rs else None}
+                d = Detection(watch.rule, entity, status, p["severity"], _share(value, 1.0) or 0.0, float(threshold),
+                              int(ts), int(episode), int(seq), _summary(watch.rule, p, value, threshold, forecast),
+                              self.registry.area(entity))
+                out.append((d, {**d.doc(), "forecast": forecast}))
+            if is_idle(rs):
+                state.rules.pop(key, None)
+            else:
+                state.rules[key] = rs
+        return out
+
+
+def _share(x: float, rated: float) -> float | None:
+    r = x / rated
+    return round(float(r), 4) if np.isfinite(r) else None
+
+
+def _summary(rule: str, p: dict[str, Any], value: float, threshold: float, fc: dict[str, Any]) -> str:
+    text = CATALOGUE[rule].describe(value, threshold, p)
+    if fc["crosses_in_s"] is None:
+        return f"{text}; no longer expected within {p['horizon_s'] / 60:g} min"
+    when = "past it now" if fc["crosses_in_s"] <= 0 else f"expected to cross it in {fc['crosses_in_s'] / 60:.0f} min"
+    return f"{text}; {when} (80 % interval at the worst {fc['low']:.0%}–{fc['high']:.0%})"
+
+
+# ---------------------------------------------------------------- stored layout
+
+
+def encode(state: Warnings) -> list[bytes]:
+    """The state as chunks of at most CHUNK_BYTES: a JSON header, then the model."""
+    header = orjson.dumps({"layout": LAYOUT, "offset": state.offset, "series": state.series.ids,
+                           "rules": state.rules})
+    payload = b"".join([len(header).to_bytes(8, "big"), header, state.model.encode()])
+    return [payload[i:i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)]
+
+
+def decode(chunks: list[bytes]) -> Warnings:
+    payload = b"".join(chunks)
+    size = int.from_bytes(payload[:8], "big")
+    header = orjson.loads(payload[8:8 + size])
+    if header.get("layout") != LAYOUT:
+        raise ValueError(f"early-warning state layout {header.get('layout')!r}; this worker reads {LAYOUT}")
+    return Warnings(Forecaster.decode(payload[8 + size:]), SlotIndex(header["series"]), header["rules"],
+                    header["offset"])
