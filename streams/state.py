@@ -192,9 +192,15 @@ def snapshot_writes(partition: int, state: PartitionState, previous: Snapshot | 
                     ) -> tuple[Snapshot, list[tuple[str, bytes]]]:
     """The table writes that store `state`, meta last, into the buffer the previous
     snapshot doesn't use."""
-    chunks = encode(state)
+    return chunk_writes(partition, encode(state), state.progress.offset, previous)
+
+
+def chunk_writes(partition: int, chunks: list[bytes], offset: int, previous: Snapshot | None
+                 ) -> tuple[Snapshot, list[tuple[str, bytes]]]:
+    """The table writes that store a snapshot's `chunks` (of any state, through source
+    `offset`) in this layout, meta last, into the buffer the previous one doesn't use."""
     buffer = "b" if previous is not None and previous.buffer == "a" else "a"
-    meta = Snapshot(buffer, len(chunks), state.progress.offset, sum(map(len, chunks)))
+    meta = Snapshot(buffer, len(chunks), offset, sum(map(len, chunks)))
     writes = [(chunk_key(partition, buffer, i), c) for i, c in enumerate(chunks)]
     return meta, writes + [(meta_key(partition), meta.to_bytes())]
 
