@@ -1,8 +1,9 @@
 """Anomaly detection: the rule catalogue's conditions per domain, and the statistical detector."""
 
 from streams.detectors import gate, grid, traffic
-from streams.detectors.engine import Batch, Detection, Detector, SilenceWatch, new_state
+from streams.detectors.engine import Batch, Detection, Detector
 from streams.detectors.statistical import SeasonalDetector
+from streams.detectors.store import RuleState
 from streams.registry import Registry
 from streams.rules import RuleBook
 
@@ -13,4 +14,4 @@ def detector(domain: str, rules: RuleBook, registry: Registry) -> Detector:
     return Detector(domain, CONDITIONS[domain], rules, registry)
 
 
-__all__ = ["Batch", "Detection", "Detector", "SeasonalDetector", "SilenceWatch", "detector", "new_state"]
+__all__ = ["Batch", "Detection", "Detector", "RuleState", "SeasonalDetector", "detector"]

@@ -2,27 +2,28 @@
 
 A domain module (gate.py, traffic.py, grid.py) turns a batch into one `Condition` per
 rule: arrays over the batch's events saying where the rule's raise and clear conditions
-hold, computed with numpy over the whole batch where a rule needs no history and by a
-short pass per entity where it does (baselines, recent speeds, denial counts). The
-`Detector` then runs `sustain` (blocks.py) only for the entities where something is
-going on, so quiet entities cost one vectorised comparison per rule, and judges silence
-(the `*.offline` rules) against the partition's stream time.
+hold, computed with numpy over the whole batch where a rule needs no history, and in
+rounds where it does (baselines, recent speeds, minute counts): round k judges every
+entity's k-th event of the batch at once, so each entity's events are still taken in
+order. The `Detector` then runs `sustain` (blocks.py) only for the entities where
+something is going on, so quiet entities cost one vectorised comparison per rule, and
+judges silence (the `*.offline` rules) against the partition's stream time.
 
-Per entity the state is one small dict, kept by the caller with the entity's other state:
-    {"seen": last event time, "r": {rule: sustain state}, …}
-plus whatever history the domain's conditions keep under their own keys.
+The state is the partition's `RuleState` (store.py), a row per entity: `seen` (the newest
+event time), a sustain row per rule (`sustain/<rule>`), when each silence rule falls due
+(`due/<rule>`), and the columns the domain's conditions keep.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from streams.columns import EventColumns
-from streams.detectors.blocks import Timing, idle, is_idle, sustain
+from streams.detectors.blocks import IDLE_ROW, SUSTAIN, Timing, busy, from_row, sustain, to_row
+from streams.detectors.store import NONE, RuleState
 from streams.registry import Derived, Registry
 from streams.rules import CATALOGUE, RuleBook
 
@@ -72,26 +73,39 @@ class Batch:
 
     Arrival order, not event time: every rule then sees each entity's events in the order
     of the partition, whatever the batch boundaries, so a replay after a crash, cut into
-    other batches, decides exactly as the first run did. `before` is the partition's
+    other batches, decides exactly as the first run did. `slots` is each event's row in
+    the rules' state (the partition's slot of its entity); `before` is the partition's
     stream time just before each event (streams.windows.stream_times). Entities are
-    numbered in order of first appearance.
+    numbered in order of first appearance; `rows` is each one's row.
     """
 
-    def __init__(self, events: EventColumns, before: np.ndarray | None = None) -> None:
+    def __init__(self, events: EventColumns, slots: np.ndarray, before: np.ndarray | None = None) -> None:
         self.events = events
         self.n = len(events)
         self.ts = events.ts
         self.before = np.maximum.accumulate(self.ts) if before is None else before
-        names, first, code = np.unique(events.entity.astype(str), return_index=True, return_inverse=True)
-        rank = np.empty(len(names), np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(names))
+        _, first, code = np.unique(slots, return_index=True, return_inverse=True)
+        by_first = np.argsort(first, kind="stable")
+        rank = np.empty(len(first), np.int64)
+        rank[by_first] = np.arange(len(first))
         self.code = rank[code.reshape(-1)]
-        self.entities = [str(e) for e in names[np.argsort(first, kind="stable")]]
+        self.rows = slots[first[by_first]]
+        self.entities = [str(e) for e in events.entity[first[by_first]]]
         order = np.argsort(self.code, kind="stable")
         self.starts = np.flatnonzero(np.diff(self.code[order], prepend=-1))
         self.order = order
         self.group = self.code[order]  # each event's entity, in group order
         self.groups: list[np.ndarray] = np.split(order, self.starts[1:]) if self.n else []
+
+    def rounds(self) -> Iterator[np.ndarray]:
+        """The events in rounds: round k holds each entity's k-th event (entities in order),
+        so a rule with history can judge a round's events at once, each against its own
+        entity's state, and still take every entity's events in order."""
+        if not self.n:
+            return
+        k = np.arange(self.n) - self.starts[self.group]  # each event's place in its group
+        by_round = self.order[np.lexsort((self.group, k))]
+        yield from np.split(by_round, np.cumsum(np.bincount(k))[:-1])
 
     def running_max(self, x: np.ndarray, initial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For integer values `x` of the events in group order (`x[order]`) and a start
@@ -121,16 +135,18 @@ class Batch:
 
 
 class Conditions(Protocol):
-    def __call__(self, batch: Batch, states: list[dict[str, Any]], params: list[Params],
+    def __call__(self, batch: Batch, state: RuleState, params: list[Params],
                  ratings: list[dict[str, Any]]) -> dict[str, Condition]: ...
 
 
+def per_entity(params: list[Params], rule: str, name: str) -> np.ndarray:
+    """A rule's parameter, one per entity of the batch."""
+    return np.array([p[rule][name] for p in params], float)
+
+
 def param(batch: Batch, params: list[Params], rule: str, name: str) -> np.ndarray:
-    return batch.per_event([p[rule][name] for p in params])
-
-
-def new_state() -> dict[str, Any]:
-    return {"seen": None, "r": {}}
+    """A rule's parameter, one per event of the batch."""
+    return per_entity(params, rule, name)[batch.code]
 
 
 class Detector:
@@ -146,39 +162,44 @@ class Detector:
     def params(self, entity: str) -> Params:
         return self._params[entity]
 
-    def detect(self, batch: Batch, states: list[dict[str, Any]]) -> list[Detection]:
-        """Advance the states (one per `batch.entities`, updated in place) over the batch."""
+    def detect(self, batch: Batch, state: RuleState) -> list[Detection]:
+        """Advance the rules' state (the rows `batch.rows`) over the batch."""
+        if not batch.n:
+            return []
+        state.reserve(int(batch.rows.max()) + 1)
         params = [self.params(e) for e in batch.entities]
         ratings = [self.registry.get(e) or {} for e in batch.entities]
-        ongoing: dict[str, set[int]] = {}  # rule → entities with a condition pending or firing
-        for i, st in enumerate(states):
-            for rule in st["r"]:
-                ongoing.setdefault(rule, set()).add(i)
-        out = self._silences_ended(batch, states, params, ongoing)
-        for rule, cond in self.conditions(batch, states, params, ratings).items():
-            active = set(np.unique(batch.code[cond.bad if cond.seen is None else cond.bad & cond.seen]).tolist())
-            for i in sorted(active | ongoing.get(rule, set())):
+        out = self._silences_ended(batch, state, params)
+        for rule, cond in self.conditions(batch, state, params, ratings).items():
+            table = _sustain(state, rule)
+            ongoing = busy(table[batch.rows])  # a condition pending or firing
+            active = np.zeros(len(batch.rows), bool)
+            active[batch.code[cond.bad if cond.seen is None else cond.bad & cond.seen]] = True
+            for i in np.flatnonzero(active | ongoing).tolist():
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
                 idx = batch.groups[i]
                 if cond.seen is not None:
                     idx = idx[cond.seen[idx]]
-                rs = states[i]["r"].get(rule) or idle()
+                row = int(batch.rows[i])
+                rs = from_row(table[row])
                 for tr in sustain(rs, Timing.of(p), batch.ts[idx], cond.bad[idx], cond.ok[idx],
                                   cond.value[idx], cond.threshold[idx]):
                     out.append(self._detection(rule, batch.entities[i], p, tr))
-                if is_idle(rs):
-                    states[i]["r"].pop(rule, None)
-                else:
-                    states[i]["r"][rule] = rs
-        newest = np.maximum.reduceat(batch.ts[batch.order], batch.starts).tolist() if batch.n else []
-        for st, t in zip(states, newest):
-            st["seen"] = t if st["seen"] is None else max(st["seen"], t)
+                table[row] = to_row(rs)
+        seen = state.column("seen", np.int64, NONE)
+        was = seen[batch.rows]
+        now = np.maximum(was, np.maximum.reduceat(batch.ts[batch.order], batch.starts))
+        seen[batch.rows] = now
+        moved = now != was
+        for rule in self.silence:  # when the entity goes silent, from its newest event on
+            due = state.column(f"due/{rule}", np.int64, NONE)
+            timeout = np.array([int(p[rule]["timeout_s"] * 1000) if p[rule]["enabled"] else -1 for p in params])
+            due[batch.rows[moved]] = np.where(timeout >= 0, now + timeout, NONE)[moved]
         return out
 
-    def _silences_ended(self, batch: Batch, states: list[dict[str, Any]], params: list[Params],
-                        ongoing: dict[str, set[int]]) -> list[Detection]:
+    def _silences_ended(self, batch: Batch, state: RuleState, params: list[Params]) -> list[Detection]:
         """Silences that an event of this batch ends: an entity already flagged, and gaps
         nobody flagged yet (its next event came after stream time, or its own clock, had
         passed its timeout), which fire and resolve here, just as they would have across
@@ -188,54 +209,54 @@ class Detector:
         out: list[Detection] = []
         reach = np.maximum(batch.before, batch.ts)[batch.order]  # how far time had got at each event
         never = np.iinfo(np.int64).min // 2
-        last, _ = batch.running_max(batch.ts[batch.order],
-                                    np.array([never if s["seen"] is None else s["seen"] for s in states], np.int64))
+        seen = state.column("seen", np.int64, NONE)[batch.rows]
+        last, _ = batch.running_max(batch.ts[batch.order], np.where(seen == NONE, never, seen))
         for rule in self.silence:
+            table = _sustain(state, rule)
             timeout = np.array([p[rule]["timeout_s"] * 1000 for p in params])[batch.group]
             # a gap: time got past the timeout since the entity's previous event
-            maybe = np.zeros(len(batch.entities), bool)
+            maybe = busy(table[batch.rows])
             maybe[batch.group[(last > never) & (reach >= last + timeout)]] = True
-            for i in sorted(set(np.flatnonzero(maybe).tolist()) | ongoing.get(rule, set())):
+            for i in np.flatnonzero(maybe).tolist():
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
-                last_seen = states[i]["seen"]
+                row = int(batch.rows[i])
+                last_seen = None if seen[i] == NONE else int(seen[i])
                 for j in batch.groups[i].tolist():
                     t = int(batch.ts[j])
-                    if (rule not in states[i]["r"] and last_seen is not None
+                    if (not busy(table[row:row + 1])[0] and last_seen is not None
                             and max(int(batch.before[j]), t) >= last_seen + p["timeout_s"] * 1000):
-                        out.append(self._went_silent(rule, batch.entities[i], last_seen, p, states[i]))
-                    rs = states[i]["r"].pop(rule, None)
-                    if rs is not None:
+                        out.append(self._went_silent(rule, batch.entities[i], last_seen, p, table, row))
+                    rs = from_row(table[row])
+                    if rs["on"] or rs["bad"] is not None:
+                        table[row] = IDLE_ROW
                         out.append(self._detection(rule, batch.entities[i], p, (
                             "resolved", t, p["timeout_s"], p["timeout_s"], rs["episode"], rs["seq"] + 1)))
                     last_seen = t if last_seen is None else max(last_seen, t)
         return out
 
-    def watch(self, watch: "SilenceWatch", entity: str, last: int) -> None:
-        """Note an entity's newest event time, to find it when it goes silent."""
-        for rule in self.silence:
-            p = self.params(entity)[rule]
-            if p["enabled"]:
-                watch.saw(entity, last, last + int(p["timeout_s"] * 1000))
-
-    def silent(self, watch: "SilenceWatch", stream_time: int,
-               state_of: Callable[[str], dict[str, Any]]) -> list[Detection]:
-        """Entities that have sent nothing for their rule's timeout, by stream time. The
-        alert's time is when the silence crossed the timeout, so it doesn't depend on
-        when the partition noticed; `state_of` gives (and lets this update) a state."""
+    def silent(self, state: RuleState, entities: Sequence[str], stream_time: int) -> list[Detection]:
+        """Entities (named by row in `entities`) that have sent nothing for their rule's
+        timeout, by stream time, earliest first. The alert's time is when the silence
+        crossed the timeout, so it doesn't depend on when the partition noticed."""
         out: list[Detection] = []
-        for entity, last in watch.due(stream_time):
-            state = state_of(entity)
-            for rule in self.silence:
-                if rule not in state["r"]:
-                    out.append(self._went_silent(rule, entity, last, self.params(entity)[rule], state))
+        seen = state.column("seen", np.int64, NONE)
+        for rule in self.silence:
+            due = state.column(f"due/{rule}", np.int64, NONE)
+            table = _sustain(state, rule)
+            rows = np.flatnonzero((due[:state.rows] != NONE) & (due[:state.rows] <= stream_time))
+            for row in sorted(rows.tolist(), key=lambda r: (int(due[r]), entities[r])):
+                due[row] = NONE  # noted once; the entity's next event sets it again
+                if not busy(table[row:row + 1])[0]:
+                    entity = entities[row]
+                    out.append(self._went_silent(rule, entity, int(seen[row]), self.params(entity)[rule], table, row))
         return out
 
-    def _went_silent(self, rule: str, entity: str, last: int, p: dict[str, Any],
-                     state: dict[str, Any]) -> Detection:
+    def _went_silent(self, rule: str, entity: str, last: int, p: dict[str, Any], table: np.ndarray,
+                     row: int) -> Detection:
         due = int(last + p["timeout_s"] * 1000)
-        state["r"][rule] = {**idle(), "on": True, "episode": due, "seq": 1, "emitted": due}
+        table[row] = to_row({"on": True, "bad": None, "ok": None, "episode": due, "seq": 1, "emitted": due})
         return self._detection(rule, entity, p, ("firing", due, p["timeout_s"], p["timeout_s"], due, 1))
 
     def _detection(self, rule: str, entity: str, p: dict[str, Any], tr: tuple) -> Detection:
@@ -248,23 +269,5 @@ class Detector:
                          self.registry.area(entity))
 
 
-class SilenceWatch:
-    """One partition's entities ordered by when they go silent: a heap of (due, entity,
-    last seen), stale entries skipped, so each step looks only at what fell due."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
-        self._heap: list[tuple[int, str, int]] = []
-
-    def saw(self, entity: str, last: int, due: int) -> None:
-        if self.seen.get(entity) != last:
-            self.seen[entity] = last
-            heapq.heappush(self._heap, (due, entity, last))
-
-    def due(self, stream_time: int) -> list[tuple[str, int]]:
-        out = []
-        while self._heap and self._heap[0][0] <= stream_time:
-            _, entity, last = heapq.heappop(self._heap)
-            if self.seen.get(entity) == last:
-                out.append((entity, last))
-        return out
+def _sustain(state: RuleState, rule: str) -> np.ndarray:
+    return state.column(f"sustain/{rule}", np.int64, NONE, len(SUSTAIN))
