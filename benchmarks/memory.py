@@ -11,6 +11,7 @@ window stays open: the worst case for memory.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import time
 import tracemalloc
@@ -42,9 +43,11 @@ def city(entities: int, windows: int) -> dict[int, list[list[Record]]]:
         for i in range(entities):
             eid = f"T-{i:07d}"
             p = partition_for(eid, PARTITIONS)
+            # readings that change from minute to minute, as a working detector's do (the
+            # same reading three times in a row is a stuck sensor, and every detector would fire)
             value = orjson.dumps({"type": "traffic.flow", "ts": T0 + w * 60_000 + i % 60_000, "sensor_id": eid,
-                                  "interval_s": 60, "volume": i % 40, "speed_kmh": 40.0 + i % 7,
-                                  "occupancy": 0.2})
+                                  "interval_s": 60, "volume": (i + 7 * w) % 40, "speed_kmh": 40.0 + (i + w) % 7,
+                                  "occupancy": 0.2 + 0.01 * w})
             per_partition.setdefault(p, []).append(Record(p, offsets[p], eid.encode(), value))
             offsets[p] += 1
         for p, records in per_partition.items():
@@ -92,4 +95,10 @@ def scale(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)) -> list[dict[st
 
 
 if __name__ == "__main__":
-    print(orjson.dumps(measure(), option=orjson.OPT_INDENT_2).decode())
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entities", type=int, nargs="+", default=[ENTITIES], help="city sizes, measured in turn")
+    ap.add_argument("--windows", type=int, default=3, help="one-minute windows held open")
+    ap.add_argument("--no-rules", action="store_true", help="windows and area shares only")
+    args = ap.parse_args()
+    for n in args.entities:
+        print(orjson.dumps(measure(n, args.windows, not args.no_rules)).decode(), flush=True)

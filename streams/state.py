@@ -118,8 +118,8 @@ def encode(state: PartitionState) -> list[bytes]:
     arrays: list[np.ndarray] = []
     windows = {}
     for ws, block in sorted(state.windows.items()):
-        windows[str(ws)] = _put(arrays, block)
-    rollups = {str(ws): {level: _put(arrays, b) for level, b in levels.items()}
+        windows[str(ws)] = _put(arrays, block, len(state.entities))
+    rollups = {str(ws): {level: _put(arrays, b, len(state.areas[level])) for level, b in levels.items()}
                for ws, levels in sorted(state.rollups.items())}
     rules = state.detectors
     columns = {}
@@ -162,9 +162,10 @@ def decode(shape: Shape, chunks: list[bytes]) -> PartitionState:
     return state
 
 
-def _put(arrays: list[np.ndarray], block: Block) -> int:
+def _put(arrays: list[np.ndarray], block: Block, slots: int) -> int:
+    """A block's arrays, cut to the slots in use (the rest is room to grow)."""
     first = len(arrays)
-    arrays.extend(block.arrays().values())
+    arrays.extend(a[..., :slots] for a in block.arrays().values())
     return first
 
 

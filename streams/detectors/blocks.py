@@ -1,9 +1,8 @@
 """Building blocks the rules are made of: a condition held for a duration, and a baseline.
 
-Both keep a small, fixed-size state per entity (a sustain state is a small dict while an
-entity's rule is judged, a row of int64 in between; a baseline is columns of the rules'
-state, streams/detectors/store.py), update on event time only, and learn nothing from
-the future.
+Both keep a small, fixed-size state per entity (a sustain state is a small dict, kept
+only while it is not idle; a baseline is columns of the rules' state,
+streams/detectors/store.py), update on event time only, and learn nothing from the future.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.detectors.store import NONE, RuleState
+from streams.detectors.store import RuleState
 
 Transition = tuple[str, int, float, float, int, int]  # kind, ts, value, threshold, episode, seq
 
@@ -74,29 +73,6 @@ def sustain(state: dict[str, Any], timing: Timing, ts: np.ndarray, bad: np.ndarr
 def is_idle(state: dict[str, Any]) -> bool:
     return not state["on"] and state["bad"] is None
 
-
-# A sustain state as a row of int64 (NONE for None), in a column per rule: all NONE is idle,
-# and a state is on exactly when it names its episode.
-SUSTAIN = ("bad", "ok", "episode", "seq", "emitted")
-IDLE_ROW = [NONE] * len(SUSTAIN)
-
-
-def busy(rows: np.ndarray) -> np.ndarray:
-    """Which of these sustain rows are not idle."""
-    return (rows[:, 0] != NONE) | (rows[:, 2] != NONE)
-
-
-def from_row(row: np.ndarray) -> dict[str, Any]:
-    state = {k: None if v == NONE else v for k, v in zip(SUSTAIN, row.tolist())}
-    state["on"] = state["episode"] is not None
-    state["seq"] = state["seq"] or 0
-    return state
-
-
-def to_row(state: dict[str, Any]) -> list[int]:
-    if is_idle(state):
-        return IDLE_ROW
-    return [NONE if state[k] is None else state[k] for k in SUSTAIN]
 
 
 # ---------------------------------------------------------------- seasonal baseline

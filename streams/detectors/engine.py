@@ -9,9 +9,10 @@ order. The `Detector` then runs `sustain` (blocks.py) only for the entities wher
 something is going on, so quiet entities cost one vectorised comparison per rule, and
 judges silence (the `*.offline` rules) against the partition's stream time.
 
-The state is the partition's `RuleState` (store.py), a row per entity: `seen` (the newest
-event time), a sustain row per rule (`sustain/<rule>`), when each silence rule falls due
-(`due/<rule>`), and the columns the domain's conditions keep.
+The state is the partition's `RuleState` (store.py), a row per entity: the columns `seen`
+(the newest event time) and `due/<rule>` (when a silence rule falls due), the columns the
+domain's conditions keep, and per rule the sustain states that are not idle
+(`sparse["sustain/<rule>"]`, row → state: most entities have none, most of the time).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 
 from streams.columns import EventColumns
-from streams.detectors.blocks import IDLE_ROW, SUSTAIN, Timing, busy, from_row, sustain, to_row
+from streams.detectors.blocks import Timing, idle, is_idle, sustain
 from streams.detectors.store import NONE, RuleState
 from streams.registry import Derived, Registry
 from streams.rules import CATALOGUE, RuleBook
@@ -172,10 +173,9 @@ class Detector:
         out = self._silences_ended(batch, state, params)
         for rule, cond in self.conditions(batch, state, params, ratings).items():
             table = _sustain(state, rule)
-            ongoing = busy(table[batch.rows])  # a condition pending or firing
-            active = np.zeros(len(batch.rows), bool)
+            active = _busy(table, batch.rows)  # a condition pending or firing
             active[batch.code[cond.bad if cond.seen is None else cond.bad & cond.seen]] = True
-            for i in np.flatnonzero(active | ongoing).tolist():
+            for i in np.flatnonzero(active).tolist():
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
@@ -183,11 +183,12 @@ class Detector:
                 if cond.seen is not None:
                     idx = idx[cond.seen[idx]]
                 row = int(batch.rows[i])
-                rs = from_row(table[row])
+                rs = table.pop(row, None) or idle()
                 for tr in sustain(rs, Timing.of(p), batch.ts[idx], cond.bad[idx], cond.ok[idx],
                                   cond.value[idx], cond.threshold[idx]):
                     out.append(self._detection(rule, batch.entities[i], p, tr))
-                table[row] = to_row(rs)
+                if not is_idle(rs):
+                    table[row] = rs
         seen = state.column("seen", np.int64, NONE)
         was = seen[batch.rows]
         now = np.maximum(was, np.maximum.reduceat(batch.ts[batch.order], batch.starts))
@@ -215,7 +216,7 @@ class Detector:
             table = _sustain(state, rule)
             timeout = np.array([p[rule]["timeout_s"] * 1000 for p in params])[batch.group]
             # a gap: time got past the timeout since the entity's previous event
-            maybe = busy(table[batch.rows])
+            maybe = _busy(table, batch.rows)
             maybe[batch.group[(last > never) & (reach >= last + timeout)]] = True
             for i in np.flatnonzero(maybe).tolist():
                 p = params[i][rule]
@@ -225,12 +226,11 @@ class Detector:
                 last_seen = None if seen[i] == NONE else int(seen[i])
                 for j in batch.groups[i].tolist():
                     t = int(batch.ts[j])
-                    if (not busy(table[row:row + 1])[0] and last_seen is not None
+                    if (row not in table and last_seen is not None
                             and max(int(batch.before[j]), t) >= last_seen + p["timeout_s"] * 1000):
                         out.append(self._went_silent(rule, batch.entities[i], last_seen, p, table, row))
-                    rs = from_row(table[row])
-                    if rs["on"] or rs["bad"] is not None:
-                        table[row] = IDLE_ROW
+                    rs = table.pop(row, None)
+                    if rs is not None:
                         out.append(self._detection(rule, batch.entities[i], p, (
                             "resolved", t, p["timeout_s"], p["timeout_s"], rs["episode"], rs["seq"] + 1)))
                     last_seen = t if last_seen is None else max(last_seen, t)
@@ -248,15 +248,15 @@ class Detector:
             rows = np.flatnonzero((due[:state.rows] != NONE) & (due[:state.rows] <= stream_time))
             for row in sorted(rows.tolist(), key=lambda r: (int(due[r]), entities[r])):
                 due[row] = NONE  # noted once; the entity's next event sets it again
-                if not busy(table[row:row + 1])[0]:
+                if row not in table:
                     entity = entities[row]
                     out.append(self._went_silent(rule, entity, int(seen[row]), self.params(entity)[rule], table, row))
         return out
 
-    def _went_silent(self, rule: str, entity: str, last: int, p: dict[str, Any], table: np.ndarray,
+    def _went_silent(self, rule: str, entity: str, last: int, p: dict[str, Any], table: dict[int, Any],
                      row: int) -> Detection:
         due = int(last + p["timeout_s"] * 1000)
-        table[row] = to_row({"on": True, "bad": None, "ok": None, "episode": due, "seq": 1, "emitted": due})
+        table[row] = {**idle(), "on": True, "episode": due, "seq": 1, "emitted": due}
         return self._detection(rule, entity, p, ("firing", due, p["timeout_s"], p["timeout_s"], due, 1))
 
     def _detection(self, rule: str, entity: str, p: dict[str, Any], tr: tuple) -> Detection:
@@ -269,5 +269,13 @@ class Detector:
                          self.registry.area(entity))
 
 
-def _sustain(state: RuleState, rule: str) -> np.ndarray:
-    return state.column(f"sustain/{rule}", np.int64, NONE, len(SUSTAIN))
+def _sustain(state: RuleState, rule: str) -> dict[int, dict[str, Any]]:
+    """The rule's sustain states that are not idle, by row."""
+    return state.sparse.setdefault(f"sustain/{rule}", {})
+
+
+def _busy(table: dict[int, Any], rows: np.ndarray) -> np.ndarray:
+    """Which of these rows have a sustain state (a condition pending or firing)."""
+    if not table:
+        return np.zeros(len(rows), bool)
+    return np.isin(rows, np.fromiter(table, np.int64, len(table)))
