@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
+import orjson
 
 from streams.columns import EventColumns
 from streams.detectors.blocks import Timing, idle, is_idle, sustain
 from streams.detectors.store import NONE, RuleState
-from streams.registry import Derived, Registry
+from streams.registry import Registry
 from streams.rules import CATALOGUE, RuleBook
 
 Params = dict[str, dict[str, Any]]  # rule → parameters, for one entity
@@ -135,19 +136,58 @@ class Batch:
         return np.asarray(per_entity, dtype=float)[self.code]
 
 
+class Profiles:
+    """The distinct sets of rule parameters a domain's entities have, numbered: most
+    entities share the book's defaults, and overrides by area or entity make a few more.
+    A parameter over the profiles is one array, so the parameters of a batch's entities
+    are a fancy index of it, not a dict lookup per entity."""
+
+    def __init__(self) -> None:
+        self.params: list[Params] = []
+        self._ids: dict[bytes, int] = {}
+        self._columns: dict[tuple[str, str], np.ndarray] = {}
+
+    def id(self, params: Params) -> int:
+        key = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+        i = self._ids.get(key)
+        if i is None:
+            i = self._ids[key] = len(self.params)
+            self.params.append(params)
+            self._columns.clear()
+        return i
+
+    def column(self, rule: str, name: str) -> np.ndarray:
+        c = self._columns.get((rule, name))
+        if c is None:
+            c = self._columns[rule, name] = np.array([p[rule][name] for p in self.params], float)
+        return c
+
+
+class EntityParams(Sequence[Params]):
+    """The rule parameters of a batch's entities (in `entities` order): entity i's as
+    `params[i]`, one parameter for all of them as `column(rule, name)`."""
+
+    def __init__(self, profiles: Profiles, which: np.ndarray) -> None:
+        self.profiles, self.which = profiles, which
+
+    def __len__(self) -> int:
+        return len(self.which)
+
+    def __getitem__(self, i: int) -> Params:  # type: ignore[override]
+        return self.profiles.params[self.which[i]]
+
+    def column(self, rule: str, name: str) -> np.ndarray:
+        return self.profiles.column(rule, name)[self.which]
+
+
 class Conditions(Protocol):
-    def __call__(self, batch: Batch, state: RuleState, params: list[Params],
+    def __call__(self, batch: Batch, state: RuleState, params: EntityParams,
                  ratings: list[dict[str, Any]]) -> dict[str, Condition]: ...
 
 
-def per_entity(params: list[Params], rule: str, name: str) -> np.ndarray:
-    """A rule's parameter, one per entity of the batch."""
-    return np.array([p[rule][name] for p in params], float)
-
-
-def param(batch: Batch, params: list[Params], rule: str, name: str) -> np.ndarray:
+def param(batch: Batch, params: EntityParams, rule: str, name: str) -> np.ndarray:
     """A rule's parameter, one per event of the batch."""
-    return per_entity(params, rule, name)[batch.code]
+    return params.column(rule, name)[batch.code]
 
 
 class Detector:
@@ -156,19 +196,33 @@ class Detector:
     def __init__(self, domain: str, conditions: Conditions, rules: RuleBook, registry: Registry) -> None:
         self.domain, self.conditions, self.rules, self.registry = domain, conditions, rules, registry
         self.silence = [r for r in CATALOGUE if r.startswith(domain + ".") and r.endswith(".offline")]
-        # an entity that moves may fall under other overrides: derived anew on every change
-        self._params: Derived[str, Params] = Derived(
-            registry, lambda entity: rules.for_entity(domain, entity, registry.area(entity)))
+        self.profiles = Profiles()
 
     def params(self, entity: str) -> Params:
-        return self._params[entity]
+        return self.rules.for_entity(self.domain, entity, self.registry.area(entity))
+
+    def _params(self, batch: Batch, state: RuleState) -> EntityParams:
+        """The batch's entities' parameters, by the profile each row has (`state.derived`);
+        an entity that moves may fall under other overrides, so all are derived anew
+        whenever the registry changes."""
+        if state.derived.get("registry") != self.registry.version:
+            state.derived = {"registry": self.registry.version, "profile": np.empty(0, np.int32)}
+        profile = state.derived["profile"]
+        if len(profile) < state.rows:
+            grown = np.full(max(state.rows, len(profile) + len(profile) // 4), -1, np.int32)
+            grown[:len(profile)] = profile
+            profile = state.derived["profile"] = grown
+        which = profile[batch.rows]
+        for i in np.flatnonzero(which < 0).tolist():
+            which[i] = profile[batch.rows[i]] = self.profiles.id(self.params(batch.entities[i]))
+        return EntityParams(self.profiles, which)
 
     def detect(self, batch: Batch, state: RuleState) -> list[Detection]:
         """Advance the rules' state (the rows `batch.rows`) over the batch."""
         if not batch.n:
             return []
         state.reserve(int(batch.rows.max()) + 1)
-        params = [self.params(e) for e in batch.entities]
+        params = self._params(batch, state)
         ratings = [self.registry.get(e) or {} for e in batch.entities]
         out = self._silences_ended(batch, state, params)
         for rule, cond in self.conditions(batch, state, params, ratings).items():
@@ -196,11 +250,11 @@ class Detector:
         moved = now != was
         for rule in self.silence:  # when the entity goes silent, from its newest event on
             due = state.column(f"due/{rule}", np.int64, NONE)
-            timeout = np.array([int(p[rule]["timeout_s"] * 1000) if p[rule]["enabled"] else -1 for p in params])
-            due[batch.rows[moved]] = np.where(timeout >= 0, now + timeout, NONE)[moved]
+            timeout = (params.column(rule, "timeout_s") * 1000).astype(np.int64)
+            due[batch.rows[moved]] = np.where(params.column(rule, "enabled") > 0, now + timeout, NONE)[moved]
         return out
 
-    def _silences_ended(self, batch: Batch, state: RuleState, params: list[Params]) -> list[Detection]:
+    def _silences_ended(self, batch: Batch, state: RuleState, params: EntityParams) -> list[Detection]:
         """Silences that an event of this batch ends: an entity already flagged, and gaps
         nobody flagged yet (its next event came after stream time, or its own clock, had
         passed its timeout), which fire and resolve here, just as they would have across
@@ -214,7 +268,7 @@ class Detector:
         last, _ = batch.running_max(batch.ts[batch.order], np.where(seen == NONE, never, seen))
         for rule in self.silence:
             table = _sustain(state, rule)
-            timeout = np.array([p[rule]["timeout_s"] * 1000 for p in params])[batch.group]
+            timeout = (params.column(rule, "timeout_s") * 1000)[batch.group]
             # a gap: time got past the timeout since the entity's previous event
             maybe = _busy(table, batch.rows)
             maybe[batch.group[(last > never) & (reach >= last + timeout)]] = True

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from streams.detectors.blocks import Baselines
-from streams.detectors.engine import Batch, Condition, Params, param, per_entity
+from streams.detectors.engine import Batch, Condition, EntityParams, param
 from streams.detectors.store import NONE, RuleState
 
 MINUTE_MS = 60_000
@@ -18,7 +18,7 @@ SURGE_RATE = 0.1  # baseline learning rate per minute of passes
 MAX_SUBJECTS = 32  # subjects with recent denials remembered per gate: constant memory
 
 
-def conditions(batch: Batch, state: RuleState, params: list[Params],
+def conditions(batch: Batch, state: RuleState, params: EntityParams,
                ratings: list[dict[str, Any]]) -> dict[str, Condition]:
     tail = batch.equals("tailgate", True)
     one = np.ones(batch.n)
@@ -33,7 +33,7 @@ def conditions(batch: Batch, state: RuleState, params: list[Params],
     }
 
 
-def _denied_burst(batch: Batch, state: RuleState, params: list[Params]) -> Condition:
+def _denied_burst(batch: Batch, state: RuleState, params: EntityParams) -> Condition:
     """Denials within `within_s`, counted per gate and per subject (a credential tried again
     and again); only denied passes are looked at, so the usual gate costs nothing here, and
     only gates with recent denials keep any (`sparse`: a dict per such gate)."""
@@ -60,7 +60,7 @@ def _denied_burst(batch: Batch, state: RuleState, params: list[Params]) -> Condi
     return Condition(bad, ~bad, value, limit)
 
 
-def _crowd_surge(batch: Batch, state: RuleState, params: list[Params]) -> Condition:
+def _crowd_surge(batch: Batch, state: RuleState, params: EntityParams) -> Condition:
     """Passes per minute against that hour's normal. A minute is judged at the gate's first
     event after it (heartbeats come every 30 s, so that is soon), which is the only event
     the rule looks at; the others say nothing about it.
@@ -93,8 +93,8 @@ def _crowd_surge(batch: Batch, state: RuleState, params: list[Params]) -> Condit
     count = total[boundary] - since
     place = np.arange(len(boundary))
     k = place - np.maximum.accumulate(np.where(first, place, 0))  # the gate's k-th boundary
-    ratio = per_entity(params, "gate.crowd_surge", "ratio")
-    excess = per_entity(params, "gate.crowd_surge", "min_excess")
+    ratio = params.column("gate.crowd_surge", "ratio")
+    excess = params.column("gate.crowd_surge", "min_excess")
     for r in range(int(k.max()) + 1 if len(k) else 0):
         b = boundary[k == r]
         e, c, j = gate[b], count[k == r], order[b]

@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 
 from streams.detectors.blocks import Baselines
-from streams.detectors.engine import Batch, Condition, Params, param, per_entity
+from streams.detectors.engine import Batch, Condition, EntityParams, param
 from streams.detectors.store import RuleState
 
 RATE = 0.02  # baseline learning rate per reading (every 10 s): the last ~8 minutes
 NOMINAL_KV = 10.0  # China's distribution voltage, for feeders the registry gives no rating
 
 
-def conditions(batch: Batch, state: RuleState, params: list[Params],
+def conditions(batch: Batch, state: RuleState, params: EntityParams,
                ratings: list[dict[str, Any]]) -> dict[str, Condition]:
     load, voltage, frequency = batch.col("load_kw"), batch.col("voltage_kv"), batch.col("frequency_hz")
     rated = batch.per_event([r.get("rated_kw") or np.nan for r in ratings])
@@ -49,14 +49,14 @@ def conditions(batch: Batch, state: RuleState, params: list[Params],
     }
 
 
-def _load_anomaly(batch: Batch, state: RuleState, params: list[Params], load: np.ndarray,
+def _load_anomaly(batch: Batch, state: RuleState, params: EntityParams, load: np.ndarray,
                   explained: np.ndarray) -> Condition:
     """Load far from this feeder's normal for the time of day, in either direction; readings
     another rule explains (an outage, an overload) are neither judged nor learnt."""
     bad = np.zeros(batch.n, bool)
     ok = np.zeros(batch.n, bool)
     normal = np.full(batch.n, np.nan)
-    deviation = per_entity(params, "grid.load_anomaly", "deviation")
+    deviation = params.column("grid.load_anomaly", "deviation")
     base = Baselines(state, "base")
     for j in batch.rounds():
         j = j[~explained[j] & ~np.isnan(load[j])]

@@ -23,6 +23,7 @@ class RuleState:
         self.rows = rows  # rows in use: one more than the highest slot judged
         self.cols: dict[str, np.ndarray] = cols or {}
         self.sparse: dict[str, dict[int, Any]] = sparse or {}
+        self.derived: dict[str, Any] = {}  # what the rules derive per row from the registry: not stored
 
     def reserve(self, rows: int) -> None:
         """Rows up to `rows` are in use from now on. Columns grow when next asked for, and

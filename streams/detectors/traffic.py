@@ -16,21 +16,21 @@ from typing import Any
 import numpy as np
 
 from streams.detectors.blocks import Baselines
-from streams.detectors.engine import Batch, Condition, Params, per_entity
+from streams.detectors.engine import Batch, Condition, EntityParams
 from streams.detectors.store import RuleState
 
 RATE = 0.2  # learning rate per reading (one a minute): history of the last ~5 minutes
 RULES = ("traffic.congestion", "traffic.incident", "traffic.sensor_fault", "traffic.anomaly")
 
 
-def conditions(batch: Batch, state: RuleState, params: list[Params],
+def conditions(batch: Batch, state: RuleState, params: EntityParams,
                ratings: list[dict[str, Any]]) -> dict[str, Condition]:
     cols = {r: [np.zeros(batch.n, bool), np.zeros(batch.n, bool), np.full(batch.n, np.nan),
                 np.full(batch.n, np.nan)] for r in RULES}
     volume, speed, occupancy = (batch.col(f) for f in ("volume", "speed_kmh", "occupancy"))
     per_minute = batch.col("volume") * 60 / batch.col("interval_s")
     free_flow = np.array([r.get("free_flow_kmh") or np.nan for r in ratings], float)  # NaN: none
-    limits = {(rule, name): per_entity(params, rule, name) for rule, names in LIMITS.items() for name in names}
+    limits = {(rule, name): params.column(rule, name) for rule, names in LIMITS.items() for name in names}
     history = History(state)
     for j in batch.rounds():
         e = batch.code[j]
