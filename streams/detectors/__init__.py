@@ -7,11 +7,12 @@ from streams.detectors.store import RuleState
 from streams.registry import Registry
 from streams.rules import RuleBook
 
-CONDITIONS = {"gate": gate.conditions, "traffic": traffic.conditions, "grid": grid.conditions}
+DOMAINS = {"gate": gate, "traffic": traffic, "grid": grid}
 
 
 def detector(domain: str, rules: RuleBook, registry: Registry) -> Detector:
-    return Detector(domain, CONDITIONS[domain], rules, registry)
+    rules_of = DOMAINS[domain]
+    return Detector(domain, rules_of.conditions, rules, registry, rules_of.RATINGS)
 
 
 __all__ = ["Batch", "Detection", "Detector", "RuleState", "SeasonalDetector", "detector"]

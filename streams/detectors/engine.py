@@ -97,7 +97,11 @@ class Batch:
         self.starts = np.flatnonzero(np.diff(self.code[order], prepend=-1))
         self.order = order
         self.group = self.code[order]  # each event's entity, in group order
-        self.groups: list[np.ndarray] = np.split(order, self.starts[1:]) if self.n else []
+        self.ends = np.append(self.starts[1:], self.n)
+
+    def events_of(self, i: int) -> np.ndarray:
+        """Entity i's events, in arrival order."""
+        return self.order[self.starts[i]:self.ends[i]]
 
     def rounds(self) -> Iterator[np.ndarray]:
         """The events in rounds: round k holds each entity's k-th event (entities in order),
@@ -130,10 +134,6 @@ class Batch:
 
     def label(self, name: str, i: int) -> Any:
         return self.events.labels[name][i]
-
-    def per_event(self, per_entity: Sequence[float]) -> np.ndarray:
-        """Spread one number per entity (in `entities` order) over the entity's events."""
-        return np.asarray(per_entity, dtype=float)[self.code]
 
 
 class Profiles:
@@ -181,8 +181,11 @@ class EntityParams(Sequence[Params]):
 
 
 class Conditions(Protocol):
+    """A domain's rules over a batch; `ratings` are the registry's figures the domain
+    names (its `RATINGS`), one per entity, NaN where none is given."""
+
     def __call__(self, batch: Batch, state: RuleState, params: EntityParams,
-                 ratings: list[dict[str, Any]]) -> dict[str, Condition]: ...
+                 ratings: dict[str, np.ndarray]) -> dict[str, Condition]: ...
 
 
 def param(batch: Batch, params: EntityParams, rule: str, name: str) -> np.ndarray:
@@ -193,37 +196,40 @@ def param(batch: Batch, params: EntityParams, rule: str, name: str) -> np.ndarra
 class Detector:
     """The rules of one domain, for the entities of any number of partitions."""
 
-    def __init__(self, domain: str, conditions: Conditions, rules: RuleBook, registry: Registry) -> None:
+    def __init__(self, domain: str, conditions: Conditions, rules: RuleBook, registry: Registry,
+                 ratings: tuple[str, ...] = ()) -> None:
         self.domain, self.conditions, self.rules, self.registry = domain, conditions, rules, registry
+        self.ratings = ratings  # the registry's figures the conditions judge by
         self.silence = [r for r in CATALOGUE if r.startswith(domain + ".") and r.endswith(".offline")]
         self.profiles = Profiles()
 
     def params(self, entity: str) -> Params:
         return self.rules.for_entity(self.domain, entity, self.registry.area(entity))
 
-    def _params(self, batch: Batch, state: RuleState) -> EntityParams:
-        """The batch's entities' parameters, by the profile each row has (`state.derived`);
-        an entity that moves may fall under other overrides, so all are derived anew
-        whenever the registry changes."""
-        if state.derived.get("registry") != self.registry.version:
-            state.derived = {"registry": self.registry.version, "profile": np.empty(0, np.int32)}
-        profile = state.derived["profile"]
-        if len(profile) < state.rows:
-            grown = np.full(max(state.rows, len(profile) + len(profile) // 4), -1, np.int32)
-            grown[:len(profile)] = profile
-            profile = state.derived["profile"] = grown
+    def _derived(self, batch: Batch, state: RuleState) -> tuple[EntityParams, dict[str, np.ndarray]]:
+        """The batch's entities' parameters (by the profile of each row) and ratings (NaN
+        where the registry gives none), derived once per row; an entity that moves may fall
+        under other overrides, so all are derived anew whenever the registry changes."""
+        if state.derived_from != self.registry.version:
+            state.derived.clear()
+            state.derived_from = self.registry.version
+        profile = state.column("profile", np.int32, -1, derived=True)
+        ratings = {name: state.column(f"rating/{name}", np.float64, np.nan, derived=True) for name in self.ratings}
         which = profile[batch.rows]
         for i in np.flatnonzero(which < 0).tolist():
-            which[i] = profile[batch.rows[i]] = self.profiles.id(self.params(batch.entities[i]))
-        return EntityParams(self.profiles, which)
+            entity, row = batch.entities[i], batch.rows[i]
+            which[i] = profile[row] = self.profiles.id(self.params(entity))
+            entry = self.registry.get(entity) or {}
+            for name, column in ratings.items():
+                column[row] = entry.get(name) or np.nan
+        return EntityParams(self.profiles, which), {name: c[batch.rows] for name, c in ratings.items()}
 
     def detect(self, batch: Batch, state: RuleState) -> list[Detection]:
         """Advance the rules' state (the rows `batch.rows`) over the batch."""
         if not batch.n:
             return []
         state.reserve(int(batch.rows.max()) + 1)
-        params = self._params(batch, state)
-        ratings = [self.registry.get(e) or {} for e in batch.entities]
+        params, ratings = self._derived(batch, state)
         out = self._silences_ended(batch, state, params)
         for rule, cond in self.conditions(batch, state, params, ratings).items():
             table = _sustain(state, rule)
@@ -233,7 +239,7 @@ class Detector:
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
-                idx = batch.groups[i]
+                idx = batch.events_of(i)
                 if cond.seen is not None:
                     idx = idx[cond.seen[idx]]
                 row = int(batch.rows[i])
@@ -278,7 +284,7 @@ class Detector:
                     continue
                 row = int(batch.rows[i])
                 last_seen = None if seen[i] == NONE else int(seen[i])
-                for j in batch.groups[i].tolist():
+                for j in batch.events_of(i).tolist():
                     t = int(batch.ts[j])
                     if (row not in table and last_seen is not None
                             and max(int(batch.before[j]), t) >= last_seen + p["timeout_s"] * 1000):

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from streams.detectors.blocks import Baselines
@@ -17,9 +15,11 @@ MINUTE_MS = 60_000
 SURGE_RATE = 0.1  # baseline learning rate per minute of passes
 MAX_SUBJECTS = 32  # subjects with recent denials remembered per gate: constant memory
 
+RATINGS = ()  # the registry's figures the rules judge by
+
 
 def conditions(batch: Batch, state: RuleState, params: EntityParams,
-               ratings: list[dict[str, Any]]) -> dict[str, Condition]:
+               ratings: dict[str, np.ndarray]) -> dict[str, Condition]:
     tail = batch.equals("tailgate", True)
     one = np.ones(batch.n)
     temperature = batch.col("temperature_c")
@@ -45,7 +45,8 @@ def _denied_burst(batch: Batch, state: RuleState, params: EntityParams) -> Condi
         p = params[i]["gate.denied_burst"]
         window, per_gate, per_subject = p["within_s"] * 1000, int(p["gate_denials"]), int(p["subject_denials"])
         recent = state.sparse.setdefault("denials", {}).setdefault(int(batch.rows[i]), {"gate": [], "subjects": {}})
-        for j in batch.groups[i][denied[batch.groups[i]]].tolist():
+        passes = batch.events_of(i)
+        for j in passes[denied[passes]].tolist():
             t = int(batch.ts[j])
             gate = [x for x in recent["gate"] if x > t - window][-(per_gate - 1):] + [t]
             subject = str(batch.label("subject", j))
@@ -54,7 +55,7 @@ def _denied_burst(batch: Batch, state: RuleState, params: EntityParams) -> Condi
             recent["subjects"][subject] = mine
             bad[j] = len(gate) >= per_gate or len(mine) >= per_subject
             value[j], limit[j] = (len(mine), per_subject) if len(mine) >= per_subject else (len(gate), per_gate)
-        t = int(batch.ts[batch.groups[i][-1]])
+        t = int(batch.ts[passes[-1]])
         subjects = {s: ts for s, ts in recent["subjects"].items() if ts[-1] > t - window}
         recent["subjects"] = dict(sorted(subjects.items(), key=lambda kv: kv[1][-1])[-MAX_SUBJECTS:])
     return Condition(bad, ~bad, value, limit)
@@ -107,7 +108,7 @@ def _crowd_surge(batch: Batch, state: RuleState, params: EntityParams) -> Condit
         learn = ~bad[j]
         base.learn(batch.rows[e[learn]], at[learn], c[learn], SURGE_RATE,
                    high=np.where(judged, 1.5 * normal + 2, np.inf)[learn])
-    ends = np.append(starts[1:], n) - 1
+    ends = batch.ends - 1
     last = np.append(g[1:] != g[:-1], True) if len(g) else np.zeros(0, bool)
     opened[g[last]] = total[boundary[last]]  # where each gate's current minute's count starts now
     held[batch.rows] = np.column_stack([after[ends], (total + counted)[ends] - opened])

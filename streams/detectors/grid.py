@@ -7,8 +7,6 @@ engine against stream time.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from streams.detectors.blocks import Baselines
@@ -18,12 +16,14 @@ from streams.detectors.store import RuleState
 RATE = 0.02  # baseline learning rate per reading (every 10 s): the last ~8 minutes
 NOMINAL_KV = 10.0  # China's distribution voltage, for feeders the registry gives no rating
 
+RATINGS = ("rated_kw", "nominal_kv")  # the registry's figures the rules judge by
+
 
 def conditions(batch: Batch, state: RuleState, params: EntityParams,
-               ratings: list[dict[str, Any]]) -> dict[str, Condition]:
+               ratings: dict[str, np.ndarray]) -> dict[str, Condition]:
     load, voltage, frequency = batch.col("load_kw"), batch.col("voltage_kv"), batch.col("frequency_hz")
-    rated = batch.per_event([r.get("rated_kw") or np.nan for r in ratings])
-    nominal = batch.per_event([r.get("nominal_kv") or NOMINAL_KV for r in ratings])
+    rated = ratings["rated_kw"][batch.code]
+    nominal = np.where(np.isnan(ratings["nominal_kv"]), NOMINAL_KV, ratings["nominal_kv"])[batch.code]
 
     def p(rule: str, name: str) -> np.ndarray:
         return param(batch, params, rule, name)

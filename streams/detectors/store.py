@@ -23,23 +23,29 @@ class RuleState:
         self.rows = rows  # rows in use: one more than the highest slot judged
         self.cols: dict[str, np.ndarray] = cols or {}
         self.sparse: dict[str, dict[int, Any]] = sparse or {}
-        self.derived: dict[str, Any] = {}  # what the rules derive per row from the registry: not stored
+        # what the rules derive per row from the registry (parameters, ratings): not stored,
+        # and dropped when the registry changes (`derived_from` says which version it is of)
+        self.derived: dict[str, np.ndarray] = {}
+        self.derived_from: Any = None
 
     def reserve(self, rows: int) -> None:
         """Rows up to `rows` are in use from now on. Columns grow when next asked for, and
         the rules ask for every column of theirs in each step, so after a step all have."""
         self.rows = max(self.rows, rows)
 
-    def column(self, name: str, dtype: Any, fill: Any, width: int = 0) -> np.ndarray:
+    def column(self, name: str, dtype: Any, fill: Any, width: int = 0, derived: bool = False) -> np.ndarray:
         """The column `name`, with at least `rows` rows; new rows hold `fill`."""
-        a = self.cols.get(name)
+        cols = self.derived if derived else self.cols
+        a = cols.get(name)
         if a is None or len(a) < self.rows:
             # a quarter more at a time: amortised growth without doubling the heap
             size = max(64, self.rows, len(a) + len(a) // 4 if a is not None else 0)
-            grown = np.full((size, width) if width else size, fill, dtype)
+            grown = np.empty((size, width) if width else size, dtype)
+            kept = 0 if a is None else len(a)
             if a is not None:
-                grown[:len(a)] = a
-            a = self.cols[name] = grown
+                grown[:kept] = a
+            grown[kept:] = fill
+            a = cols[name] = grown
         return a
 
     def used(self) -> dict[str, np.ndarray]:

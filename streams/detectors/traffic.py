@@ -11,8 +11,6 @@ no rule objects to, so an hour-long jam doesn't become the road's normal.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from streams.detectors.blocks import Baselines
@@ -22,14 +20,16 @@ from streams.detectors.store import RuleState
 RATE = 0.2  # learning rate per reading (one a minute): history of the last ~5 minutes
 RULES = ("traffic.congestion", "traffic.incident", "traffic.sensor_fault", "traffic.anomaly")
 
+RATINGS = ("free_flow_kmh",)  # the registry's figures the rules judge by
+
 
 def conditions(batch: Batch, state: RuleState, params: EntityParams,
-               ratings: list[dict[str, Any]]) -> dict[str, Condition]:
+               ratings: dict[str, np.ndarray]) -> dict[str, Condition]:
     cols = {r: [np.zeros(batch.n, bool), np.zeros(batch.n, bool), np.full(batch.n, np.nan),
                 np.full(batch.n, np.nan)] for r in RULES}
     volume, speed, occupancy = (batch.col(f) for f in ("volume", "speed_kmh", "occupancy"))
     per_minute = batch.col("volume") * 60 / batch.col("interval_s")
-    free_flow = np.array([r.get("free_flow_kmh") or np.nan for r in ratings], float)  # NaN: none
+    free_flow = ratings["free_flow_kmh"]  # NaN: none
     limits = {(rule, name): params.column(rule, name) for rule, names in LIMITS.items() for name in names}
     history = History(state)
     for j in batch.rounds():
