@@ -16,10 +16,10 @@ buffers take turns). The group's committed offset of a source partition never pa
 its newest snapshot (streams/transport.py), so after a crash the next owner loads the
 snapshot and replays the records after it: every decision depends only on the records'
 order, so the replay decides as the first run did, and its outputs repeat identically
-(readers deduplicate them). `LAYOUT` is the version of this format; a snapshot of an
-older version is migrated by `decode` where it can be (layout 2, the rules' state as a
-dict per entity, is refused with one line saying what to do), one of an unknown version
-refused loudly.
+(readers deduplicate them). `LAYOUT` is the version of this format; a snapshot of any
+other version is refused with one line saying what to do. Layout 2 (the rules' state as
+a dict per entity) is not migrated: the silence rules' due times it lacks depend on the
+rule book, which the stored layout does not know.
 """
 
 from __future__ import annotations
