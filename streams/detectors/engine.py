@@ -153,13 +153,14 @@ class Profiles:
         if i is None:
             i = self._ids[key] = len(self.params)
             self.params.append(params)
-            self._columns.clear()
         return i
 
     def column(self, rule: str, name: str) -> np.ndarray:
-        c = self._columns.get((rule, name))
-        if c is None:
-            c = self._columns[rule, name] = np.array([p[rule][name] for p in self.params], float)
+        """The parameter over every profile; extended, not rebuilt, as profiles are added
+        (an override per entity makes a profile per entity)."""
+        c = self._columns.get((rule, name), np.empty(0))
+        if len(c) < len(self.params):
+            c = self._columns[rule, name] = np.append(c, [p[rule][name] for p in self.params[len(c):]])
         return c
 
 
