@@ -14,7 +14,6 @@ from streams.detectors.store import NONE, RuleState
 MINUTE_MS = 60_000
 SURGE_RATE = 0.1  # baseline learning rate per minute of passes
 MAX_SUBJECTS = 32  # subjects with recent denials remembered per gate: constant memory
-
 RATINGS = ()  # the registry's figures the rules judge by
 
 

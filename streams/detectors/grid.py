@@ -15,7 +15,6 @@ from streams.detectors.store import RuleState
 
 RATE = 0.02  # baseline learning rate per reading (every 10 s): the last ~8 minutes
 NOMINAL_KV = 10.0  # China's distribution voltage, for feeders the registry gives no rating
-
 RATINGS = ("rated_kw", "nominal_kv")  # the registry's figures the rules judge by
 
 

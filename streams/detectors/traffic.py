@@ -1,7 +1,8 @@
 """Road detector rules: congestion, incidents, sensor faults and statistical anomalies.
 
-Detectors report once per interval, so each one's readings are walked in time order
-against its own recent history: the usual speed and occupancy (for an incident, a
+Detectors report once per interval, so each one's readings are judged in arrival order
+against its own recent history, in rounds (every detector's k-th reading of the batch at
+once, as columns of the rules' state): the usual speed and occupancy (for an incident, a
 collapse *relative to the road*), the previous reading (a detector that repeats itself
 exactly is stuck), and a seasonal baseline of volume. History learns only from readings
 no rule objects to, so an hour-long jam doesn't become the road's normal.
@@ -19,8 +20,11 @@ from streams.detectors.store import RuleState
 
 RATE = 0.2  # learning rate per reading (one a minute): history of the last ~5 minutes
 RULES = ("traffic.congestion", "traffic.incident", "traffic.sensor_fault", "traffic.anomaly")
-
 RATINGS = ("free_flow_kmh",)  # the registry's figures the rules judge by
+LIMITS = {"traffic.sensor_fault": ("max_speed_kmh", "max_volume_per_min", "repeats"),
+          "traffic.incident": ("max_speed_kmh", "occupancy", "speed_drop"),
+          "traffic.congestion": ("speed_ratio", "occupancy"),
+          "traffic.anomaly": ("ratio", "min_excess")}  # the parameters the rules judge by
 
 
 def conditions(batch: Batch, state: RuleState, params: EntityParams,
@@ -40,12 +44,6 @@ def conditions(batch: Batch, state: RuleState, params: EntityParams,
             for c, x in zip(cols[rule], verdict):
                 c[j] = x
     return {r: Condition(*c) for r, c in cols.items()}
-
-
-LIMITS = {"traffic.sensor_fault": ("max_speed_kmh", "max_volume_per_min", "repeats"),
-          "traffic.incident": ("max_speed_kmh", "occupancy", "speed_drop"),
-          "traffic.congestion": ("speed_ratio", "occupancy"),
-          "traffic.anomaly": ("ratio", "min_excess")}
 
 
 class History:
