@@ -126,3 +126,20 @@ def test_a_snapshot_of_an_older_layout_is_refused_in_one_line() -> None:
         load(SHAPES[DOMAIN], 0, table.get)
     assert "layout 2" in str(refused.value) and "reset the worker's tables" in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("domain", ["gate", "traffic", "grid"])
+def test_the_rules_decide_the_same_in_one_step_as_record_by_record(domain: str) -> None:
+    """One step of every record judges each entity's events in rounds (its k-th event
+    beside every other entity's k-th); record by record, each alone: the same detections."""
+    events = [e for e in generate(3000, seed=9, entities=6) if domain_of(e) == domain]
+    records = [Record(0, i, entity_of(e).encode(), orjson.dumps(e)) for i, e in enumerate(events)]
+
+    def detections(size: int) -> set[bytes]:
+        registry = Registry()
+        proc = PartitionProcessor(domain, "t", 1, W, LATENESS, registry, clock=lambda: 4e9,
+                                  detector=detector(domain, RuleBook(), registry))
+        state = PartitionState(SHAPES[domain])
+        return {doc for i in range(0, len(records), size) for _, doc in proc.step(0, records[i:i + size], state).detections}
+
+    assert detections(len(records)) == detections(1) != set()
