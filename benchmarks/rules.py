@@ -24,9 +24,10 @@ import orjson
 from services.city import City
 from services.simulator import KINDS, generate
 from streams.columns import decode
-from streams.detectors import Batch, Detection, SilenceWatch, detector, new_state
+from streams.detectors import Batch, Detection, RuleState, detector
 from streams.registry import Registry
 from streams.rules import RuleBook
+from streams.state import SlotIndex
 from streams.topics import DOMAINS
 
 GRACE_S = 240  # a rule may need its minimum duration, or a minute's close, after the episode
@@ -38,8 +39,8 @@ def detect_city(city: City, minutes: int, seed: int, every_s: float,
     registry = Registry(city.entities)
     rules = rules or RuleBook()
     detectors = {d: detector(d, rules, registry) for d in DOMAINS}
-    states: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in DOMAINS}
-    watches = {d: SilenceWatch() for d in DOMAINS}
+    states = {d: RuleState() for d in DOMAINS}
+    slots = {d: SlotIndex() for d in DOMAINS}
     found: list[Detection] = []
     truth: list[dict] = []
     n = 0
@@ -51,13 +52,9 @@ def detect_city(city: City, minutes: int, seed: int, every_s: float,
             n += len(events)
             if not len(events):
                 continue
-            batch = Batch(events)
-            mine = [states[domain].setdefault(e, new_state()) for e in batch.entities]
             det = detectors[domain]
-            found += det.detect(batch, mine)
-            for e, st in zip(batch.entities, mine):
-                det.watch(watches[domain], e, st["seen"])
-            found += det.silent(watches[domain], int(batch.ts.max()), lambda e, d=domain: states[d][e])
+            found += det.detect(Batch(events, slots[domain].of(events.entity)), states[domain])
+            found += det.silent(states[domain], slots[domain].ids, int(events.ts.max()))
     return found, truth, n
 
 

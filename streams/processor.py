@@ -31,14 +31,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import orjson
 
 from streams import events as contract
 from streams.columns import EventColumns, decode
-from streams.detectors import Batch, Detector, SilenceWatch, new_state
+from streams.detectors import Batch, Detector
 from streams.registry import UNASSIGNED, Registry
 from streams.state import ROLLUP_LEVELS, PartitionState
 from streams.windows import SHAPES, Block, Columns, late_mask, stream_times, window_start
@@ -114,21 +114,20 @@ class PartitionProcessor:
         self.registry, self.max_batch, self.clock = registry, max_batch, clock
         self.detector, self.max_ahead_ms = detector, max_ahead_ms
         self._areas: dict[int, AreaMap] = {}
-        self._watch: dict[int, SilenceWatch] = {}
 
     def forget(self, partition: int) -> None:
         """The partition's state is gone (a rebalance): drop what was derived from it."""
         self._areas.pop(partition, None)
-        self._watch.pop(partition, None)
 
     def step(self, partition: int, records: Sequence[Record], state: PartitionState) -> Step:
         out = Step()
         events = self._accept(partition, records, state, out)
         events, before = self._drop_late(partition, events, state, out)
+        slots = state.entities.of(events.entity)
         if len(events):
-            self._fold(partition, events, state, out)
+            self._fold(partition, events, slots, state, out)
         if self.detector is not None:
-            self._detect(partition, events, before, state, out)
+            self._detect(events, slots, before, state, out)
         self._close_due(partition, state, out)
         return out
 
@@ -180,8 +179,8 @@ class PartitionProcessor:
             progress.max_ts = newest if progress.max_ts is None else max(progress.max_ts, newest)
         return events, times[:-1][keep]
 
-    def _fold(self, partition: int, events: EventColumns, state: PartitionState, out: Step) -> None:
-        slots = state.entities.of(events.entity)
+    def _fold(self, partition: int, events: EventColumns, slots: np.ndarray, state: PartitionState,
+              out: Step) -> None:
         areas = self._areas.setdefault(partition, AreaMap()).of(self.registry, state)
         columns = Columns.of(self.shape, events)
         starts = window_start(events.ts, self.window_ms)
@@ -194,31 +193,14 @@ class PartitionProcessor:
             for level in ROLLUP_LEVELS:
                 touched.areas.setdefault(level, []).append(state.rollup(ws, level).fold(areas[level][mine], part))
 
-    def _detect(self, partition: int, events: EventColumns, before: np.ndarray, state: PartitionState,
+    def _detect(self, events: EventColumns, slots: np.ndarray, before: np.ndarray, state: PartitionState,
                 out: Step) -> None:
         assert self.detector is not None
-        watch = self._watch.get(partition)
-        if watch is None:
-            watch = self._watch[partition] = SilenceWatch()
-            for entity, st in state.detectors.items():
-                if st["seen"] is not None:
-                    self.detector.watch(watch, entity, st["seen"])
-
-        def state_of(entity: str) -> dict[str, Any]:
-            st = state.detectors.get(entity)
-            if st is None:
-                st = state.detectors[entity] = new_state()
-            return st
-
         detections = []
         if len(events):
-            batch = Batch(events, before)
-            states = [state_of(e) for e in batch.entities]
-            detections += self.detector.detect(batch, states)
-            for entity, st in zip(batch.entities, states):
-                self.detector.watch(watch, entity, st["seen"])
+            detections += self.detector.detect(Batch(events, slots, before), state.detectors)
         if state.progress.stream_time is not None:
-            detections += self.detector.silent(watch, state.progress.stream_time, state_of)
+            detections += self.detector.silent(state.detectors, state.entities.ids, state.progress.stream_time)
         out.detections += [(d.key, orjson.dumps(d.doc())) for d in detections]
 
     def _close_due(self, partition: int, state: PartitionState, out: Step) -> None:

@@ -6,7 +6,7 @@ Per (domain, partition) a worker holds a `PartitionState`:
 - entity windows: per open window start one `Block` (streams/windows.py), a slot per
   entity (`entities` maps ids to slots, for every window of the partition alike);
 - area shares: per open window start and level one `Block`, a slot per area;
-- detector state: one small JSON-friendly dict per entity (streams/detectors).
+- the rules' state: columns with a row per entity, the entity's slot (streams/detectors/store.py).
 
 Persistence is a snapshot plus deterministic replay. `encode` turns the whole state into
 a few chunks (numpy arrays as raw bytes behind a JSON header); the worker stores them in
@@ -16,8 +16,10 @@ buffers take turns). The group's committed offset of a source partition never pa
 its newest snapshot (streams/transport.py), so after a crash the next owner loads the
 snapshot and replays the records after it: every decision depends only on the records'
 order, so the replay decides as the first run did, and its outputs repeat identically
-(readers deduplicate them). `LAYOUT` is the version of this format; a snapshot of an
-older version is migrated by `decode`, one of an unknown version refused loudly.
+(readers deduplicate them). `LAYOUT` is the version of this format; a snapshot of any
+other version is refused with one line saying what to do. Layout 2 (the rules' state as
+a dict per entity) is not migrated: the silence rules' due times it lacks depend on the
+rule book, which the stored layout does not know.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
+from streams.detectors.store import RuleState
 from streams.registry import LEVELS
 from streams.windows import Block, Shape
 
-LAYOUT = 2
+LAYOUT = 3
 ROLLUP_LEVELS: tuple[str, ...] = LEVELS + ("city",)
 CHUNK_BYTES = 256 * 1024  # below Kafka's default 1 MB message limit, with room for batching
 
@@ -87,7 +90,7 @@ class PartitionState:
     windows: dict[int, Block] = field(default_factory=dict)
     areas: dict[str, SlotIndex] = field(default_factory=lambda: {level: SlotIndex() for level in ROLLUP_LEVELS})
     rollups: dict[int, dict[str, Block]] = field(default_factory=dict)
-    detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    detectors: RuleState = field(default_factory=RuleState)
 
     def window(self, ws: int) -> Block:
         block = self.windows.get(ws)
@@ -115,12 +118,19 @@ def encode(state: PartitionState) -> list[bytes]:
     arrays: list[np.ndarray] = []
     windows = {}
     for ws, block in sorted(state.windows.items()):
-        windows[str(ws)] = _put(arrays, block)
-    rollups = {str(ws): {level: _put(arrays, b) for level, b in levels.items()}
+        windows[str(ws)] = _put(arrays, block, len(state.entities))
+    rollups = {str(ws): {level: _put(arrays, b, len(state.areas[level])) for level, b in levels.items()}
                for ws, levels in sorted(state.rollups.items())}
+    rules = state.detectors
+    columns = {}
+    for name, a in rules.used().items():
+        columns[name] = len(arrays)
+        arrays.append(a)
     header = {"layout": LAYOUT, "progress": state.progress.__dict__, "entities": state.entities.ids,
               "areas": {level: index.ids for level, index in state.areas.items()},
-              "windows": windows, "rollups": rollups, "detectors": state.detectors,
+              "windows": windows, "rollups": rollups,
+              "rules": {"rows": rules.rows, "columns": columns,
+                        "sparse": {name: list(rows.items()) for name, rows in rules.sparse.items()}},
               "arrays": [(a.dtype.str, a.shape) for a in arrays]}
     blob = orjson.dumps(header)
     payload = b"".join([len(blob).to_bytes(8, "big"), blob] + [np.ascontiguousarray(a).tobytes() for a in arrays])
@@ -132,7 +142,8 @@ def decode(shape: Shape, chunks: list[bytes]) -> PartitionState:
     size = int.from_bytes(payload[:8], "big")
     header = orjson.loads(payload[8:8 + size])
     if header.get("layout") != LAYOUT:
-        raise ValueError(f"partition state layout {header.get('layout')!r}; this worker reads {LAYOUT}: "
+        raise ValueError(f"partition state layout {header.get('layout')!r}; this worker reads {LAYOUT}"
+                         f"{' (layout 2 held the rules state per entity)' if header.get('layout') == 2 else ''}: "
                          "run the matching version, or reset the worker's tables")
     arrays: list[np.ndarray] = []
     at = 8 + size
@@ -145,13 +156,16 @@ def decode(shape: Shape, chunks: list[bytes]) -> PartitionState:
     state.windows = {int(ws): _get(shape, arrays, at_) for ws, at_ in header["windows"].items()}
     state.rollups = {int(ws): {level: _get(shape, arrays, at_) for level, at_ in levels.items()}
                      for ws, levels in header["rollups"].items()}
-    state.detectors = header["detectors"]
+    rules = header["rules"]
+    state.detectors = RuleState(rules["rows"], {name: arrays[i] for name, i in rules["columns"].items()},
+                                {name: dict(rows) for name, rows in rules["sparse"].items()})
     return state
 
 
-def _put(arrays: list[np.ndarray], block: Block) -> int:
+def _put(arrays: list[np.ndarray], block: Block, slots: int) -> int:
+    """A block's arrays, cut to the slots in use (the rest is room to grow)."""
     first = len(arrays)
-    arrays.extend(block.arrays().values())
+    arrays.extend(a[..., :slots] for a in block.arrays().values())
     return first
 
 

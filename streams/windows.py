@@ -118,7 +118,8 @@ class Block:
     def reserve(self, slots: int) -> None:
         if slots <= self.capacity:
             return
-        grown = Block(self.shape, max(slots, 2 * self.capacity))
+        # a quarter more at a time: amortised growth, and at most a quarter of the heap idle
+        grown = Block(self.shape, max(slots, self.capacity + self.capacity // 4))
         for name, old in self.arrays().items():
             getattr(grown, name)[..., :self.capacity] = old
         for name in self.ARRAYS:

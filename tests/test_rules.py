@@ -101,21 +101,17 @@ def silences(steps: list[list[dict]], book: RuleBook | None = None) -> list[tupl
     """One partition's batches through the traffic detector as the worker runs it: the
     rules over each batch, then silence by the partition's stream time."""
     from streams.columns import decode
-    from streams.detectors import Batch, SilenceWatch, detector, new_state
+    from streams.detectors import Batch, RuleState, detector
     from streams.registry import Registry
+    from streams.state import SlotIndex
 
     det = detector("traffic", book or RuleBook(), Registry())
-    states: dict[str, dict] = {}
-    watch, out, stream_time = SilenceWatch(), [], 0
+    state, slots, out, stream_time = RuleState(), SlotIndex(), [], 0
     for events in steps:
         cols, _ = decode("traffic", [(0, None, orjson.dumps({"events": events}))], None)
-        batch = Batch(cols)
-        mine = [states.setdefault(e, new_state()) for e in batch.entities]
-        out += det.detect(batch, mine)
-        for e, st in zip(batch.entities, mine):
-            det.watch(watch, e, st["seen"])
-        stream_time = max(stream_time, int(batch.ts.max()))
-        out += det.silent(watch, stream_time, lambda e: states[e])
+        out += det.detect(Batch(cols, slots.of(cols.entity)), state)
+        stream_time = max(stream_time, int(cols.ts.max()))
+        out += det.silent(state, slots.ids, stream_time)
     return [(d.rule, d.entity, d.status, d.ts // 1000 - T0_S) for d in out if d.rule == "traffic.offline"]
 
 

@@ -1,7 +1,8 @@
 """Building blocks the rules are made of: a condition held for a duration, and a baseline.
 
-Both keep a small, fixed-size state per entity (a JSON-friendly dict or list that lives
-in the worker's table), update on event time only, and learn nothing from the future.
+Both keep a small, fixed-size state per entity (a sustain state is a small dict, kept
+only while it is not idle; a baseline is columns of the rules' state,
+streams/detectors/store.py), update on event time only, and learn nothing from the future.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from streams.detectors.store import RuleState
 
 Transition = tuple[str, int, float, float, int, int]  # kind, ts, value, threshold, episode, seq
 
@@ -71,49 +74,56 @@ def is_idle(state: dict[str, Any]) -> bool:
     return not state["on"] and state["bad"] is None
 
 
+
 # ---------------------------------------------------------------- seasonal baseline
 
 HOUR_MS = 3_600_000
 SLOTS = 48  # hour of day × (weekday, weekend), local time
 UTC_OFFSET_MS = 8 * HOUR_MS  # the cities are in China Standard Time, which has no DST
 SLOT_READY = 3  # a slot speaks for its hour after this many days of it; before, the level does
+LEVEL_READY = 3  # values the level needs before it speaks at all
+SATURATED = 255  # counts stop here: only whether they reached the READY figures matters
 
 
-def slot(ts: int) -> int:
+def slot(ts: np.ndarray) -> np.ndarray:
     local = ts + UTC_OFFSET_MS
     weekend = (local // (24 * HOUR_MS) + 3) % 7 >= 5  # 1970-01-01 was a Thursday
-    return int(local // HOUR_MS % 24 + 24 * weekend)
+    return local // HOUR_MS % 24 + 24 * weekend
 
 
-LEVEL_READY = 3  # values the level needs before it speaks at all
+class Baselines:
+    """A seasonal baseline per row of the rules' state: the recent level, a mean per hour
+    slot and how many days each slot was entered; constant size per entity. Every call
+    takes distinct rows (a round of the batch: each entity's k-th value)."""
 
+    def __init__(self, state: RuleState, name: str) -> None:
+        self.level = state.column(f"{name}/level", np.float64, np.nan)  # NaN: nothing learnt yet
+        self.count = state.column(f"{name}/count", np.uint8, 0)  # values learnt
+        self.mean = state.column(f"{name}/mean", np.float64, 0.0, SLOTS)
+        self.visits = state.column(f"{name}/visits", np.uint8, 0, SLOTS)  # days each slot was entered
+        self.last = state.column(f"{name}/last", np.int8, -1)  # the slot learnt last
 
-def new_baseline() -> list:
-    """[level, values learnt, slot means…, slot visits…, last slot]: constant size."""
-    return [None, 0] + [0.0] * SLOTS + [0] * SLOTS + [None]
+    def expected(self, rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """What's normal at `ts`: that hour's mean once the hour has been seen on SLOT_READY
+        days, else the recent level (which is all a freshly installed device has), else NaN."""
+        s = slot(ts)
+        level = np.where(self.count[rows] >= LEVEL_READY, self.level[rows], np.nan)
+        return np.where(self.visits[rows, s] >= SLOT_READY, self.mean[rows, s], level)
 
-
-def expected(b: list, ts: int) -> float | None:
-    """What's normal at `ts`: that hour's mean once the hour has been seen on SLOT_READY
-    days, else the recent level (which is all a freshly installed device has), else None."""
-    s = slot(ts)
-    if b[2 + SLOTS + s] >= SLOT_READY:
-        return b[2 + s]
-    return b[0] if b[1] >= LEVEL_READY else None
-
-
-def learn(b: list, ts: int, x: float, rate: float, low: float = -np.inf, high: float = np.inf) -> None:
-    """Move the level and this hour's slot towards `x`, clipped to [low, high] around what
-    is normal so that the onset of an anomaly, before any rule objects to it, barely moves
-    the baseline (callers skip values a rule objects to altogether)."""
-    x = min(max(x, low), high)
-    b[0] = x if b[0] is None else b[0] + rate * (x - b[0])
-    b[1] += 1
-    s = slot(ts)
-    if b[-1] != s:  # entering the hour again: one more day of it
-        b[2 + SLOTS + s] += 1
-        b[-1] = s
-        if b[2 + SLOTS + s] == 1:
-            b[2 + s] = x
-            return
-    b[2 + s] += rate * (x - b[2 + s])
+    def learn(self, rows: np.ndarray, ts: np.ndarray, x: np.ndarray, rate: float,
+              low: Any = -np.inf, high: Any = np.inf) -> None:
+        """Move the level and this hour's slot towards `x`, clipped to [low, high] around
+        what is normal so that the onset of an anomaly, before any rule objects to it,
+        barely moves the baseline (callers skip values a rule objects to altogether)."""
+        x = np.minimum(np.maximum(x, low), high)
+        level = self.level[rows]
+        self.level[rows] = np.where(np.isnan(level), x, level + rate * (x - level))
+        self.count[rows] = np.minimum(self.count[rows], SATURATED - 1) + 1
+        s = slot(ts)
+        entering = self.last[rows] != s  # entering the hour again: one more day of it
+        visits = self.visits[rows, s]
+        visits = np.where(entering, np.minimum(visits, SATURATED - 1) + 1, visits)
+        self.visits[rows, s] = visits
+        self.last[rows] = s
+        mean = self.mean[rows, s]
+        self.mean[rows, s] = np.where(entering & (visits == 1), x, mean + rate * (x - mean))

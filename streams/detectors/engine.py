@@ -2,28 +2,31 @@
 
 A domain module (gate.py, traffic.py, grid.py) turns a batch into one `Condition` per
 rule: arrays over the batch's events saying where the rule's raise and clear conditions
-hold, computed with numpy over the whole batch where a rule needs no history and by a
-short pass per entity where it does (baselines, recent speeds, denial counts). The
-`Detector` then runs `sustain` (blocks.py) only for the entities where something is
-going on, so quiet entities cost one vectorised comparison per rule, and judges silence
-(the `*.offline` rules) against the partition's stream time.
+hold, computed with numpy over the whole batch where a rule needs no history, and in
+rounds where it does (baselines, recent speeds, minute counts): round k judges every
+entity's k-th event of the batch at once, so each entity's events are still taken in
+order. The `Detector` then runs `sustain` (blocks.py) only for the entities where
+something is going on, so quiet entities cost one vectorised comparison per rule, and
+judges silence (the `*.offline` rules) against the partition's stream time.
 
-Per entity the state is one small dict, kept by the caller with the entity's other state:
-    {"seen": last event time, "r": {rule: sustain state}, …}
-plus whatever history the domain's conditions keep under their own keys.
+The state is the partition's `RuleState` (store.py), a row per entity: the columns `seen`
+(the newest event time) and `due/<rule>` (when a silence rule falls due), the columns the
+domain's conditions keep, and per rule the sustain states that are not idle
+(`sparse["sustain/<rule>"]`, row → state: most entities have none, most of the time).
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
+import orjson
 
 from streams.columns import EventColumns
 from streams.detectors.blocks import Timing, idle, is_idle, sustain
-from streams.registry import Derived, Registry
+from streams.detectors.store import NONE, RuleState
+from streams.registry import Registry
 from streams.rules import CATALOGUE, RuleBook
 
 Params = dict[str, dict[str, Any]]  # rule → parameters, for one entity
@@ -72,26 +75,43 @@ class Batch:
 
     Arrival order, not event time: every rule then sees each entity's events in the order
     of the partition, whatever the batch boundaries, so a replay after a crash, cut into
-    other batches, decides exactly as the first run did. `before` is the partition's
+    other batches, decides exactly as the first run did. `slots` is each event's row in
+    the rules' state (the partition's slot of its entity); `before` is the partition's
     stream time just before each event (streams.windows.stream_times). Entities are
-    numbered in order of first appearance.
+    numbered in order of first appearance; `rows` is each one's row.
     """
 
-    def __init__(self, events: EventColumns, before: np.ndarray | None = None) -> None:
+    def __init__(self, events: EventColumns, slots: np.ndarray, before: np.ndarray | None = None) -> None:
         self.events = events
         self.n = len(events)
         self.ts = events.ts
         self.before = np.maximum.accumulate(self.ts) if before is None else before
-        names, first, code = np.unique(events.entity.astype(str), return_index=True, return_inverse=True)
-        rank = np.empty(len(names), np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(names))
+        _, first, code = np.unique(slots, return_index=True, return_inverse=True)
+        by_first = np.argsort(first, kind="stable")
+        rank = np.empty(len(first), np.int64)
+        rank[by_first] = np.arange(len(first))
         self.code = rank[code.reshape(-1)]
-        self.entities = [str(e) for e in names[np.argsort(first, kind="stable")]]
+        self.rows = slots[first[by_first]]
+        self.entities = [str(e) for e in events.entity[first[by_first]]]
         order = np.argsort(self.code, kind="stable")
         self.starts = np.flatnonzero(np.diff(self.code[order], prepend=-1))
         self.order = order
         self.group = self.code[order]  # each event's entity, in group order
-        self.groups: list[np.ndarray] = np.split(order, self.starts[1:]) if self.n else []
+        self.ends = np.append(self.starts[1:], self.n)
+
+    def events_of(self, i: int) -> np.ndarray:
+        """Entity i's events, in arrival order."""
+        return self.order[self.starts[i]:self.ends[i]]
+
+    def rounds(self) -> Iterator[np.ndarray]:
+        """The events in rounds: round k holds each entity's k-th event (entities in order),
+        so a rule with history can judge a round's events at once, each against its own
+        entity's state, and still take every entity's events in order."""
+        if not self.n:
+            return
+        k = np.arange(self.n) - self.starts[self.group]  # each event's place in its group
+        by_round = self.order[np.lexsort((self.group, k))]
+        yield from np.split(by_round, np.cumsum(np.bincount(k))[:-1])
 
     def running_max(self, x: np.ndarray, initial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For integer values `x` of the events in group order (`x[order]`) and a start
@@ -115,70 +135,133 @@ class Batch:
     def label(self, name: str, i: int) -> Any:
         return self.events.labels[name][i]
 
-    def per_event(self, per_entity: Sequence[float]) -> np.ndarray:
-        """Spread one number per entity (in `entities` order) over the entity's events."""
-        return np.asarray(per_entity, dtype=float)[self.code]
+
+class Profiles:
+    """The distinct sets of rule parameters a domain's entities have, numbered: most
+    entities share the book's defaults, and overrides by area or entity make a few more.
+    A parameter over the profiles is one array, so the parameters of a batch's entities
+    are a fancy index of it, not a dict lookup per entity."""
+
+    def __init__(self) -> None:
+        self.params: list[Params] = []
+        self._ids: dict[bytes, int] = {}
+        self._columns: dict[tuple[str, str], np.ndarray] = {}
+
+    def id(self, params: Params) -> int:
+        key = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+        i = self._ids.get(key)
+        if i is None:
+            i = self._ids[key] = len(self.params)
+            self.params.append(params)
+        return i
+
+    def column(self, rule: str, name: str) -> np.ndarray:
+        """The parameter over every profile; extended, not rebuilt, as profiles are added
+        (an override per entity makes a profile per entity)."""
+        c = self._columns.get((rule, name), np.empty(0))
+        if len(c) < len(self.params):
+            c = self._columns[rule, name] = np.append(c, [p[rule][name] for p in self.params[len(c):]])
+        return c
+
+
+class EntityParams(Sequence[Params]):
+    """The rule parameters of a batch's entities (in `entities` order): entity i's as
+    `params[i]`, one parameter for all of them as `column(rule, name)`."""
+
+    def __init__(self, profiles: Profiles, which: np.ndarray) -> None:
+        self.profiles, self.which = profiles, which
+
+    def __len__(self) -> int:
+        return len(self.which)
+
+    def __getitem__(self, i: int) -> Params:  # type: ignore[override]
+        return self.profiles.params[self.which[i]]
+
+    def column(self, rule: str, name: str) -> np.ndarray:
+        return self.profiles.column(rule, name)[self.which]
 
 
 class Conditions(Protocol):
-    def __call__(self, batch: Batch, states: list[dict[str, Any]], params: list[Params],
-                 ratings: list[dict[str, Any]]) -> dict[str, Condition]: ...
+    """A domain's rules over a batch; `ratings` are the registry's figures the domain
+    names (its `RATINGS`), one per entity, NaN where none is given."""
+
+    def __call__(self, batch: Batch, state: RuleState, params: EntityParams,
+                 ratings: dict[str, np.ndarray]) -> dict[str, Condition]: ...
 
 
-def param(batch: Batch, params: list[Params], rule: str, name: str) -> np.ndarray:
-    return batch.per_event([p[rule][name] for p in params])
-
-
-def new_state() -> dict[str, Any]:
-    return {"seen": None, "r": {}}
+def param(batch: Batch, params: EntityParams, rule: str, name: str) -> np.ndarray:
+    """A rule's parameter, one per event of the batch."""
+    return params.column(rule, name)[batch.code]
 
 
 class Detector:
     """The rules of one domain, for the entities of any number of partitions."""
 
-    def __init__(self, domain: str, conditions: Conditions, rules: RuleBook, registry: Registry) -> None:
+    def __init__(self, domain: str, conditions: Conditions, rules: RuleBook, registry: Registry,
+                 ratings: tuple[str, ...] = ()) -> None:
         self.domain, self.conditions, self.rules, self.registry = domain, conditions, rules, registry
+        self.ratings = ratings  # the registry's figures the conditions judge by
         self.silence = [r for r in CATALOGUE if r.startswith(domain + ".") and r.endswith(".offline")]
-        # an entity that moves may fall under other overrides: derived anew on every change
-        self._params: Derived[str, Params] = Derived(
-            registry, lambda entity: rules.for_entity(domain, entity, registry.area(entity)))
+        self.profiles = Profiles()
 
     def params(self, entity: str) -> Params:
-        return self._params[entity]
+        return self.rules.for_entity(self.domain, entity, self.registry.area(entity))
 
-    def detect(self, batch: Batch, states: list[dict[str, Any]]) -> list[Detection]:
-        """Advance the states (one per `batch.entities`, updated in place) over the batch."""
-        params = [self.params(e) for e in batch.entities]
-        ratings = [self.registry.get(e) or {} for e in batch.entities]
-        ongoing: dict[str, set[int]] = {}  # rule → entities with a condition pending or firing
-        for i, st in enumerate(states):
-            for rule in st["r"]:
-                ongoing.setdefault(rule, set()).add(i)
-        out = self._silences_ended(batch, states, params, ongoing)
-        for rule, cond in self.conditions(batch, states, params, ratings).items():
-            active = set(np.unique(batch.code[cond.bad if cond.seen is None else cond.bad & cond.seen]).tolist())
-            for i in sorted(active | ongoing.get(rule, set())):
+    def _derived(self, batch: Batch, state: RuleState) -> tuple[EntityParams, dict[str, np.ndarray]]:
+        """The batch's entities' parameters (by the profile of each row) and ratings (NaN
+        where the registry gives none), derived once per row; an entity that moves may fall
+        under other overrides, so all are derived anew whenever the registry changes."""
+        if state.derived_from != self.registry.version:
+            state.derived.clear()
+            state.derived_from = self.registry.version
+        profile = state.column("profile", np.int32, -1, derived=True)
+        ratings = {name: state.column(f"rating/{name}", np.float64, np.nan, derived=True) for name in self.ratings}
+        which = profile[batch.rows]
+        for i in np.flatnonzero(which < 0).tolist():
+            entity, row = batch.entities[i], batch.rows[i]
+            which[i] = profile[row] = self.profiles.id(self.params(entity))
+            entry = self.registry.get(entity) or {}
+            for name, column in ratings.items():
+                column[row] = entry.get(name) or np.nan
+        return EntityParams(self.profiles, which), {name: c[batch.rows] for name, c in ratings.items()}
+
+    def detect(self, batch: Batch, state: RuleState) -> list[Detection]:
+        """Advance the rules' state (the rows `batch.rows`) over the batch."""
+        if not batch.n:
+            return []
+        state.reserve(int(batch.rows.max()) + 1)
+        params, ratings = self._derived(batch, state)
+        out = self._silences_ended(batch, state, params)
+        for rule, cond in self.conditions(batch, state, params, ratings).items():
+            table = _sustain(state, rule)
+            active = _busy(table, batch.rows)  # a condition pending or firing
+            active[batch.code[cond.bad if cond.seen is None else cond.bad & cond.seen]] = True
+            for i in np.flatnonzero(active).tolist():
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
-                idx = batch.groups[i]
+                idx = batch.events_of(i)
                 if cond.seen is not None:
                     idx = idx[cond.seen[idx]]
-                rs = states[i]["r"].get(rule) or idle()
+                row = int(batch.rows[i])
+                rs = table.pop(row, None) or idle()
                 for tr in sustain(rs, Timing.of(p), batch.ts[idx], cond.bad[idx], cond.ok[idx],
                                   cond.value[idx], cond.threshold[idx]):
                     out.append(self._detection(rule, batch.entities[i], p, tr))
-                if is_idle(rs):
-                    states[i]["r"].pop(rule, None)
-                else:
-                    states[i]["r"][rule] = rs
-        newest = np.maximum.reduceat(batch.ts[batch.order], batch.starts).tolist() if batch.n else []
-        for st, t in zip(states, newest):
-            st["seen"] = t if st["seen"] is None else max(st["seen"], t)
+                if not is_idle(rs):
+                    table[row] = rs
+        seen = state.column("seen", np.int64, NONE)
+        was = seen[batch.rows]
+        now = np.maximum(was, np.maximum.reduceat(batch.ts[batch.order], batch.starts))
+        seen[batch.rows] = now
+        moved = now != was
+        for rule in self.silence:  # when the entity goes silent, from its newest event on
+            due = state.column(f"due/{rule}", np.int64, NONE)
+            timeout = (params.column(rule, "timeout_s") * 1000).astype(np.int64)
+            due[batch.rows[moved]] = np.where(params.column(rule, "enabled") > 0, now + timeout, NONE)[moved]
         return out
 
-    def _silences_ended(self, batch: Batch, states: list[dict[str, Any]], params: list[Params],
-                        ongoing: dict[str, set[int]]) -> list[Detection]:
+    def _silences_ended(self, batch: Batch, state: RuleState, params: EntityParams) -> list[Detection]:
         """Silences that an event of this batch ends: an entity already flagged, and gaps
         nobody flagged yet (its next event came after stream time, or its own clock, had
         passed its timeout), which fire and resolve here, just as they would have across
@@ -188,54 +271,53 @@ class Detector:
         out: list[Detection] = []
         reach = np.maximum(batch.before, batch.ts)[batch.order]  # how far time had got at each event
         never = np.iinfo(np.int64).min // 2
-        last, _ = batch.running_max(batch.ts[batch.order],
-                                    np.array([never if s["seen"] is None else s["seen"] for s in states], np.int64))
+        seen = state.column("seen", np.int64, NONE)[batch.rows]
+        last, _ = batch.running_max(batch.ts[batch.order], np.where(seen == NONE, never, seen))
         for rule in self.silence:
-            timeout = np.array([p[rule]["timeout_s"] * 1000 for p in params])[batch.group]
+            table = _sustain(state, rule)
+            timeout = (params.column(rule, "timeout_s") * 1000)[batch.group]
             # a gap: time got past the timeout since the entity's previous event
-            maybe = np.zeros(len(batch.entities), bool)
+            maybe = _busy(table, batch.rows)
             maybe[batch.group[(last > never) & (reach >= last + timeout)]] = True
-            for i in sorted(set(np.flatnonzero(maybe).tolist()) | ongoing.get(rule, set())):
+            for i in np.flatnonzero(maybe).tolist():
                 p = params[i][rule]
                 if not p["enabled"]:
                     continue
-                last_seen = states[i]["seen"]
-                for j in batch.groups[i].tolist():
+                row = int(batch.rows[i])
+                last_seen = None if seen[i] == NONE else int(seen[i])
+                for j in batch.events_of(i).tolist():
                     t = int(batch.ts[j])
-                    if (rule not in states[i]["r"] and last_seen is not None
+                    if (row not in table and last_seen is not None
                             and max(int(batch.before[j]), t) >= last_seen + p["timeout_s"] * 1000):
-                        out.append(self._went_silent(rule, batch.entities[i], last_seen, p, states[i]))
-                    rs = states[i]["r"].pop(rule, None)
+                        out.append(self._went_silent(rule, batch.entities[i], last_seen, p, table, row))
+                    rs = table.pop(row, None)
                     if rs is not None:
                         out.append(self._detection(rule, batch.entities[i], p, (
                             "resolved", t, p["timeout_s"], p["timeout_s"], rs["episode"], rs["seq"] + 1)))
                     last_seen = t if last_seen is None else max(last_seen, t)
         return out
 
-    def watch(self, watch: "SilenceWatch", entity: str, last: int) -> None:
-        """Note an entity's newest event time, to find it when it goes silent."""
-        for rule in self.silence:
-            p = self.params(entity)[rule]
-            if p["enabled"]:
-                watch.saw(entity, last, last + int(p["timeout_s"] * 1000))
-
-    def silent(self, watch: "SilenceWatch", stream_time: int,
-               state_of: Callable[[str], dict[str, Any]]) -> list[Detection]:
-        """Entities that have sent nothing for their rule's timeout, by stream time. The
-        alert's time is when the silence crossed the timeout, so it doesn't depend on
-        when the partition noticed; `state_of` gives (and lets this update) a state."""
+    def silent(self, state: RuleState, entities: Sequence[str], stream_time: int) -> list[Detection]:
+        """Entities (named by row in `entities`) that have sent nothing for their rule's
+        timeout, by stream time, earliest first. The alert's time is when the silence
+        crossed the timeout, so it doesn't depend on when the partition noticed."""
         out: list[Detection] = []
-        for entity, last in watch.due(stream_time):
-            state = state_of(entity)
-            for rule in self.silence:
-                if rule not in state["r"]:
-                    out.append(self._went_silent(rule, entity, last, self.params(entity)[rule], state))
+        seen = state.column("seen", np.int64, NONE)
+        for rule in self.silence:
+            due = state.column(f"due/{rule}", np.int64, NONE)
+            table = _sustain(state, rule)
+            rows = np.flatnonzero((due[:state.rows] != NONE) & (due[:state.rows] <= stream_time))
+            for row in sorted(rows.tolist(), key=lambda r: (int(due[r]), entities[r])):
+                due[row] = NONE  # noted once; the entity's next event sets it again
+                if row not in table:
+                    entity = entities[row]
+                    out.append(self._went_silent(rule, entity, int(seen[row]), self.params(entity)[rule], table, row))
         return out
 
-    def _went_silent(self, rule: str, entity: str, last: int, p: dict[str, Any],
-                     state: dict[str, Any]) -> Detection:
+    def _went_silent(self, rule: str, entity: str, last: int, p: dict[str, Any], table: dict[int, Any],
+                     row: int) -> Detection:
         due = int(last + p["timeout_s"] * 1000)
-        state["r"][rule] = {**idle(), "on": True, "episode": due, "seq": 1, "emitted": due}
+        table[row] = {**idle(), "on": True, "episode": due, "seq": 1, "emitted": due}
         return self._detection(rule, entity, p, ("firing", due, p["timeout_s"], p["timeout_s"], due, 1))
 
     def _detection(self, rule: str, entity: str, p: dict[str, Any], tr: tuple) -> Detection:
@@ -248,23 +330,13 @@ class Detector:
                          self.registry.area(entity))
 
 
-class SilenceWatch:
-    """One partition's entities ordered by when they go silent: a heap of (due, entity,
-    last seen), stale entries skipped, so each step looks only at what fell due."""
+def _sustain(state: RuleState, rule: str) -> dict[int, dict[str, Any]]:
+    """The rule's sustain states that are not idle, by row."""
+    return state.sparse.setdefault(f"sustain/{rule}", {})
 
-    def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
-        self._heap: list[tuple[int, str, int]] = []
 
-    def saw(self, entity: str, last: int, due: int) -> None:
-        if self.seen.get(entity) != last:
-            self.seen[entity] = last
-            heapq.heappush(self._heap, (due, entity, last))
-
-    def due(self, stream_time: int) -> list[tuple[str, int]]:
-        out = []
-        while self._heap and self._heap[0][0] <= stream_time:
-            _, entity, last = heapq.heappop(self._heap)
-            if self.seen.get(entity) == last:
-                out.append((entity, last))
-        return out
+def _busy(table: dict[int, Any], rows: np.ndarray) -> np.ndarray:
+    """Which of these rows have a sustain state (a condition pending or firing)."""
+    if not table:
+        return np.zeros(len(rows), bool)
+    return np.isin(rows, np.fromiter(table, np.int64, len(table)))

@@ -1,7 +1,8 @@
 """Road detector rules: congestion, incidents, sensor faults and statistical anomalies.
 
-Detectors report once per interval, so each one's readings are walked in time order
-against its own recent history: the usual speed and occupancy (for an incident, a
+Detectors report once per interval, so each one's readings are judged in arrival order
+against its own recent history, in rounds (every detector's k-th reading of the batch at
+once, as columns of the rules' state): the usual speed and occupancy (for an incident, a
 collapse *relative to the road*), the previous reading (a detector that repeats itself
 exactly is stuck), and a seasonal baseline of volume. History learns only from readings
 no rule objects to, so an hour-long jam doesn't become the road's normal.
@@ -11,74 +12,91 @@ no rule objects to, so an hour-long jam doesn't become the road's normal.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from streams.detectors.blocks import expected, learn, new_baseline
-from streams.detectors.engine import Batch, Condition, Params
+from streams.detectors.blocks import Baselines
+from streams.detectors.engine import Batch, Condition, EntityParams
+from streams.detectors.store import RuleState
 
 RATE = 0.2  # learning rate per reading (one a minute): history of the last ~5 minutes
 RULES = ("traffic.congestion", "traffic.incident", "traffic.sensor_fault", "traffic.anomaly")
+RATINGS = ("free_flow_kmh",)  # the registry's figures the rules judge by
+LIMITS = {"traffic.sensor_fault": ("max_speed_kmh", "max_volume_per_min", "repeats"),
+          "traffic.incident": ("max_speed_kmh", "occupancy", "speed_drop"),
+          "traffic.congestion": ("speed_ratio", "occupancy"),
+          "traffic.anomaly": ("ratio", "min_excess")}  # the parameters the rules judge by
 
 
-def conditions(batch: Batch, states: list[dict[str, Any]], params: list[Params],
-               ratings: list[dict[str, Any]]) -> dict[str, Condition]:
+def conditions(batch: Batch, state: RuleState, params: EntityParams,
+               ratings: dict[str, np.ndarray]) -> dict[str, Condition]:
     cols = {r: [np.zeros(batch.n, bool), np.zeros(batch.n, bool), np.full(batch.n, np.nan),
                 np.full(batch.n, np.nan)] for r in RULES}
-    # Plain floats: they go into the detector state, which is JSON.
-    volume, speed, occupancy = (batch.col(f).tolist() for f in ("volume", "speed_kmh", "occupancy"))
-    per_minute = (batch.col("volume") * 60 / batch.col("interval_s")).tolist()
-    for i, group in enumerate(batch.groups):
-        st, p = states[i], params[i]
-        free_flow = ratings[i].get("free_flow_kmh")
-        for j in group.tolist():
-            verdicts = _reading(st, p, free_flow, int(batch.ts[j]), volume[j], speed[j], occupancy[j],
-                                per_minute[j])
-            for rule, (b, k, v, th) in verdicts.items():
-                c = cols[rule]
-                c[0][j], c[1][j], c[2][j], c[3][j] = b, k, v, th
+    volume, speed, occupancy = (batch.col(f) for f in ("volume", "speed_kmh", "occupancy"))
+    per_minute = batch.col("volume") * 60 / batch.col("interval_s")
+    free_flow = ratings["free_flow_kmh"]  # NaN: none
+    limits = {(rule, name): params.column(rule, name) for rule, names in LIMITS.items() for name in names}
+    history = History(state)
+    for j in batch.rounds():
+        e = batch.code[j]
+        verdicts = history.judge(batch.rows[e], {k: v[e] for k, v in limits.items()}, free_flow[e],
+                                 batch.ts[j], volume[j], speed[j], occupancy[j], per_minute[j])
+        for rule, verdict in verdicts.items():
+            for c, x in zip(cols[rule], verdict):
+                c[j] = x
     return {r: Condition(*c) for r, c in cols.items()}
 
 
-def _reading(st: dict[str, Any], p: Params, free_flow: float | None, ts: int, volume: float,
-             speed: float, occupancy: float, per_minute: float) -> dict[str, tuple]:
-    usual_speed, usual_occupancy = st.get("speed"), st.get("occupancy")
-    reading = [volume, speed, occupancy]
-    repeats = st.get("repeats", 0) + 1 if st.get("last") == reading else 0
-    st["last"], st["repeats"] = reading, repeats
+class History:
+    """Each detector's recent history, as columns of the rules' state: the usual speed and
+    occupancy (NaN until the first reading learnt), the last reading and how many times
+    in a row it came again, and the seasonal baseline of volume."""
 
-    f = p["traffic.sensor_fault"]
-    impossible = speed > f["max_speed_kmh"] or per_minute > f["max_volume_per_min"]
-    fault = impossible or repeats >= f["repeats"] - 1
+    def __init__(self, state: RuleState) -> None:
+        self.speed = state.column("speed", np.float64, np.nan)
+        self.occupancy = state.column("occupancy", np.float64, np.nan)
+        self.last = state.column("last", np.float64, np.nan, 3)
+        self.repeats = state.column("repeats", np.int64, 0)
+        self.base = Baselines(state, "base")
 
-    inc = p["traffic.incident"]
-    standstill = speed <= inc["max_speed_kmh"] and occupancy >= inc["occupancy"]
-    incident = standstill and usual_speed is not None and speed <= inc["speed_drop"] * usual_speed
+    def judge(self, rows: np.ndarray, p: dict[tuple[str, str], np.ndarray], free_flow: np.ndarray,
+              ts: np.ndarray, volume: np.ndarray, speed: np.ndarray, occupancy: np.ndarray,
+              per_minute: np.ndarray) -> dict[str, tuple]:
+        """One reading of each of these detectors (distinct rows): every rule's
+        (raise, clear, value, threshold), and the history learnt from it."""
+        usual_speed, usual_occupancy = self.speed[rows], self.occupancy[rows]
+        reading = np.column_stack([volume, speed, occupancy])
+        repeats = np.where((self.last[rows] == reading).all(axis=1), self.repeats[rows] + 1, 0)
+        self.last[rows], self.repeats[rows] = reading, repeats
 
-    con = p["traffic.congestion"]
-    reference = free_flow or usual_speed
-    ratio = speed / reference if reference else np.nan
-    congested = (not standstill and not fault and ratio < con["speed_ratio"]
-                 and occupancy >= con["occupancy"])
-    flowing = ratio >= con["speed_ratio"] + 0.1 or occupancy < con["occupancy"] - 0.1
+        impossible = ((speed > p["traffic.sensor_fault", "max_speed_kmh"])
+                      | (per_minute > p["traffic.sensor_fault", "max_volume_per_min"]))
+        fault = impossible | (repeats >= p["traffic.sensor_fault", "repeats"] - 1)
 
-    an = p["traffic.anomaly"]
-    base = st.get("base") or new_baseline()
-    normal = expected(base, ts)
-    most = an["ratio"] * normal + an["min_excess"] if normal is not None else np.inf
-    unusual = not fault and volume >= most
+        standstill = (speed <= p["traffic.incident", "max_speed_kmh"]) & (occupancy >= p["traffic.incident", "occupancy"])
+        incident = standstill & (speed <= p["traffic.incident", "speed_drop"] * usual_speed)  # False while NaN
 
-    if not (fault or standstill or congested or unusual):
-        learn(base, ts, volume, RATE, high=np.inf if normal is None else 1.5 * normal + 2)
-        st["speed"] = speed if usual_speed is None else usual_speed + RATE * (speed - usual_speed)
-        st["occupancy"] = (occupancy if usual_occupancy is None
-                           else usual_occupancy + RATE * (occupancy - usual_occupancy))
-    st["base"] = base
-    return {
-        "traffic.sensor_fault": (fault, not fault, speed if impossible else repeats + 1,
-                                 f["max_speed_kmh"] if impossible else f["repeats"]),
-        "traffic.incident": (incident, not standstill, speed, inc["max_speed_kmh"]),
-        "traffic.congestion": (congested, flowing, ratio, con["speed_ratio"]),
-        "traffic.anomaly": (unusual, volume < 0.8 * most, volume, most),
-    }
+        reference = np.where(np.isnan(free_flow), usual_speed, free_flow)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(np.isnan(reference) | (reference == 0), np.nan, speed / reference)
+        at_ratio, at_occupancy = p["traffic.congestion", "speed_ratio"], p["traffic.congestion", "occupancy"]
+        congested = ~standstill & ~fault & (ratio < at_ratio) & (occupancy >= at_occupancy)
+        flowing = (ratio >= at_ratio + 0.1) | (occupancy < at_occupancy - 0.1)
+
+        normal = self.base.expected(rows, ts)
+        most = np.where(np.isnan(normal), np.inf, p["traffic.anomaly", "ratio"] * normal + p["traffic.anomaly", "min_excess"])
+        unusual = ~fault & (volume >= most)
+
+        calm = ~(fault | standstill | congested | unusual)
+        learnt = rows[calm]
+        self.base.learn(learnt, ts[calm], volume[calm], RATE, high=np.where(np.isnan(normal), np.inf, 1.5 * normal + 2)[calm])
+        self.speed[learnt] = np.where(np.isnan(usual_speed), speed, usual_speed + RATE * (speed - usual_speed))[calm]
+        self.occupancy[learnt] = np.where(np.isnan(usual_occupancy), occupancy,
+                                          usual_occupancy + RATE * (occupancy - usual_occupancy))[calm]
+        max_speed, most_repeats = p["traffic.sensor_fault", "max_speed_kmh"], p["traffic.sensor_fault", "repeats"]
+        return {
+            "traffic.sensor_fault": (fault, ~fault, np.where(impossible, speed, repeats + 1),
+                                     np.where(impossible, max_speed, most_repeats)),
+            "traffic.incident": (incident, ~standstill, speed, p["traffic.incident", "max_speed_kmh"]),
+            "traffic.congestion": (congested, flowing, ratio, at_ratio),
+            "traffic.anomaly": (unusual, volume < 0.8 * most, volume, most),
+        }
