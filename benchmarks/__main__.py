@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     size = "quick" if args.quick else "standard"
     with tempfile.TemporaryDirectory(prefix="citybrain-bench-") as tmp:
-        with local_broker(args.broker_engine, latency.free_port(), Path(tmp)) as broker:
+        with local_broker(args.broker_engine, latency.free_broker_port(), Path(tmp)) as broker:
             base = Settings(broker=broker.address, data_dir=Path(tmp), session_timeout_s=2.0)
             results = run(base, size, Path(tmp))
         # After the throughput broker is gone: the live stack brings its own, as `up` does.
@@ -170,7 +170,7 @@ def live_lines(r: dict) -> str:
 
 
 def _ratio(figure: float | None) -> str:
-    return "-" if figure is None else f"{figure:,.2f}"
+    return "-" if figure is None else f"{figure:,.3f}"  # records per event are often below 0.01
 
 if __name__ == "__main__":
     main()
