@@ -161,12 +161,23 @@ def live_lines(r: dict) -> str:
                      f"({best['arrived']}/{best['probes']} probes arrived)")
     lines.append(f"latency at {target['rate']:,} events/s: p50 {_shown(target.get('p50_ms'))} ms, "
                  f"p99 {_shown(target.get('p99_ms'))} ms ({target.get('arrived', 0)}/{target.get('probes', 0)} "
-                 "probes arrived)"
-                 + ("" if target["sustained"] else " (not kept up with: the figures include a growing backlog)"))
+                 "probes arrived)" + _why_not_kept_up(target))
     per_event, per_byte = r["broker_records_per_event"], r["broker_bytes_per_input_byte"]
     lines.append("broker writes per input (records per event, bytes per input byte): " + ", ".join(
         f"{run} {_ratio(per_event[run])}, {_ratio(per_byte[run])}" for run in per_event))
     return "\n".join(lines)
+
+
+def _why_not_kept_up(attempt: dict) -> str:
+    if attempt["sustained"]:
+        return ""
+    if "error" in attempt:
+        return f" (the stack stopped: {attempt['error']})"
+    if attempt.get("lag_at_end", float("inf")) < latency.KEEPING_UP_S * attempt["rate"]:
+        # On two busy cores the simulator may fall short of the rate: no verdict on the stack.
+        return (f" (not counted as kept up: the simulator produced only {attempt['produced_eps']:,} "
+                "events/s of it)")
+    return " (not kept up with: the figures include a growing backlog)"
 
 
 def _ratio(figure: float | None) -> str:
