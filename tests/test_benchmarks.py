@@ -90,3 +90,9 @@ def test_a_live_rate_not_counted_as_kept_up_says_why() -> None:
     assert "the stack stopped: citybrain up exited" in _why_not_kept_up(
         {"rate": 300, "sustained": False, "error": "citybrain up exited with code 1"})
     assert _why_not_kept_up(short | {"sustained": True}) == ""
+
+
+def test_a_run_without_the_scale_step_says_so_rather_than_failing_its_table() -> None:
+    from benchmarks.__main__ import memory_lines
+
+    assert memory_lines({"runs": {}}) == "window state and scale: not measured (--no-scale)\n"
