@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.provision import connect_admin
 from streams.kafka_security import client_options
 from streams.watermarks import end_offsets
 
@@ -35,15 +36,22 @@ class Tally:
 
 
 async def offsets(bootstrap: str, prefix: str) -> Offsets:
-    """End offset of every partition of every topic under `prefix`."""
-    consumer = AIOKafkaConsumer(**client_options(bootstrap), group_id=None, enable_auto_commit=False)
-    await consumer.start()
+    """End offset of every partition of every topic under `prefix`.
+
+    The partitions come from a metadata answer naming the topics. Not from a consumer's
+    `partitions_for_topic`: that reads the client's own metadata cache, which `topics()`
+    does not fill; the embedded broker fills it anyway (it answers a starting client's
+    request for no topics with all of them), Apache Kafka does not, so on Kafka every
+    run measured nothing."""
+    admin = await connect_admin(bootstrap)
     try:
-        names = [t for t in await consumer.topics() if t.startswith(prefix)]
-        tps = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        # An empty list asks for no topics on Kafka but for all of them on the embedded broker.
+        described = await admin.describe_topics(names) if names else []
     finally:
-        await consumer.stop()
-    return await end_offsets(bootstrap, tps)
+        await admin.close()
+    return await end_offsets(bootstrap, [TopicPartition(d["topic"], p["partition"])
+                                         for d in described for p in d["partitions"]])
 
 
 async def tally(bootstrap: str, start: Mapping[TopicPartition, int], end: Offsets,

@@ -60,6 +60,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_broker_port() -> int:
+    """A free port whose next one is free too: a Kafka node's controller listens there
+    (services/kafka_broker.py), and one taken made a run fail at its start."""
+    while True:
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 @dataclass
 class LiveStack:
     """`citybrain up --simulate rate` in `workdir`, on free ports, with one viewer token."""
@@ -71,7 +84,7 @@ class LiveStack:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def __post_init__(self) -> None:
-        self.settings = Settings(broker_port=free_port(), api_port=free_port(), data_dir=self.workdir,
+        self.settings = Settings(broker_port=free_broker_port(), api_port=free_port(), data_dir=self.workdir,
                                  simulate=self.rate, api_tokens=f"{self.token}=viewer", broker_engine=self.engine)
         self.log = self.workdir / "up.log"
         self.proc: subprocess.Popen | None = None

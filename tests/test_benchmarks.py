@@ -78,3 +78,21 @@ def test_soak_summary_counts_memory_growth_from_the_end_of_the_warmup() -> None:
     result = {"rate": 500, "seconds": 120, "warmup_s": 60, "stopped_early": None, "samples": samples, "summary": s,
               "latency": {"p50_ms": 900.0, "p99_ms": 4000.0, "probes": 240, "arrived": 240}}
     assert "the worker grew 37.5%" in table(result) and "2:00" in table(result)
+
+
+def test_a_live_rate_not_counted_as_kept_up_says_why() -> None:
+    from benchmarks.__main__ import _why_not_kept_up
+
+    short = {"rate": 300, "sustained": False, "lag_at_end": 45, "produced_eps": 258}
+    assert "the simulator produced only 258 events/s" in _why_not_kept_up(short)
+    assert "growing backlog" in _why_not_kept_up(short | {"lag_at_end": 5_000})
+    assert "growing backlog" in _why_not_kept_up({"rate": 300, "sustained": False, "lag_at_start": 9_000})
+    assert "the stack stopped: citybrain up exited" in _why_not_kept_up(
+        {"rate": 300, "sustained": False, "error": "citybrain up exited with code 1"})
+    assert _why_not_kept_up(short | {"sustained": True}) == ""
+
+
+def test_a_run_without_the_scale_step_says_so_rather_than_failing_its_table() -> None:
+    from benchmarks.__main__ import memory_lines
+
+    assert memory_lines({"runs": {}}) == "window state and scale: not measured (--no-scale)\n"
