@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import orjson
 import pytest
 
-from services.city import City, build_city
+from services.city import City, _nearest, build_city
 from services.simulator import ENTITY_FIELD, GUARD_S, KINDS, NO_BASELINE, Batcher, Simulator, generate
 from streams.events import parse_ts
 from streams.partitioning import partition_for
@@ -158,6 +159,19 @@ def test_every_gate_and_detector_draws_power_from_a_feeder_of_its_district(city:
     feeders = {f["id"]: f for f in city.feeders}
     for e in city.gates + city.sensors:
         assert feeders[e["feeder"]]["district"] == e["district"]
+
+
+@pytest.mark.parametrize("sites", [1, 7, 300])
+def test_the_feeder_found_is_the_nearest_as_comparing_every_pair_finds_it(sites: int) -> None:
+    """The grid search of `_nearest` against the plain comparison: clustered sites, sites
+    on one spot (ties go to the lower index) and points far outside every cell."""
+    rng = np.random.default_rng(sites)
+    where = np.round(rng.normal(0, 0.01, (sites, 2)) + rng.integers(0, 3, (sites, 1)) * 0.05, 3)
+    where[len(where) // 2:][:2] = where[0]
+    points = np.vstack([rng.normal(0, 0.05, (3000, 2)), [[5.0, 5.0], [-3.0, 0.1]]])
+    plain = [int(np.argmin(((where - p) ** 2).sum(axis=1))) for p in points]
+    assert _nearest(points, where).tolist() == plain
+
 
 
 def test_a_feeder_outage_takes_the_gates_and_detectors_it_powers_offline_in_the_ground_truth(
