@@ -104,11 +104,6 @@ def measure(entities: int = ENTITIES, windows: int = 3, detect: bool = True) -> 
             "events_per_s": round(events / elapsed)}
 
 
-def scale(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)) -> list[dict[str, Any]]:
-    """The same city at several sizes: events/s of the step and heap per entity."""
-    return [measure(n) for n in sizes]
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entities", type=int, nargs="+", default=[ENTITIES], help="city sizes, measured in turn")
