@@ -42,7 +42,7 @@ from streams.detectors.blocks import Timing, idle, is_idle, sustain
 from streams.detectors.engine import Detection
 from streams.forecast import DAY_MS, Config, Forecaster
 from streams.processor import Record, iso
-from streams.registry import Registry
+from streams.registry import Derived, Registry
 from streams.rules import CATALOGUE, RuleBook
 from streams.state import CHUNK_BYTES, SlotIndex
 
@@ -108,6 +108,10 @@ class EarlyWarning:
         self.rules, self.registry, self.window_ms = rules, registry, window_ms
         self.config = config or model_config(window_ms)
         self.ready_steps = DAY_MS // window_ms
+        # an entity's parameters of every rule, kept until the registry changes (a feeder
+        # that moves may fall under other overrides): each closed window asks for them
+        self._params: Derived[tuple[str, str], dict[str, Any]] = Derived(
+            registry, lambda key: rules.for_entity(key[0], key[1], registry.area(key[1])))
 
     def new(self) -> Warnings:
         return Warnings(Forecaster(self.config))
@@ -144,7 +148,7 @@ class EarlyWarning:
         """One closed window's means of some of a domain's entities: learn them, forecast,
         judge. Each detection with its alert-inputs doc."""
         model, domain = state.model, watch.rule.partition(".")[0]
-        params = [self.rules.for_entity(domain, e, self.registry.area(e))[watch.rule] for e in entities]
+        params = [self._params[domain, e][watch.rule] for e in entities]
         for e, p in zip(entities, params):
             if not p["enabled"]:
                 state.rules.pop(f"{watch.rule}|{e}", None)  # a rule turned off is neither learnt nor judged

@@ -8,7 +8,7 @@ registry doesn't know is still processed, under the area `unassigned`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Generic, Hashable, Iterable, TypeVar
 
 import orjson
 
@@ -18,6 +18,9 @@ from streams.topics import DOMAINS
 LEVELS: tuple[str, ...] = ("district", "street", "community", "grid_cell")
 UNASSIGNED = "unassigned"
 RATINGS = ("rated_kw", "nominal_kv", "free_flow_kmh")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 Entity = dict[str, Any]
 
@@ -100,3 +103,26 @@ class Registry:
 
     def __iter__(self):
         return iter(self._entities.values())
+
+
+class Derived(Generic[K, V]):
+    """Values derived from entities' registry entries (areas, rule parameters), kept
+    until the registry changes. At most `limit` are kept, so event streams naming
+    entities the registry doesn't know can't grow it without end."""
+
+    def __init__(self, registry: Registry, derive: Callable[[K], V], limit: int = 200_000) -> None:
+        self.registry, self.derive, self.limit = registry, derive, limit
+        self._values: dict[K, V] = {}
+        self._version = -1
+
+    def __getitem__(self, key: K) -> V:
+        if self._version != self.registry.version:
+            self._values.clear()
+            self._version = self.registry.version
+        try:
+            return self._values[key]
+        except KeyError:
+            if len(self._values) >= self.limit:
+                self._values.clear()
+            value = self._values[key] = self.derive(key)
+            return value
