@@ -33,7 +33,7 @@ from streams.early_warning import EarlyWarning, Warnings, decode, encode
 from streams.processor import Record
 from streams.registry import Registry
 from streams.settings import StreamSettings
-from streams.state import Snapshot, chunk_key, chunk_writes, meta_key
+from streams.state import Snapshot, chunk_writes, meta_key, snapshot_chunks
 from streams.topics import FORECAST_TABLE
 from streams.topicview import TopicView
 from streams.transport import batches, commit_ceilings, deliver_in_batches, flush_before_commit
@@ -104,9 +104,8 @@ class ForecastAgent:
             return self.step.new(), None
         meta = Snapshot.from_bytes(raw)
         try:
-            chunks = [self.table.data[chunk_key(partition, meta.buffer, i)] for i in range(meta.chunks)]
-            state = decode(chunks)
-        except (KeyError, ValueError) as exc:
+            state = decode(snapshot_chunks(partition, meta, self.table.data.get))
+        except ValueError as exc:
             # The forecasts relearn from here on; the city's alerts don't stop for them.
             log.error("early warning[%d]: stored state unusable (%s); learning anew", partition, exc)
             return self.step.new(), meta

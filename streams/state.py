@@ -227,8 +227,14 @@ def load(shape: Shape, partition: int, read: Callable[[str], bytes | None]
     if raw is None:
         return PartitionState(shape), None
     meta = Snapshot.from_bytes(raw)
+    return decode(shape, snapshot_chunks(partition, meta, read)), meta
+
+
+def snapshot_chunks(partition: int, meta: Snapshot, read: Callable[[str], bytes | None]) -> list[bytes]:
+    """The chunks `meta` names (of any state stored in this layout). Raises ValueError
+    when one is missing."""
     chunks = [read(chunk_key(partition, meta.buffer, i)) for i in range(meta.chunks)]
     if any(c is None for c in chunks):
         raise ValueError(f"partition {partition}: snapshot {meta} has missing chunks")
-    return decode(shape, chunks), meta  # type: ignore[arg-type]
+    return chunks  # type: ignore[return-value]
 
