@@ -227,8 +227,8 @@ def _nearest(points: np.ndarray, sites: np.ndarray) -> np.ndarray:
     its cell and the eight around it. A site farther out is at least a cell's side away,
     so a point whose nearest found is within that is answered; the rest (none near, or
     farther than a side) are compared with every site."""
-    lo = np.minimum(sites.min(axis=0), points.min(axis=0)) if len(points) else sites.min(axis=0)
-    span = float(np.ptp(np.vstack([sites, points]), axis=0).max()) or 1.0
+    both = np.vstack([sites, points])
+    lo, span = both.min(axis=0), float(np.ptp(both, axis=0).max()) or 1.0
     side = span * np.sqrt(2.0 / len(sites))
     width = int(span / side) + 3
     site_cell = ((sites - lo) // side).astype(np.int64) + 1
