@@ -18,3 +18,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
                            tmp_path_factory.mktemp("kafka")).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def whole_cluster(broker: KafkaCluster) -> Iterator[None]:
+    """Each test starts on three running brokers, even if the one before failed between
+    killing a node and starting it again."""
+    broker.heal()
+    yield
