@@ -131,14 +131,15 @@ class LiveStack:
         return f"citybrain up exited with code {self.proc.returncode}"
 
     def pids(self) -> dict[str, int]:
-        """The worker's, the API's and the embedded broker's process ids, among up's children."""
+        """The worker's, the API's and the broker's process ids, among up's children (the
+        embedded broker's binary, or Apache Kafka's JVM)."""
         found = {}
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         for pid in map(int, children):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if b"services.cli" in argv:
                 found[argv[argv.index(b"services.cli") + 1].decode()] = pid
-            elif b"tansu" in argv[0]:
+            elif b"tansu" in argv[0] or b"kafka.Kafka" in argv:
                 found["broker"] = pid
         return {"worker": found["worker"], "api": found["api"], "broker": found["broker"]}
 

@@ -39,12 +39,14 @@ def main() -> None:
     parser.add_argument("--probe-every", type=float, default=0.5, help="seconds between probes (default 0.5)")
     parser.add_argument("--max-rss-mb", type=float, default=8192,
                         help="stop early when the worker or the API grows past this (default 8192)")
+    parser.add_argument("--engine", choices=("embedded", "kafka"), default="embedded",
+                        help="the broker `up` runs (default embedded: memory only, it keeps every record)")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     args = parser.parse_args()
     rate = args.rate or latency_rate()
-    with tempfile.TemporaryDirectory(prefix="citybrain-soak-") as tmp, LiveStack(Path(tmp), rate) as stack:
+    with tempfile.TemporaryDirectory(prefix="citybrain-soak-") as tmp, LiveStack(Path(tmp), rate, args.engine) as stack:
         result = asyncio.run(soak(stack, args.minutes * 60, args.every, args.probe_every, args.max_rss_mb))
-    result |= {"warmup_s": args.warmup * 60, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result |= {"engine": args.engine, "warmup_s": args.warmup * 60, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     result["summary"] = summary(result["samples"], args.warmup * 60)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
@@ -85,7 +87,7 @@ async def soak(stack: LiveStack, seconds: float, every_s: float, probe_every_s: 
             samples.append({"t_s": round(time.monotonic() - began),
                             "worker_rss_mb": round(rss_bytes(pids["worker"]) / MB, 1),
                             "api_rss_mb": round(rss_bytes(pids["api"]) / MB, 1),
-                            # memory-only: it keeps every record written (README, Soak)
+                            # embedded: memory only, it keeps every record written (README, Soak)
                             "broker_rss_mb": round(rss_bytes(pids["broker"]) / MB, 1),
                             "lag": behind, "uncommitted": await lag.uncommitted(),
                             "produced_eps": round((produced - produced_before) / every_s)})
@@ -111,7 +113,7 @@ def summary(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
     the intervals' p99 after the warm-up."""
     after = [s for s in samples if s["t_s"] >= warmup_s] or samples[-1:]
     out: dict[str, Any] = {}
-    for proc in ("worker", "api"):
+    for proc in ("worker", "api", "broker"):
         first, last = after[0][f"{proc}_rss_mb"], after[-1][f"{proc}_rss_mb"]
         out[proc] = {"rss_mb_after_warmup": first, "rss_mb_end": last,
                      "growth_pct": round(100 * (last - first) / first, 1)}
@@ -137,7 +139,8 @@ def table(r: dict[str, Any]) -> str:
         f"\n{r['rate']:,.0f} events/s for {ran}; after {r['warmup_s'] / 60:g} min of warm-up "
         f"the worker grew {m['worker']['growth_pct']}% ({m['worker']['rss_mb_after_warmup']:,.0f} → "
         f"{m['worker']['rss_mb_end']:,.0f} MB), the API {m['api']['growth_pct']}% "
-        f"({m['api']['rss_mb_after_warmup']:,.0f} → {m['api']['rss_mb_end']:,.0f} MB); lag at most "
+        f"({m['api']['rss_mb_after_warmup']:,.0f} → {m['api']['rss_mb_end']:,.0f} MB), the {r['engine']} broker "
+        f"{m['broker']['growth_pct']}% ({m['broker']['rss_mb_after_warmup']:,.0f} → {m['broker']['rss_mb_end']:,.0f} MB); lag at most "
         f"{m['lag']['after_warmup_max']:,} records after warm-up, {m['lag']['uncommitted_end']:,} uncommitted "
         f"at the end; latency p50 {_ms(lat['p50_ms'])} ms, "
         f"p99 {_ms(lat['p99_ms'])} ms over {lat['arrived']}/{lat['probes']} probes")
