@@ -249,7 +249,10 @@ def browser(processes: None) -> Iterator[Browser]:
 
 def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     async def run() -> None:
-        p = AIOKafkaProducer(**client_options(settings.bootstrap), linger_ms=5)
+        # acks=all, as a gateway that must not lose events writes: with acks=1 a leader
+        # thawed after a freeze (tests/kafka) acknowledged records it then dropped on
+        # learning it had been replaced, and the test blamed the worker for them.
+        p = AIOKafkaProducer(**client_options(settings.bootstrap), linger_ms=5, acks="all")
         await p.start()
         try:
             for key, value in records:

@@ -27,7 +27,7 @@ from tests.test_notifier import (  # noqa: F401
     alertmanager, notifier, receiver, test_alerts_reach_alertmanager_and_webhooks_then_resolve)
 from tests.test_scale_out import test_two_workers_and_two_api_replicas_give_the_same_answers  # noqa: F401
 from tests.test_stream_engine import (  # noqa: F401
-    expected, expected_alerts, generate, produce_all, published_alerts, records, windows_match,
+    assert_windows_equal, expected, expected_alerts, generate, produce_all, published_alerts, records, windows_match,
     test_every_window_equals_the_reference_with_out_of_order_and_late_events,
     test_two_workers_share_partitions_and_stay_exact_when_one_leaves)
 from tests.test_stream_engine import test_sigkill_mid_stream_several_times_loses_and_doubles_nothing as sigkills
@@ -67,7 +67,10 @@ class Stream:
     def assert_undisturbed(self) -> None:
         # Generous: on Kafka a restarted worker's partition now and then stalls in Faust
         # until the watchdog reads it again (streams/watchdog.py, STALL_S).
-        wait_for(lambda: windows_match(self.settings, self.ref), timeout=240, every=1.0)
+        try:
+            wait_for(lambda: windows_match(self.settings, self.ref), timeout=240, every=1.0)
+        finally:
+            assert_windows_equal(self.settings, self.ref)  # which windows differ, and where
         assert self.applied() == self.on_time
         wait_for(lambda: published_alerts(self.settings) == self.alerts, timeout=120, every=1.0)
 
