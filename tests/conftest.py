@@ -249,15 +249,17 @@ def browser(processes: None) -> Iterator[Browser]:
 
 def produce(settings: Settings, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     async def run() -> None:
-        # acks=all, as a gateway that must not lose events writes: with acks=1 a leader
-        # thawed after a freeze (tests/kafka) acknowledged records it then dropped on
-        # learning it had been replaced, and the test blamed the worker for them.
-        p = AIOKafkaProducer(**client_options(settings.bootstrap), linger_ms=5, acks="all")
+        # As a gateway that must not lose events writes: acks=all (with acks=1 a leader
+        # thawed after a freeze, tests/kafka, acknowledged records it then dropped on
+        # learning it had been replaced, and the test blamed the worker for them), every
+        # record's delivery checked, and two minutes to ride out a broker's loss (until
+        # the controller fences it, a partition can lack its two in-sync replicas).
+        p = AIOKafkaProducer(**client_options(settings.bootstrap), linger_ms=5, acks="all",
+                             request_timeout_ms=120_000)
         await p.start()
         try:
-            for key, value in records:
-                await p.send(topic, value, key=key)
-            await p.flush()
+            sent = [await p.send(topic, value, key=key) for key, value in records]
+            await asyncio.gather(*sent)
         finally:
             await p.stop()
 
