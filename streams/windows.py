@@ -17,11 +17,12 @@ merges across partitions and turns into operator figures:
     Agg(events, fields={field: FieldStats(count, sum, m2, min, max)},
         counters={counter: int}, products={product: float}, latest=Latest(ts, value) | None)
 The names are the `Shape`'s own (fields, counters, products), so a newcomer reads an
-aggregate without a legend. `FieldStats` and `Latest` are NamedTuples: immutable, and
-smaller than the lists they replace (the API holds one per field of every open window);
-the window history stores them as those lists still (api/window_history.py). `Agg` is a
-frozen dataclass with slots: a merge makes a new one, so a share held in memory never
-changes under a reader.
+aggregate without a legend. All three are NamedTuples: immutable, so a share held in
+memory never changes under a reader (a merge makes a new one); smaller than the dicts
+and lists they replace (the API holds one per field of every open window share); and the
+cheapest immutable record to make (0.15 µs, a frozen dataclass 0.4 µs: the API makes
+one per row it reads and per merge). The window history stores them in the old short
+form still (api/window_history.py).
 """
 
 from __future__ import annotations
@@ -280,8 +281,7 @@ class Latest(NamedTuple):
         return max(self, other, key=lambda s: (s.ts, str(s.value)))
 
 
-@dataclass(frozen=True, slots=True)
-class Agg:
+class Agg(NamedTuple):
     """One window's figures of an entity or an area (or a partition's share of them)."""
 
     events: int
