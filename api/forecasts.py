@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from streams.forecast import Config, Forecaster
-from streams.windows import figures
 
 # The figure forecast when none is asked for: what each kind of device is watched for.
 DEFAULT_FIGURE = {"gate": "passes", "traffic": "volume", "grid": "load_kw_mean"}
@@ -31,7 +30,7 @@ def series(domain: str, windows: dict[int, dict[str, Any]], figure: str) -> tupl
     for ws, w in sorted(windows.items()):
         if not w["closed"]:
             continue  # still filling: a partial window would read as a drop
-        value = figures(domain, w["agg"])[figure]
+        value = w["agg"].figures(domain)[figure]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             starts.append(ws)
             values.append(float(value))

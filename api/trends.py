@@ -14,31 +14,22 @@ from typing import Any, Callable, NamedTuple
 
 import orjson
 
-from streams.windows import SHAPES, stats, unpack
+from streams.windows import Agg, unpack
 
 DAY_MS = 86_400_000
 KEEP_MS = 2 * DAY_MS  # the rollups topic's retention: a day shown, and the day before it
 
-Agg = dict[str, Any]
-
-
-def _stat(field: str, name: str) -> Callable[[Agg], float | None]:
-    """One statistic of a field's readings in a share: count, sum, min or max."""
-    return lambda agg: stats(agg["f"][field])[name]
-
-
-def _count(name: str) -> Callable[[Agg], float]:
-    return lambda agg: agg["c"][name]
-
-
-# Per domain: the parts kept of each share, and how shares of one window combine.
+# Per domain: the parts kept of each share, and how shares of one window combine. (A
+# field without readings has count and sum 0 and no extremes: min and max are None.)
 PARTS: dict[str, tuple[tuple[str, Callable[[Agg], Any], Callable[..., Any]], ...]] = {
-    "gate": (("passes", _count("passes"), sum), ("denied", _count("denied"), sum),
-             ("temp_max", _stat("temperature_c", "max"), max)),
-    "traffic": (("volume", _stat("volume", "sum"), sum), ("sxv", lambda a: a["p"]["speed_x_volume"], sum),
-                ("occ_n", _stat("occupancy", "count"), sum), ("occ_sum", _stat("occupancy", "sum"), sum)),
-    "grid": (("load_n", _stat("load_kw", "count"), sum), ("load_sum", _stat("load_kw", "sum"), sum),
-             ("load_max", _stat("load_kw", "max"), max), ("kv_min", _stat("voltage_kv", "min"), min)),
+    "gate": (("passes", lambda a: a.counters["passes"], sum), ("denied", lambda a: a.counters["denied"], sum),
+             ("temp_max", lambda a: a.fields["temperature_c"].max, max)),
+    "traffic": (("volume", lambda a: a.fields["volume"].sum, sum),
+                ("sxv", lambda a: a.products["speed_x_volume"], sum),
+                ("occ_n", lambda a: a.fields["occupancy"].count, sum),
+                ("occ_sum", lambda a: a.fields["occupancy"].sum, sum)),
+    "grid": (("load_n", lambda a: a.fields["load_kw"].count, sum), ("load_sum", lambda a: a.fields["load_kw"].sum, sum),
+             ("load_max", lambda a: a.fields["load_kw"].max, max), ("kv_min", lambda a: a.fields["voltage_kv"].min, min)),
 }
 
 
@@ -90,7 +81,7 @@ class CityTrends:
             if city is None:
                 return
             parts = PARTS[doc["domain"]]
-            _, agg = next(unpack(SHAPES[doc["domain"]], city["cols"]))
+            _, agg = next(unpack(city["cols"]))
             share = Share(bool(doc["closed"]), tuple(pick(agg) for _, pick, _ in parts))
             ws, partition = int(doc["window_start"]), int(doc["partition"])
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError,

@@ -17,7 +17,7 @@ from api.settings import ApiSettings
 from streams.registry import Registry
 from streams.topics import DOMAINS, FETCH_MAX_WAIT_MS
 from streams.topicview import TopicView
-from streams.windows import SHAPES, area_rows, entity_rows, figures, merge_all, recent
+from streams.windows import SHAPES, Agg, area_rows, entity_rows, merge_all, recent
 
 
 class Latency(NamedTuple):
@@ -117,7 +117,7 @@ class Windows:
             for level, area, agg in area_rows(doc):
                 self._apply(area_series(doc["domain"], level, area), doc["partition"], doc, agg)
 
-    def _apply(self, series: str, share: int, doc: dict[str, Any], agg: dict[str, Any]) -> None:
+    def _apply(self, series: str, share: int, doc: dict[str, Any], agg: Agg) -> None:
         ws = doc["window_start"]
         window = {"window_end": doc["window_end"], "closed": doc["closed"], "agg": agg}
         windows = self.open.setdefault(series, {})
@@ -179,7 +179,7 @@ class Windows:
         windows = self.area(domain, level, area, since)
         w = windows[newest]
         return {"window": {"start": newest, "end": w["window_end"], "closed": w["closed"]},
-                "figures": figures(domain, w["agg"]),
+                "figures": w["agg"].figures(domain),
                 "last_15m": recent(domain, {ws: v["agg"] for ws, v in windows.items()}, since)}
 
 

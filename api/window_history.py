@@ -9,6 +9,14 @@ open windows. Writes are idempotent (a replay of the topic, or replicas sharing 
 file, rewrite the same rows), and the history outlives a restart of the API or of the
 memory-only embedded broker. The table is `windows2`: since the worker's state layout 2 an
 aggregate holds sums, not means, so rows of an older version are left unread.
+
+A row's document is the window as JSON, its aggregate in the short form it had before
+aggregates had names (`_row`, `_window`: this module is the one that knows it):
+    {"window_end", "closed",
+     "agg": {"n": events, "f": {field: [count, sum, m2, min, max]},
+             "c": {counter: int}, "p": {product: float}, "s": [ts, value] | null}}
+Kept, so that the rows of earlier versions read as they are and replicas of two versions
+sharing a file during an upgrade write one format.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
+
+from streams.windows import Agg, FieldStats, Latest
 
 PRUNE_EVERY_S = 60.0
 
@@ -39,8 +49,9 @@ class WindowHistory:
         self.newest = self.db.execute("SELECT max(ws) FROM windows2").fetchone()[0] or 0
         self._pruned_at = 0.0
 
-    def add(self, series: str, ws: int, share: int, doc: dict[str, Any]) -> None:
-        self.pending.append((series, ws, share, orjson.dumps(doc)))
+    def add(self, series: str, ws: int, share: int, window: dict[str, Any]) -> None:
+        """A closed window: {"window_end", "closed", "agg": Agg}."""
+        self.pending.append((series, ws, share, _row(window)))
         self.newest = max(self.newest, ws)
 
     def flush(self) -> None:
@@ -62,11 +73,11 @@ class WindowHistory:
         return self.newest + 1 - self.retention_ms
 
     def windows(self, series: str, since: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
-        """(window start, share, document) of a series from `since`, in start order."""
+        """(window start, share, window) of a series from `since`, in start order."""
         for ws, share, doc in self.db.execute(
                 "SELECT ws, share, doc FROM windows2 WHERE series = ? AND ws >= ? ORDER BY ws, share",
                 (series, max(since, self.horizon()))):
-            yield ws, share, orjson.loads(doc)
+            yield ws, share, _window(doc)
 
     def newest_in(self, series: str) -> int | None:
         """The start of a series' newest closed window."""
@@ -75,3 +86,18 @@ class WindowHistory:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _row(window: dict[str, Any]) -> bytes:
+    agg: Agg = window["agg"]
+    return orjson.dumps({"window_end": window["window_end"], "closed": window["closed"], "agg": {
+        "n": agg.events, "f": {name: list(stats) for name, stats in agg.fields.items()},
+        "c": agg.counters, "p": agg.products, "s": None if agg.latest is None else list(agg.latest)}})
+
+
+def _window(row: bytes) -> dict[str, Any]:
+    doc = orjson.loads(row)
+    agg = doc["agg"]
+    doc["agg"] = Agg(agg["n"], {name: FieldStats(*stats) for name, stats in agg["f"].items()}, agg["c"], agg["p"],
+                     None if agg["s"] is None else Latest(*agg["s"]))
+    return doc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import orjson
@@ -19,7 +20,7 @@ from api.forecasts import forecast
 from api.trends import KEEP_MS, PARTS, CityTrends, Share
 from services.city import build_city
 from streams.registry import Registry
-from streams.windows import SHAPES, empty
+from streams.windows import SHAPES, Agg, FieldStats
 
 WINDOW_MS = 60_000
 PARTITIONS = 8  # services.config.Settings.partitions' default
@@ -36,10 +37,10 @@ def map_bytes() -> tuple[int, int]:
 def forecast_ms(runs: int = 5) -> list[float]:
     rng = np.random.default_rng(1)
     windows = {}
+    empty = Agg.empty(SHAPES["grid"])
     for i in range(1440):
         load = 100 + 30 * np.sin(i / 1440 * 2 * np.pi) + rng.normal()
-        agg = empty(SHAPES["grid"])
-        agg["n"], agg["f"]["load_kw"] = 1, [1, load, 0.0, load, load]
+        agg = replace(empty, events=1, fields=empty.fields | {"load_kw": FieldStats(1, load, 0.0, load, load)})
         windows[i * WINDOW_MS] = {"closed": True, "agg": agg}
     out = []
     for _ in range(runs):

@@ -14,7 +14,8 @@ source topic. Before each offset commit (the transport's `flush_before_commit`, 
 the partition went quiet, or the input since the last snapshot has grown to four times its
 size, or two minutes have passed; and always when partitions are revoked. The group's
 committed offset of a source partition is the offset its newest snapshot covers
-(`commit_ceilings`), so a crash replays the records after the snapshot, and every output
+(`commit_ceilings`; the bookkeeping of both is streams/snapshots.py, shared with the
+forecast agent), so a crash replays the records after the snapshot, and every output
 of the replay repeats one already sent (deduplicated downstream by its (episode, seq),
 the alert's seq, or a window record's key). The alert agent folds detections and
 commands into alerts the same way, one table key per alert.
@@ -28,7 +29,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import faust
 import numpy as np
@@ -43,6 +44,7 @@ from streams.produce import Output
 from streams.processor import PartitionProcessor, Record, Touched
 from streams.registry import Registry
 from streams.settings import StreamSettings
+from streams.snapshots import Snapshots
 from streams.state import PartitionState, Snapshot, load, snapshot_writes
 from streams.topics import ALERTS_TABLE, DOMAINS, LATENCY_BUCKETS, domain_table
 from streams.topicview import TopicView
@@ -146,28 +148,39 @@ async def send_all(app: faust.App, records: list[Output]) -> dict[tuple[str, int
     return await produce.send_all(kafka_producer(app), records)
 
 
+SnapshotWrites = Callable[[int, Snapshot | None], tuple[Snapshot, list[tuple[str, bytes]]]]
+
+
+async def store_snapshots(table: StateTable, snapshots: Snapshots, between_steps: asyncio.Lock, force: bool,
+                          writes: SnapshotWrites) -> None:
+    """Snapshot the partitions that are due (every changed one when `force`), then wait
+    until the table's changelog has them. `writes(partition, previous snapshot)` gives a
+    partition's snapshot and its table writes (streams/state.py); `between_steps` is the
+    lock a step holds while it sends its outputs, so a snapshot never covers records whose
+    outputs are not on the broker."""
+    staged: dict[int, Snapshot] = {}
+    async with between_steps:
+        now = time.monotonic()
+        for p in snapshots.due(force, now):
+            meta, puts = writes(p, snapshots.newest(p))
+            for key, value in puts:
+                table.put(p, key, value)
+            snapshots.taken(p, meta, now)
+            staged[p] = meta
+    await table.flush()
+    snapshots.stored(staged)
+
+
 @dataclass
 class Owned:
-    """A partition this worker processes: its state, and what is not yet stored or shown."""
+    """A partition this worker processes: its state, and what is not yet shown."""
 
     state: PartitionState
-    snapshot: Snapshot | None
-    snapshot_at: float = field(default_factory=time.monotonic)
-    input_bytes: int = 0  # record bytes applied since the snapshot
-    changed: bool = False  # records applied since the snapshot
-    stepped: bool = False  # records applied since the last flush
     touched: dict[int, Touched] = field(default_factory=dict)  # window start → figures to publish
     latency: dict[str, Any] = field(default_factory=lambda: {"counts": [0] * (len(LATENCY_BUCKETS) + 1),
                                                              "sum": 0.0})
     vitals_due: bool = True
     ahead: dict[str, float] = field(default_factory=dict)  # entity → seconds ahead of the clock, latest
-
-    def snapshot_due(self, force: bool) -> bool:
-        if not self.changed:
-            return False
-        size = self.snapshot.size if self.snapshot else 0
-        return (force or not self.stepped or self.input_bytes >= SNAPSHOT_INPUT_RATIO * size
-                or time.monotonic() - self.snapshot_at >= SNAPSHOT_MAX_AGE_S)
 
 
 class DomainAgent:
@@ -188,7 +201,7 @@ class DomainAgent:
             max_ahead_ms=int(settings.clock_skew_s * 1000))
         self.owned: dict[int, Owned] = {}
         self.ticks = 0  # of the live timer
-        self.ceilings: dict[int, int] = {}  # partition → the offset its newest snapshot covers + 1
+        self.snapshots = Snapshots(SNAPSHOT_MAX_AGE_S, SNAPSHOT_INPUT_RATIO)
         # Held by a step and the sending of its outputs, by the live publication and by
         # the choice of snapshots: so a window's live figures never follow its closed
         # ones, and no snapshot covers a step whose outputs are not on the broker.
@@ -196,7 +209,7 @@ class DomainAgent:
         app.agent(self.source, name=f"citybrain.{domain}")(self.run)
         app.timer(LIVE_EVERY_S)(self.publish_live)
         flush_before_commit(app, self.flush)
-        commit_ceilings(app, self.topic, lambda: self.ceilings)
+        commit_ceilings(app, self.topic, lambda: self.snapshots.ceilings)
         app.on_partitions_revoked.connect(self._on_revoked)
         self.table.on_recover(self._load_assigned)
 
@@ -207,6 +220,7 @@ class DomainAgent:
         for p in list(self.owned):
             self.processor.forget(p)
         self.owned.clear()
+        self.snapshots.forget()
 
     async def _load_assigned(self) -> None:
         """Once the tables are recovered, load every partition this worker now owns, and
@@ -221,9 +235,8 @@ class DomainAgent:
         owned = self.owned.get(partition)
         if owned is None:
             state, meta = load(self.processor.shape, partition, self.table.data.get)
-            owned = self.owned[partition] = Owned(state, meta, touched=self.processor.open_touched(state))
-            if meta is not None:
-                self.ceilings[partition] = meta.offset + 1
+            owned = self.owned[partition] = Owned(state, touched=self.processor.open_touched(state))
+            self.snapshots.loaded(partition, meta, time.monotonic())
             log.info("%s[%d]: %s", self.domain, partition,
                      "no snapshot, from the start" if meta is None else f"snapshot through offset {meta.offset} loaded")
         return owned
@@ -248,8 +261,8 @@ class DomainAgent:
                 *((self.topics.deadletter, key, doc, None, None) for key, doc in step.deadletters),
                 *((self.topics.alert_inputs, key, doc, None, None) for key, doc in step.detections),
                 *((self._window_topic(kind), key, doc, partition, None) for kind, key, doc in step.closed)])
-            owned.input_bytes += sum(len(r.value or b"") for r in records)
-            owned.changed = owned.stepped = owned.vitals_due = True
+            self.snapshots.applied(partition, sum(len(r.value or b"") for r in records))
+            owned.vitals_due = True
             for ws in step.closed_starts:
                 owned.touched.pop(ws, None)
             for ws, touched in step.touched.items():
@@ -303,24 +316,9 @@ class DomainAgent:
                              "worker": WORKER, "updated_at": int(time.time() * 1000)})
 
     async def flush(self, force: bool = False) -> None:
-        """Snapshot the partitions that are due (every changed one when `force`), then
-        wait until the table's changelog has them."""
-        staged: dict[int, Snapshot] = {}
-        async with self.publishing:  # between steps: every output of a snapshot's records is sent
-            for p, owned in self.owned.items():
-                if owned.snapshot_due(force):
-                    meta, writes = snapshot_writes(p, owned.state, owned.snapshot)
-                    for key, value in writes:
-                        self.table.put(p, key, value)
-                    owned.snapshot, owned.snapshot_at = meta, time.monotonic()
-                    owned.input_bytes, owned.changed = 0, False
-                    staged[p] = meta
-                owned.stepped = False
-        await self.table.flush()
-        # Only what this call saw stored moves a commit ceiling: a flush running beside it
-        # may have staged a newer snapshot that is still on its way.
-        for p, meta in staged.items():
-            self.ceilings[p] = max(self.ceilings.get(p, 0), meta.offset + 1)
+        """Snapshot the partitions that are due (every changed one when `force`)."""
+        await store_snapshots(self.table, self.snapshots, self.publishing, force,
+                              lambda p, previous: snapshot_writes(p, self.owned[p].state, previous))
 
 
 class AlertAgent:

@@ -45,6 +45,7 @@ from streams.processor import Record, iso
 from streams.registry import Derived, Registry
 from streams.rules import CATALOGUE, RuleBook
 from streams.state import CHUNK_BYTES, SlotIndex
+from streams.windows import field_columns
 
 LAYOUT = 1
 MODEL_HORIZON_MS = 3_600_000  # errors (and so intervals) are tracked this far ahead
@@ -131,7 +132,7 @@ class EarlyWarning:
                 continue
             try:
                 doc = orjson.loads(r.value or b"null")
-                f = doc["cols"]["f"][watch.field]
+                f = field_columns(doc["cols"], watch.field)
                 count, total = np.asarray(f["count"], np.float64), np.asarray(f["sum"], np.float64)
                 ws, entities = int(doc["window_start"]), [str(e) for e in doc["entities"]]
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):

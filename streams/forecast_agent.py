@@ -9,8 +9,9 @@ the `forecast-state` table the way the domain agents store theirs (streams/state
 chunks under `<p>/<buffer>/<i>`, then `<p>/meta` naming the buffer, two buffers taking
 turns so a crash mid-write leaves the previous snapshot whole. A partition that moved on
 is stored before an offset commit once it goes quiet or every SNAPSHOT_EVERY_S while it
-is busy, and when partitions are revoked, and the group commits its aggregates partition at the offset the snapshot
-covers (`commit_ceilings`): a crash replays the records after it, which learn the same
+is busy, and when partitions are revoked, and the group commits its aggregates partition
+at the offset the snapshot covers (`commit_ceilings`; the bookkeeping is the domain agents'
+own, streams/snapshots.py): a crash replays the records after it, which learn the same
 windows again in the same order (the step skips what the state covers). Detections are
 sent before a snapshot can cover them (a step and its sending hold the lock a snapshot
 takes): after a crash they are sent again, with the same (episode, seq), which the alert
@@ -22,17 +23,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from faust.types import EventT
 
-from streams.agents import REGISTRY_WAIT_S, send_all, state_table
+from streams.agents import REGISTRY_WAIT_S, send_all, state_table, store_snapshots
 from streams.early_warning import EarlyWarning, Warnings, decode, encode
 from streams.processor import Record
 from streams.registry import Registry
 from streams.settings import StreamSettings
+from streams.snapshots import Snapshots
 from streams.state import Snapshot, chunk_writes, meta_key, snapshot_chunks
 from streams.topics import FORECAST_TABLE
 from streams.topicview import TopicView
@@ -47,32 +48,17 @@ log = logging.getLogger(__name__)
 SNAPSHOT_EVERY_S = 600.0
 
 
-@dataclass
-class Held:
-    """A partition's early-warning state, and where its newest snapshot is."""
-
-    state: Warnings
-    snapshot: Snapshot | None
-    snapshot_at: float = field(default_factory=time.monotonic)
-    changed: bool = False  # records applied since the snapshot
-    stepped: bool = False  # records applied since the last flush
-
-    def snapshot_due(self, force: bool, now: float) -> bool:
-        """Stored when it moved on and went quiet (nothing since the last flush), or
-        SNAPSHOT_EVERY_S after the last, or when `force`d."""
-        return self.changed and (force or not self.stepped or now - self.snapshot_at >= SNAPSHOT_EVERY_S)
-
-
 class ForecastAgent:
     def __init__(self, app: faust.App, settings: StreamSettings, step: EarlyWarning, feed: TopicView) -> None:
         self.app, self.topics, self.step, self.feed = app, settings.topics, step, feed
         self.table = state_table(app, settings, FORECAST_TABLE, raw=True)
         self.source = deliver_in_batches(app, self.topics.aggregates)
-        self.owned: dict[int, Held] = {}
-        self.ceilings: dict[int, int] = {}  # partition → the offset its newest snapshot covers + 1
+        self.owned: dict[int, Warnings] = {}
+        # stored when it moved on and went quiet, or SNAPSHOT_EVERY_S after the last
+        self.snapshots = Snapshots(SNAPSHOT_EVERY_S)
         self.stepping = asyncio.Lock()  # a step and the sending of its detections; a snapshot
         flush_before_commit(app, self.flush)
-        commit_ceilings(app, self.source.get_topic_name(), lambda: self.ceilings)
+        commit_ceilings(app, self.source.get_topic_name(), lambda: self.snapshots.ceilings)
         app.on_partitions_revoked.connect(self._on_revoked)
         self.table.on_recover(self._load_assigned)
         app.agent(self.source, name="citybrain.forecasts")(self.run)
@@ -80,6 +66,7 @@ class ForecastAgent:
     async def _on_revoked(self, *args: Any, **kwargs: Any) -> None:
         await self.flush(force=True)
         self.owned.clear()  # reloaded from the table by whoever owns each partition next
+        self.snapshots.forget()
 
     async def _load_assigned(self) -> None:
         """Once the tables are recovered, load every partition this worker now owns: where
@@ -89,14 +76,13 @@ class ForecastAgent:
             if tp.topic == topic:
                 self._owned(tp.partition)
 
-    def _owned(self, partition: int) -> Held:
-        held = self.owned.get(partition)
-        if held is None:
+    def _owned(self, partition: int) -> Warnings:
+        state = self.owned.get(partition)
+        if state is None:
             state, meta = self._load(partition)
-            held = self.owned[partition] = Held(state, meta)
-            if meta is not None:
-                self.ceilings[partition] = meta.offset + 1
-        return held
+            self.owned[partition] = state
+            self.snapshots.loaded(partition, meta, time.monotonic())
+        return state
 
     def _load(self, partition: int) -> tuple[Warnings, Snapshot | None]:
         raw = self.table.data.get(meta_key(partition))
@@ -121,29 +107,17 @@ class ForecastAgent:
 
     async def process(self, event: EventT) -> None:
         partition = event.message.partition
-        held = self._owned(partition)
+        state = self._owned(partition)
         async with self.stepping:
-            out = self.step.step(held.state, [Record(partition, r.offset, r.key, r.value) for r in event.value])
+            out = self.step.step(state, [Record(partition, r.offset, r.key, r.value) for r in event.value])
             await send_all(self.app, [(self.topics.alert_inputs, key, doc, None, None) for key, doc in out.detections])
-            held.changed = held.stepped = True
+            self.snapshots.applied(partition)
 
     async def flush(self, force: bool = False) -> None:
         """Snapshot the partitions that moved on and are due (every one that moved, when
-        `force`), then wait until the table's changelog has them."""
-        staged: dict[int, Snapshot] = {}
-        now = time.monotonic()
-        async with self.stepping:
-            for p, held in self.owned.items():
-                if held.snapshot_due(force, now):
-                    meta, writes = chunk_writes(p, encode(held.state), held.state.offset, held.snapshot)
-                    for key, value in writes:
-                        self.table.put(p, key, value)
-                    held.snapshot, held.snapshot_at, held.changed = meta, now, False
-                    staged[p] = meta
-                held.stepped = False
-        await self.table.flush()
-        for p, meta in staged.items():  # only what this call saw stored moves a ceiling
-            self.ceilings[p] = max(self.ceilings.get(p, 0), meta.offset + 1)
+        `force`)."""
+        await store_snapshots(self.table, self.snapshots, self.stepping, force,
+                              lambda p, previous: chunk_writes(p, encode(self.owned[p]), self.owned[p].offset, previous))
 
 
 def register(app: faust.App, settings: StreamSettings) -> None:

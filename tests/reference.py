@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable
 
-from streams.windows import SHAPES
+from streams.windows import SHAPES, Agg
 
 Event = dict[str, Any]
 
@@ -54,12 +54,12 @@ def close(a: float | None, b: float | None, rel: float = 1e-9) -> bool:
     return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
 
 
-def assert_matches(domain: str, agg: dict[str, Any], ref: dict[str, Any]) -> None:
+def assert_matches(domain: str, agg: Agg, ref: dict[str, Any]) -> None:
     """A stored aggregate equals the reference: counts exactly, floats to 1e-9."""
     shape = SHAPES[domain]
-    assert agg["n"] == ref["events"]
+    assert agg.events == ref["events"]
     for f in shape.fields:
-        count, total, m2, lo, hi = agg["f"][f]
+        count, total, m2, lo, hi = agg.fields[f]
         r = ref[f]
         assert count == r["count"], f
         assert close(lo, r["min"]) and close(hi, r["max"]), f
@@ -67,8 +67,8 @@ def assert_matches(domain: str, agg: dict[str, Any], ref: dict[str, Any]) -> Non
             assert close(total / count, r["mean"]) and close(total, r["sum"]), f
             assert close(m2 / count, r["variance"], rel=1e-6), f
     for c, _, _ in shape.counters:
-        assert agg["c"][c] == ref[c], c
+        assert agg.counters[c] == ref[c], c
     for p, _, _ in shape.products:
-        assert close(agg["p"][p], ref[p]), p
+        assert close(agg.products[p], ref[p]), p
     if shape.state:
-        assert (agg["s"][1] if agg["s"] else None) == ref["state"]
+        assert (agg.latest.value if agg.latest else None) == ref["state"]

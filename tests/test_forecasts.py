@@ -10,6 +10,7 @@ from typing import Any
 
 from api.forecasts import forecast
 from services.config import Settings
+from streams.windows import NO_READINGS, Agg
 from tests.conftest import Api, Proc, event_records, launch_api, produce, wait_for
 
 T0 = 1_795_219_200_000  # 2026-11-21T00:00:00Z, a Saturday
@@ -23,8 +24,7 @@ def passes(minute: int) -> int:
 
 def gate_window(n: int) -> dict[str, Any]:
     """A closed window of a gate's that counted n passes."""
-    return {"closed": True, "agg": {"n": n, "f": {"temperature_c": [0, 0.0, 0.0, None, None]},
-                                    "c": {"passes": n}, "p": {}, "s": None}}
+    return {"closed": True, "agg": Agg(n, {"temperature_c": NO_READINGS}, {"passes": n}, {}, None)}
 
 
 def gate_windows(minutes: int) -> dict[int, dict[str, Any]]:
@@ -33,8 +33,8 @@ def gate_windows(minutes: int) -> dict[int, dict[str, Any]]:
 
 def test_a_daily_rhythm_is_forecast_from_the_history_with_intervals() -> None:
     windows = gate_windows(3 * 1440)
-    windows[T0 + 3 * DAY] = {"closed": False, "agg": {"n": 0, "f": {"temperature_c": [0, 0.0, 0.0, None, None]},
-                                                      "c": {"passes": 0}, "p": {}, "s": None}}  # still open: not learnt
+    windows[T0 + 3 * DAY] = {"closed": False, "agg": Agg(0, {"temperature_c": NO_READINGS}, {"passes": 0}, {},
+                                                         None)}  # still open: not learnt
     out = forecast("gate", windows, "passes", MINUTE, 60)
     assert (out["learnt"], out["from"], out["through"]) == (3 * 1440, T0, T0 + 3 * DAY - MINUTE)
     assert [p["start"] for p in out["points"]] == [T0 + 3 * DAY + h * MINUTE for h in range(60)]

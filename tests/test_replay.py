@@ -79,10 +79,10 @@ def test_any_crash_then_replay_in_other_batches_ends_where_an_uninterrupted_run_
     assert state.detectors == whole_state.detectors
     assert windows.keys() == whole_windows.keys()
     for key, agg in whole_windows.items():
-        ref = {"events": agg["n"], **{f: {"count": c, "sum": s, "min": lo, "max": hi,
-                                          "mean": s / c if c else None, "variance": m2 / c if c else None}
-                                      for f, (c, s, m2, lo, hi) in agg["f"].items()},
-               **agg["c"], **agg["p"], "state": agg["s"][1] if agg["s"] else None}
+        ref = {"events": agg.events, **{f: {"count": c, "sum": s, "min": lo, "max": hi,
+                                            "mean": s / c if c else None, "variance": m2 / c if c else None}
+                                        for f, (c, s, m2, lo, hi) in agg.fields.items()},
+               **agg.counters, **agg.products, "state": agg.latest.value if agg.latest else None}
         assert_matches(DOMAIN, windows[key], ref)
     # a replay repeats detections, identical to the first time (the alert manager dedupes them)
     assert detections == whole_detections

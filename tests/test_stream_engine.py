@@ -196,7 +196,7 @@ def assert_windows_equal(settings: Settings, ref: dict) -> None:
         try:
             assert_matches(key[0], got[key]["agg"], doc)
         except AssertionError:
-            wrong.append((*key, partition_for(key[1], settings.partitions), got[key]["agg"]["n"], doc["events"]))
+            wrong.append((*key, partition_for(key[1], settings.partitions), got[key]["agg"].events, doc["events"]))
     assert not wrong, f"{len(wrong)} windows differ (domain, entity, start, partition, events, expected): {wrong[:20]}"
 
 

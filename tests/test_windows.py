@@ -11,8 +11,8 @@ import pytest
 
 from streams.columns import COLUMNS, EventColumns
 from streams.state import SlotIndex
-from streams.windows import (SHAPES, Block, Columns, empty, entity_rows, figures, late_mask, merge, merge_all,
-                             stream_times, window_start)
+from streams.windows import (SHAPES, Agg, Block, Columns, entity_rows, late_mask, merge_all, stream_times,
+                             window_start)
 from tests.reference import assert_matches, reference_windows
 
 W = 60_000
@@ -40,14 +40,14 @@ def fold(blocks: dict[int, Block], slots: SlotIndex, domain: str, events: list[d
         blocks.setdefault(ws, Block(SHAPES[domain], 2)).fold(mine[idx], columns.take(idx))
 
 
-def aggregate(domain: str, events: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+def aggregate(domain: str, events: list[dict[str, Any]]) -> dict[tuple[str, int], Agg]:
     blocks: dict[int, Block] = {}
     slots = SlotIndex()
     fold(blocks, slots, domain, events)
     return read(domain, blocks, slots)
 
 
-def read(domain: str, blocks: dict[int, Block], slots: SlotIndex) -> dict[tuple[str, int], dict[str, Any]]:
+def read(domain: str, blocks: dict[int, Block], slots: SlotIndex) -> dict[tuple[str, int], Agg]:
     """Every window's Agg, through the wire form the API reads."""
     out = {}
     for ws, block in blocks.items():
@@ -108,7 +108,7 @@ def test_folding_batches_in_any_split_equals_aggregating_all(domain: str) -> Non
         step = rnd.randrange(1, 200)
         fold(blocks, slots, domain, events[i:i + step])
         for key, agg in aggregate(domain, events[i:i + step]).items():
-            merged[key] = merge(merged.get(key, empty(shape)), agg)
+            merged[key] = merged.get(key, Agg.empty(shape)).merge(agg)
         i += step
     folded = read(domain, blocks, slots)
     for key in ref:
@@ -122,7 +122,7 @@ def test_counts_stay_exact_sums() -> None:
     flows = [{"type": "traffic.flow", "entity": "T-1", "ts": T0 + i, "volume": v, "speed_kmh": 30.0,
               "occupancy": 0.1} for i, v in enumerate([333, 331, 331])]
     agg = aggregate("traffic", flows)[("T-1", T0)]
-    assert figures("traffic", agg)["volume"] == 995
+    assert agg.figures("traffic")["volume"] == 995
 
 
 def test_sliding_views_merge_tumbling_windows() -> None:
@@ -153,13 +153,13 @@ def test_late_events_are_judged_against_stream_time_before_them() -> None:
 def test_operator_figures() -> None:
     flows = [{"type": "traffic.flow", "entity": "T-1", "ts": T0 + i, "volume": v, "speed_kmh": s, "occupancy": o}
              for i, (v, s, o) in enumerate([(10, 60.0, 0.1), (30, 20.0, 0.5)])]
-    fig = figures("traffic", aggregate("traffic", flows)[("T-1", T0)])
+    fig = aggregate("traffic", flows)[("T-1", T0)].figures("traffic")
     assert fig["volume"] == 40 and fig["speed_kmh_mean"] == 40.0
     assert fig["speed_kmh_weighted"] == 30.0  # (10·60 + 30·20) / 40
     assert fig["occupancy_mean"] == pytest.approx(0.3)
     grid = [{"type": "grid.measurement", "entity": "F-1", "ts": T0 + i, "load_kw": l, "voltage_kv": v,
              "frequency_hz": 50.0, "breaker": b} for i, (l, v, b) in enumerate([(100.0, 10.2, "closed"),
                                                                                (300.0, 9.1, "open")])]
-    fig = figures("grid", aggregate("grid", grid)[("F-1", T0)])
+    fig = aggregate("grid", grid)[("F-1", T0)].figures("grid")
     assert (fig["load_kw_mean"], fig["load_kw_max"], fig["voltage_kv_min"], fig["breaker"]) == (200.0, 300.0, 9.1, "open")
     assert fig["breaker_open"] == 1

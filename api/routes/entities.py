@@ -9,7 +9,7 @@ from fastapi import HTTPException, Path, Query
 
 from api.deps import Parts, router
 from api.query import instant, known_domain
-from streams.windows import figures, recent
+from streams.windows import recent
 
 viewing = router("viewer", "entities")
 
@@ -45,7 +45,7 @@ async def entity(parts: Parts,
         "domain": domain, "entity": entity_id, "area": views.registry.area(entity_id),
         "registry": info, "from": start, "to": end,
         "windows": [{"start": ws, "end": w["window_end"], "closed": w["closed"],
-                     "figures": figures(domain, w["agg"])}
+                     "figures": w["agg"].figures(domain)}
                     for ws, w in sorted(windows.items()) if start <= ws < end],
         "sliding": sliding,
     }
