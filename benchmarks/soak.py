@@ -139,7 +139,7 @@ def table(r: dict[str, Any]) -> str:
         f"\n{r['rate']:,.0f} events/s for {ran}; after {r['warmup_s'] / 60:g} min of warm-up "
         f"the worker grew {m['worker']['growth_pct']}% ({m['worker']['rss_mb_after_warmup']:,.0f} → "
         f"{m['worker']['rss_mb_end']:,.0f} MB), the API {m['api']['growth_pct']}% "
-        f"({m['api']['rss_mb_after_warmup']:,.0f} → {m['api']['rss_mb_end']:,.0f} MB), the {r['engine']} broker "
+        f"({m['api']['rss_mb_after_warmup']:,.0f} → {m['api']['rss_mb_end']:,.0f} MB), the {r.get('engine', 'embedded')} broker "
         f"{m['broker']['growth_pct']}% ({m['broker']['rss_mb_after_warmup']:,.0f} → {m['broker']['rss_mb_end']:,.0f} MB); lag at most "
         f"{m['lag']['after_warmup_max']:,} records after warm-up, {m['lag']['uncommitted_end']:,} uncommitted "
         f"at the end; latency p50 {_ms(lat['p50_ms'])} ms, "
