@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -41,10 +42,14 @@ def main() -> None:
                         help="stop early when the worker or the API grows past this (default 8192)")
     parser.add_argument("--engine", choices=("embedded", "kafka"), default="embedded",
                         help="the broker `up` runs (default embedded: memory only, it keeps every record)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the stack's data and logs here (default: a temporary directory, removed after)")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     args = parser.parse_args()
     rate = args.rate or latency_rate()
-    with tempfile.TemporaryDirectory(prefix="citybrain-soak-") as tmp, LiveStack(Path(tmp), rate, args.engine) as stack:
+    kept = contextlib.nullcontext(str(args.workdir)) if args.workdir else None
+    with kept or tempfile.TemporaryDirectory(prefix="citybrain-soak-") as tmp, \
+            LiveStack(Path(tmp), rate, args.engine) as stack:
         result = asyncio.run(soak(stack, args.minutes * 60, args.every, args.probe_every, args.max_rss_mb))
     result |= {"engine": args.engine, "warmup_s": args.warmup * 60, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     result["summary"] = summary(result["samples"], args.warmup * 60)
@@ -83,14 +88,19 @@ async def soak(stack: LiveStack, seconds: float, every_s: float, probe_every_s: 
             if stopped_early is not None:
                 sender.cancel()
                 break
-            produced, behind = await lag.offsets()
-            samples.append({"t_s": round(time.monotonic() - began),
-                            "worker_rss_mb": round(rss_bytes(pids["worker"]) / MB, 1),
-                            "api_rss_mb": round(rss_bytes(pids["api"]) / MB, 1),
-                            # embedded: memory only, it keeps every record written (README, Soak)
-                            "broker_rss_mb": round(rss_bytes(pids["broker"]) / MB, 1),
-                            "lag": behind, "uncommitted": await lag.uncommitted(),
-                            "produced_eps": round((produced - produced_before) / every_s)})
+            try:
+                produced, behind = await lag.offsets()
+                samples.append({"t_s": round(time.monotonic() - began),
+                                "worker_rss_mb": round(rss_bytes(pids["worker"]) / MB, 1),
+                                "api_rss_mb": round(rss_bytes(pids["api"]) / MB, 1),
+                                # embedded: memory only, it keeps every record written (README, Soak)
+                                "broker_rss_mb": round(rss_bytes(pids["broker"]) / MB, 1),
+                                "lag": behind, "uncommitted": await lag.uncommitted(),
+                                "produced_eps": round((produced - produced_before) / every_s)})
+            except Exception as exc:  # noqa: BLE001 - a part died: keep what was measured, say why
+                stopped_early = f"sampling failed after {round(time.monotonic() - began)} s: {exc!r}"
+                sender.cancel()
+                break
             produced_before = produced
             print("soak: " + ", ".join(f"{k} {v}" for k, v in samples[-1].items()), flush=True)
             # A process growing without bound would take the machine down with it.
