@@ -38,6 +38,7 @@ from services.config import Settings
 from services.provision import ensure_topics
 from streams.kafka_security import client_options
 from streams.topics import DOMAINS
+from streams.topicview import read_to_end
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
@@ -109,15 +110,17 @@ def measured(load: throughput.Load, code: Path, out: Path, tag: str, spy: str | 
         throughput.spawn, throughput.ROOT = spawn, Path(throughput.__file__).resolve().parents[1]
         for s in spies:
             s.wait(timeout=60)
-    docs = sorted(asyncio.run(throughput._vitals(load.settings)), key=lambda d: d["updated_at"])
+    # the span `pipeline` timed: from the worker's first vitals to its last
+    vitals = asyncio.run(read_to_end(load.settings.bootstrap, load.settings.topics.vitals))
+    stamps = sorted(orjson.loads(v)["updated_at"] for _, v in vitals if v)
     times = [t for t, _ in samples]
 
     def cpu_at(ms: int) -> float:
         return samples[min(bisect.bisect_left(times, ms / 1000), len(samples) - 1)][1]
 
-    cpu = cpu_at(docs[-1]["updated_at"]) - cpu_at(docs[0]["updated_at"])
-    first = throughput._applied(throughput._latest(docs[:1]))
-    return {**rate, "cpu_s": cpu, "events_per_cpu_s": (rate["events"] - first) / cpu, "worker_cpu_s": samples[-1][1]}
+    cpu = cpu_at(stamps[-1]) - cpu_at(stamps[0])
+    counted = rate["events_per_s"] * rate["seconds"]  # the events applied within that span
+    return {**rate, "cpu_s": cpu, "events_per_cpu_s": counted / cpu, "worker_cpu_s": samples[-1][1]}
 
 
 def main() -> None:
