@@ -109,7 +109,7 @@ class EarlyWarning:
         self.config = config or model_config(window_ms)
         self.ready_steps = DAY_MS // window_ms
         # A domain whose rule no entity has on (the roads' by default) is not even parsed:
-        # its closed windows were most of this agent's cost, to learn series never judged.
+        # learning its series would cost a parse and a model step per window, never judged.
         self.watches = {d: w for d, w in WATCHES.items() if rules.ever_enabled(w.rule)}
         # an entity's parameters of every rule, kept until the registry changes (a feeder
         # that moves may fall under other overrides): each closed window asks for them
