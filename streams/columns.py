@@ -12,7 +12,9 @@ batch never runs Python per event beyond pulling its fields out of the dicts.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Iterable
 
 import numpy as np
@@ -107,8 +109,10 @@ def decode(domain: str, records: Iterable[tuple[int, bytes | None, bytes | None]
     """(offset, key, value) records → the valid events as columns, and every reject.
     Events stamped more than `max_ahead_ms` after `now_ms` are rejected (None: no clock)."""
     items: list[Any] = []
-    offsets: list[int] = []
-    where: list[tuple[bytes | None, bytes | None, int | None]] = []  # key, raw of a single record, batch index
+    # One entry per record that holds items, not per item: where its first item is, and
+    # what a dead letter of one of its items needs (the raw bytes of a single-event record).
+    firsts: list[int] = []
+    sources: list[tuple[int, bytes | None, bytes | None]] = []  # offset, key, raw (None: a batch)
     rejected: list[Rejected] = []
     for offset, key, raw in records:
         if raw is None:
@@ -126,45 +130,49 @@ def decode(domain: str, records: Iterable[tuple[int, bytes | None, bytes | None]
             elif len(batch) > max_batch:
                 rejected.append(Rejected(offset, key, contract.Reject(
                     f"oversized batch: {len(batch)} events > {max_batch}", raw)))
-            else:
+            elif batch:
+                firsts.append(len(items))
+                sources.append((offset, key, None))
                 items += batch
-                offsets += [offset] * len(batch)
-                where += [(key, None, i) for i in range(len(batch))]
         else:
+            firsts.append(len(items))
+            sources.append((offset, key, raw))
             items.append(doc)
-            offsets.append(offset)
-            where.append((key, raw, None))
     if not items:
         return EventColumns.empty(domain), rejected
 
     cols, ok = _judge(domain, items, now_ms, max_ahead_ms)
     for i in np.flatnonzero(~ok).tolist():
-        key, raw, index = where[i]
+        record = bisect_right(firsts, i) - 1
+        offset, key, raw = sources[record]
         try:
             ev = contract.validate(domain, items[i], now_ms, max_ahead_ms)
         except contract.Invalid as exc:
-            rejected.append(Rejected(offsets[i], key, contract.Reject(
-                str(exc), raw if raw is not None else contract.dump_item(items[i]), index)))
+            rejected.append(Rejected(offset, key, contract.Reject(
+                str(exc), raw if raw is not None else contract.dump_item(items[i]),
+                None if raw is not None else i - firsts[record])))
             continue
         cols.set_row(i, ev)  # valid after all: the vectorised checks may only be stricter
         ok[i] = True
     rejected.sort(key=lambda r: r.offset)
-    return cols.build(np.asarray(offsets, np.int64), ok), rejected
+    offsets = np.repeat(np.array([s[0] for s in sources], np.int64), np.diff(firsts, append=len(items)))
+    return cols.build(offsets, ok), rejected
 
 
 class _Draft:
     """Columns of every item, before the rows that failed are dropped."""
 
-    def __init__(self, domain: str, items: list[Any]) -> None:
+    def __init__(self, domain: str, items: list[Any], objects: np.ndarray) -> None:
+        """`objects`: which items are JSON objects (the others read as empty ones)."""
         self.domain = domain
         numeric, other = COLUMNS[domain]
-        # every item a dict is the common case: then no per-value type check
-        dicts = items if all(type(it) is dict for it in items) else [it if type(it) is dict else {} for it in items]
-        self.entity = _objects([it.get(contract.ENTITY_FIELD[domain]) for it in dicts])
+        dicts = items if objects.all() else [it if type(it) is dict else {} for it in items]
+        self.raw = {f: contract.Column(list(map(dict.get, dicts, repeat(f))))
+                    for f in (contract.ENTITY_FIELD[domain], "ts", *numeric, *other)}
+        self.entity = _objects(self.raw[contract.ENTITY_FIELD[domain]].values)
         self.ts = np.zeros(len(items), np.int64)
-        self.raw = {f: [it.get(f) for it in dicts] for f in ("ts", *numeric, *other)}
         self.numbers = {f: np.full(len(items), np.nan) for f in numeric}
-        self.labels = {f: _objects(self.raw[f]) for f in other}
+        self.labels = {f: _objects(self.raw[f].values) for f in other}
 
     def set_row(self, i: int, ev: contract.Event) -> None:
         self.entity[i] = ev["entity"]
@@ -175,6 +183,8 @@ class _Draft:
             col[i] = ev.get(f)
 
     def build(self, offsets: np.ndarray, ok: np.ndarray) -> EventColumns:
+        if ok.all():
+            return EventColumns(self.domain, self.entity, self.ts, offsets, self.numbers, self.labels)
         idx = np.flatnonzero(ok)
         return EventColumns(self.domain, self.entity[idx], self.ts[idx], offsets[idx],
                             {f: v[idx] for f, v in self.numbers.items()},
@@ -189,31 +199,35 @@ def _objects(values: list[Any]) -> np.ndarray:
 def _judge(domain: str, items: list[Any], now_ms: int | None, max_ahead_ms: int) -> tuple[_Draft, np.ndarray]:
     """Every item's columns, and which items pass every check (False: ask the validator)."""
     n = len(items)
-    draft = _Draft(domain, items)
     ok = np.fromiter(map(dict.__instancecheck__, items), bool, n)
-    ok &= contract.Text("entity").passes(draft.entity.tolist())
+    draft = _Draft(domain, items, ok)
+    ok &= contract.Text("entity").passes(draft.raw[contract.ENTITY_FIELD[domain]])
     ts, good_ts = _timestamps(draft.raw["ts"])
     draft.ts = ts
     ok &= good_ts if now_ms is None else good_ts & (ts <= now_ms + max_ahead_ms)
-    types = draft.labels["type"]
+    try:  # the batch's event types; equal to a type's name means of that type
+        kinds: set[Any] | None = set(draft.raw["type"].values)
+    except TypeError:  # an unhashable value: compare value by value below
+        kinds = None
     known = np.zeros(n, bool)
     for kind, specs in contract.SCHEMAS[domain].items():
-        of_kind = np.asarray(types == kind, dtype=bool)
+        if kinds is not None and kind not in kinds:
+            continue
+        whole = kinds == {kind}  # the usual batch: every event of one type
+        of_kind = np.ones(n, bool) if whole else np.asarray(draft.labels["type"] == kind, dtype=bool)
         known |= of_kind
         rows = np.flatnonzero(of_kind)
         if len(rows) == 0:
             continue
-        whole = len(rows) == n
+        picked = rows.tolist()
         for spec in specs:
-            values = draft.raw[spec.name] if whole else [draft.raw[spec.name][i] for i in rows.tolist()]
-            ok[rows] &= spec.passes(values)
+            col = draft.raw[spec.name] if whole else draft.raw[spec.name].take(picked)
+            ok[rows] &= spec.passes(col)
+            if isinstance(spec, _NUMERIC):
+                draft.numbers[spec.name][rows] = col.floats()
         # a validated event keeps only its type's fields: others read as absent
         for f in set(draft.labels) - set(contract.FIELDS[kind]):
             draft.labels[f][rows] = None
-        for spec in specs:
-            if isinstance(spec, _NUMERIC):
-                values = draft.raw[spec.name] if whole else [draft.raw[spec.name][i] for i in rows.tolist()]
-                draft.numbers[spec.name][rows] = contract.floats(values)
     return draft, ok & known
 
 
@@ -225,22 +239,22 @@ _FORMS = {20: (0, True), 24: (3, True), 27: (6, True), 25: (0, False), 29: (3, F
 _DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 
 
-def _timestamps(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+def _timestamps(col: contract.Column) -> tuple[np.ndarray, np.ndarray]:
     """Epoch ms of each `ts` (integer ms or RFC 3339), and whether it was understood
     and inside 2000..2100."""
-    n = len(values)
+    n = len(col)
     ms = np.zeros(n, np.int64)
     ok = np.zeros(n, bool)
-    kinds = contract.kinds(values)
+    kinds = col.kinds()
     numeric = np.flatnonzero((kinds == contract.INT) | (kinds == contract.FLOAT))
     if len(numeric):
-        x = contract.floats([values[i] for i in numeric.tolist()])
+        x = (col if len(numeric) == n else col.take(numeric.tolist())).floats()
         inside = (x >= contract.MIN_TS_MS) & (x < contract.MAX_TS_MS)
         ms[numeric[inside]] = x[inside].astype(np.int64)
         ok[numeric[inside]] = True
     text = np.flatnonzero(kinds == contract.STR)
     if len(text):
-        got, good = _rfc3339([values[i] for i in text.tolist()])
+        got, good = _rfc3339(col.values if len(text) == n else col.take(text.tolist()).values)
         ms[text] = got
         ok[text] = good & (got >= contract.MIN_TS_MS) & (got < contract.MAX_TS_MS)
     return ms, ok

@@ -109,6 +109,9 @@ class EarlyWarning:
         self.rules, self.registry, self.window_ms = rules, registry, window_ms
         self.config = config or model_config(window_ms)
         self.ready_steps = DAY_MS // window_ms
+        # A domain whose rule no entity has on (the roads' by default) is not even parsed:
+        # learning its series would cost a parse and a model step per window, never judged.
+        self.watches = {d: w for d, w in WATCHES.items() if rules.ever_enabled(w.rule)}
         # an entity's parameters of every rule, kept until the registry changes (a feeder
         # that moves may fall under other overrides): each closed window asks for them
         self._params: Derived[tuple[str, str], dict[str, Any]] = Derived(
@@ -127,7 +130,7 @@ class EarlyWarning:
                 continue  # applied before a crash
             state.offset = r.offset
             domain, _, rest = (r.key or b"").partition(b"/")
-            watch = WATCHES.get(domain.decode(errors="replace"))
+            watch = self.watches.get(domain.decode(errors="replace"))
             if watch is None or b"|closed/" not in rest:
                 continue
             try:
@@ -163,6 +166,14 @@ class EarlyWarning:
         if not entities:
             return []
         model.learn(slots, np.full(len(slots), ws), values)
+        # Only a series that has learnt a day, or has a warning pending or firing, can be
+        # judged; the rest (every series in a new city's first day) are not forecast at all.
+        ready = model.state["seen"][slots] >= self.ready_steps
+        judged = [i for i, e in enumerate(entities) if ready[i] or f"{watch.rule}|{e}" in state.rules]
+        if not judged:
+            return []
+        slots, values, ready = slots[judged], values[judged], ready[judged]
+        entities, params = [entities[i] for i in judged], [params[i] for i in judged]
         rated = np.array([(self.registry.get(e) or {}).get(watch.rating) or np.nan for e in entities], np.float64)
         share = np.array([p[watch.limit] for p in params])
         # at most a day ahead: a horizon mistyped in the rules file must not take the memory
@@ -174,7 +185,6 @@ class EarlyWarning:
         limit = sign * rated * share
         sure = sign * (fc.low if watch.above else fc.high)  # the interval's bound nearest the limit
         within = np.arange(fc.mean.shape[1])[None, :] < ahead[:, None]
-        ready = model.state["seen"][slots] >= self.ready_steps
         bad = ready & ((sure > limit[:, None]) & within).any(axis=1)
         crosses = (sign * fc.mean > limit[:, None]) & within
         ok = ~(ready & crosses.any(axis=1))

@@ -65,6 +65,68 @@ def _given(ev: Event, name: str, required: bool) -> Any:
     return v
 
 
+OTHER, NONE, BOOL, INT, FLOAT, STR = range(6)
+KIND = defaultdict(int, {type(None): NONE, bool: BOOL, int: INT, float: FLOAT, str: STR})
+_NUMBERS_OR_NONE = frozenset({int, float, type(None)})
+
+
+class Column:
+    """One field's values over a batch, and what the checks ask of them, each worked out
+    once. The common batch holds one or two Python types per field; its checks then run
+    as a C-level pass or two over the list, and only a batch of mixed or odd types pays
+    for the value-by-value kinds."""
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+        self._types: frozenset[type] | None = None
+        self._kinds: np.ndarray | None = None
+        self._floats: np.ndarray | None = None
+
+    @property
+    def types(self) -> frozenset[type]:
+        if self._types is None:
+            self._types = frozenset(map(type, self.values))
+        return self._types
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def take(self, rows: list[int]) -> "Column":
+        return Column(list(map(self.values.__getitem__, rows)))
+
+    def kinds(self) -> np.ndarray:
+        """Each value's JSON kind (NONE, BOOL, INT, FLOAT, STR or OTHER)."""
+        if self._kinds is None:
+            if len(self.types) == 1:  # one type: no need to look at each value
+                self._kinds = np.full(len(self.values), KIND[next(iter(self.types))], np.int8)
+            else:
+                self._kinds = np.fromiter(map(KIND.__getitem__, map(type, self.values)), np.int8, len(self.values))
+        return self._kinds
+
+    def of_type(self, t: type) -> np.ndarray:
+        """Where the value's type is exactly `t`."""
+        if t not in self.types:
+            return np.zeros(len(self.values), bool)
+        if len(self.types) == 1:
+            return np.ones(len(self.values), bool)
+        return self.kinds() == KIND[t]
+
+    def floats(self) -> np.ndarray:
+        """The values as floats, NaN where not a number (or an integer beyond a float)."""
+        if self._floats is None:
+            if self.types <= _NUMBERS_OR_NONE:
+                try:  # None (an optional field absent) becomes NaN
+                    self._floats = np.array(self.values, dtype=float)
+                except OverflowError:
+                    pass
+            if self._floats is None:
+                kind = self.kinds()
+                numeric = ((kind == INT) | (kind == FLOAT)).tolist()
+                self._floats = np.array([float(v) if ok and abs(v) < 1e300 else np.nan
+                                         for v, ok in zip(self.values, numeric)], dtype=float)
+        return self._floats
+
+
 @dataclass(frozen=True)
 class Number:
     name: str
@@ -82,11 +144,10 @@ class Number:
         if not self.lo <= v <= self.hi:
             raise Invalid(f"out of range: {self.name}={v!r} not in [{self.lo:g}, {self.hi:g}]")
 
-    def passes(self, values: list[Any]) -> np.ndarray:
-        kind = kinds(values)
-        numeric = (kind == INT) | (kind == FLOAT)
-        x = floats(values, numeric)
-        return (numeric & (x >= self.lo) & (x <= self.hi)) | ((kind == NONE) & (not self.required))
+    def passes(self, col: Column) -> np.ndarray:
+        x = col.floats()  # NaN (failing both bounds) where not a number
+        inside = (x >= self.lo) & (x <= self.hi)
+        return inside if self.required else inside | col.of_type(type(None))
 
 
 @dataclass(frozen=True)
@@ -102,13 +163,14 @@ class Choice:
         if not isinstance(v, str) or v not in self.allowed:
             raise Invalid(f"bad value: {self.name}={_short(v)} not one of {', '.join(sorted(self.allowed))}")
 
-    def passes(self, values: list[Any]) -> np.ndarray:
-        kind = kinds(values)
-        text = kind == STR
-        member = np.fromiter((v in self.allowed if k else False for v, k in zip(values, text.tolist())),
-                             bool, len(values)) if not text.all() else np.fromiter(
-                                 map(self.allowed.__contains__, values), bool, len(values))
-        return member | ((kind == NONE) & (not self.required))
+    def passes(self, col: Column) -> np.ndarray:
+        n = len(col)
+        try:  # allowed holds strings only, so no other hashable value is a member
+            member = np.fromiter(map(self.allowed.__contains__, col.values), bool, n)
+        except TypeError:  # an unhashable value (a list, an object) somewhere
+            text = col.of_type(str).tolist()
+            member = np.fromiter((v in self.allowed if t else False for v, t in zip(col.values, text)), bool, n)
+        return member if self.required else member | col.of_type(type(None))
 
 
 @dataclass(frozen=True)
@@ -127,17 +189,14 @@ class Text:
             raise Invalid(f"bad value: {self.name} is not valid Unicode text") from None
         return v
 
-    def passes(self, values: list[Any]) -> np.ndarray:
-        ok = kinds(values) == STR
-        if not ok.all():
+    def passes(self, col: Column) -> np.ndarray:
+        values = col.values
+        try:  # join takes strings only: one C-level pass checks every type
+            "".join(values).encode()
+        except (TypeError, UnicodeEncodeError):
             return np.zeros(len(values), bool)  # rare: let the per-event check word it
         lengths = np.fromiter(map(len, values), np.int64, len(values))
-        ok &= (lengths > 0) & (lengths <= MAX_ID_LEN)
-        try:
-            "".join(values).encode()
-        except UnicodeEncodeError:
-            return np.zeros(len(values), bool)
-        return ok
+        return (lengths > 0) & (lengths <= MAX_ID_LEN)
 
 
 @dataclass(frozen=True)
@@ -149,34 +208,13 @@ class Flag:
         if t is not None and type(t) is not bool:
             raise Invalid(f"wrong type: {self.name} must be true or false, got {type(t).__name__}")
 
-    def passes(self, values: list[Any]) -> np.ndarray:
-        kind = kinds(values)
-        return (kind == NONE) | (kind == BOOL)
+    def passes(self, col: Column) -> np.ndarray:
+        if col.types <= {type(None), bool}:
+            return np.ones(len(col), bool)
+        return col.of_type(type(None)) | col.of_type(bool)
 
 
 Spec = Number | Choice | Text | Flag
-
-OTHER, NONE, BOOL, INT, FLOAT, STR = range(6)
-KIND = defaultdict(int, {type(None): NONE, bool: BOOL, int: INT, float: FLOAT, str: STR})
-
-
-def kinds(values: list[Any]) -> np.ndarray:
-    """Each value's JSON kind, by one C-level pass over the list."""
-    return np.fromiter(map(KIND.__getitem__, map(type, values)), np.int8, len(values))
-
-
-def floats(values: list[Any], numeric: np.ndarray | None = None) -> np.ndarray:
-    """The values as floats, NaN where not a number (or an integer beyond a float)."""
-    if numeric is None:
-        kind = kinds(values)
-        numeric = (kind == INT) | (kind == FLOAT)
-    if numeric.all():
-        try:
-            return np.array(values, dtype=float)
-        except OverflowError:
-            pass
-    return np.array([float(v) if ok and abs(v) < 1e300 else np.nan
-                     for v, ok in zip(values, numeric.tolist())], dtype=float)
 
 
 def _short(v: Any) -> str:

@@ -193,6 +193,10 @@ class RuleBook:
             overrides.append((level, str(value), _check_params(f"{where}.rules", o.get("rules") or {})))
         return cls(rules, overrides)
 
+    def ever_enabled(self, rule: str) -> bool:
+        """Whether the rule is on for any entity at all: by the catalogue, the file, or an override."""
+        return bool(self._base[rule]["enabled"]) or any(r.get(rule, {}).get("enabled") for _, _, r in self._overrides)
+
     def for_entity(self, domain: str, entity: str, area: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         """The parameters of each of the domain's rules for one entity."""
         key = (domain, entity, tuple(area.get(level) for level in LEVELS))

@@ -195,3 +195,13 @@ def test_a_road_slowing_towards_congestion_is_warned_of_where_the_city_turns_the
     assert first["rule"] == "traffic.congestion_forecast" and first["status"] == "firing"
     assert (crosses_ms - first["ts"]) / MIN_MS >= 5
     assert first["value"] < first["threshold"] == 0.3 and first["forecast"]["high"] < 0.3
+
+
+def test_a_rule_an_override_turns_on_for_one_district_warns_there() -> None:
+    """A rule off in the catalogue but on for one area is still read and judged there."""
+    book = RuleBook(overrides=[("district", "市南区", {"grid.overload_forecast": {"enabled": True}})],
+                    rules={"grid.overload_forecast": {"enabled": False}})
+    assert book.ever_enabled("grid.overload_forecast") and not RuleBook().ever_enabled("traffic.congestion_forecast")
+    rule = EarlyWarning(book, Registry(FEEDERS), MIN_MS)
+    found = [orjson.loads(doc) for _, doc in rule.step(rule.new(), RECORDS).detections]
+    assert found and {d["entity"] for d in found} == {"F-RAMP"}
