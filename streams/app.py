@@ -39,6 +39,10 @@ def create_app(settings: StreamSettings, datadir: Path | None = None) -> faust.A
         # 3, services.provision): with acks=1 a leader that dies before its followers copied
         # a changelog or output record takes the record with it. One broker: the same as 1.
         producer_acks=-1,
+        # How long a consumer trusts its view of the partitions' leaders (aiokafka's default
+        # is 5 minutes): a stale view can point at a follower that lags, which Kafka lets
+        # answer, with no error to correct it (streams/transport.py, `_refresh_leaders`).
+        consumer_metadata_max_age_ms=30_000,
         # Workers produce their outputs as whole record batches (streams/produce.py);
         # below the 1 MiB that Kafka brokers accept by default.
         producer_max_batch_size=512 * 1024,

@@ -60,6 +60,7 @@ tracking then commits past every offset in it), tables and rebalancing are uncha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -358,6 +359,7 @@ class Consumer(driver.Consumer):
         revocation, resumed, and aiokafka seeked there (which drops whatever it holds for it
         and wakes its fetcher)."""
         self.resume_partitions({tp})
+        await self._thread.call_thread(_refresh_leaders, self._thread._ensure_consumer())
         state = _state_end(self.app, tp.topic, tp.partition)
         if state is not None:
             await self.read_from(tp, state)
@@ -389,6 +391,19 @@ def _assignment(consumer: Any) -> Any:
     """aiokafka's per-partition fetch state of a consumer's assignment (None before one)."""
     subscription = None if consumer is None else consumer._subscription.subscription
     return None if subscription is None else subscription.assignment
+
+
+async def _refresh_leaders(consumer: Any) -> None:
+    """On the consumer's thread: ask the brokers who leads each partition now. A fetch
+    that a follower answers is no error to aiokafka (Kafka serves consumer fetches v11+
+    at followers), so after a leader froze and thawed, a worker went on reading the old
+    leader, a follower out of sync, at its 804 records for minutes while the partition
+    held 1,575 (Kafka tier, 2026-11-30): nothing made aiokafka look again before
+    its metadata aged (`consumer_metadata_max_age_ms`, streams/app.py)."""
+    try:
+        await asyncio.wait_for(consumer._client.force_metadata_update(), timeout=5.0)
+    except asyncio.TimeoutError:
+        pass  # the brokers are away: the seek below still reads again once they answer
 
 
 async def _seek(consumer: Any, tp: TopicPartition, offset: int) -> None:

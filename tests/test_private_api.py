@@ -113,6 +113,7 @@ CALLED = [
     (driver.AIOKafkaConsumerThread, "call_thread", ["self", "fun", "args", "kwargs"]),
     (driver.Producer, "_ensure_producer", ["self"]),
     (AIOKafkaClient, "_wait_on_metadata", ["self", "topic"]),
+    (AIOKafkaClient, "force_metadata_update", ["self"]),  # public, but reached through `_client`
     (AIOKafkaProducer, "_partition", ["self", "topic", "partition", "key", "value",
                                       "serialized_key", "serialized_value"]),
 ]
