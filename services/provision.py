@@ -52,11 +52,12 @@ async def broker_count(admin: AIOKafkaAdminClient, looks: int = 3, apart_s: floa
     """The brokers the cluster has, as the most of `looks` answers: a broker answers from
     its own view of the cluster, which lags a broker just started or unfenced (the Kafka
     tier, 2026-11-30: one view of two brokers of three, and every topic got two replicas,
-    too few to lose one and keep writing with min.insync.replicas 2)."""
+    too few to lose one and keep writing with min.insync.replicas 2). A lone broker is
+    taken at its word: the embedded broker, `citybrain broker --engine kafka`."""
     seen = 0
     for look in range(looks):
         seen = max(seen, len((await admin.describe_cluster())["brokers"]))
-        if seen >= MAX_REPLICAS:
+        if seen >= MAX_REPLICAS or seen <= 1:
             break
         if look + 1 < looks:
             await asyncio.sleep(apart_s)
