@@ -34,6 +34,12 @@ GIB = 1 << 30
 # segments: 64 MiB segments rolled at least daily keep what a restarting worker or API
 # reads back close to one record per key, not up to a 1 GiB segment of history.
 COMPACTED = {"cleanup.policy": "compact", "segment.bytes": str(64 << 20), "segment.ms": str(DAY_MS)}
+# A table's changelog holds whole state values, and an incident state holds every open
+# alert of its district (streams/incidents.py): about 350 bytes each, so ~3,000 devices
+# silent in one district passed Kafka's default 1 MiB record limit, and the worker
+# stopped on MessageSizeTooLarge (the Kafka soak, 2026-11-30, after 24 minutes). 16 MiB
+# holds some 48,000; a value past that still stops the worker (README, Limits).
+STATE = COMPACTED | {"max.message.bytes": str(16 << 20)}
 # Raw events are kept a week, for replays after an incident, and at most 8 GiB a
 # partition (at `make run`'s 1,000 events/s about a week and a half on 8 partitions), so
 # a burst can't fill the disk. Stating retention also answers the DescribeConfigs of
@@ -196,7 +202,7 @@ class Topics:
             TopicSpec(self.rollups, n, WINDOWED),
             TopicSpec(f"{self.app_id}-__assignor-__leader", 1),
         ]
-        specs += [TopicSpec(self.changelog(t), n, COMPACTED) for t in tables]
+        specs += [TopicSpec(self.changelog(t), n, STATE) for t in tables]
         if self.retention_scale == 1.0:
             return specs
         return [TopicSpec(s.name, s.partitions, scaled(s.config, self.retention_scale)) for s in specs]

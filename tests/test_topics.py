@@ -29,6 +29,14 @@ def test_state_topics_are_compacted_and_changelogs_copartitioned() -> None:
     assert specs["x.gate.events"].partitions == specs["x.worker-gate-state-changelog"].partitions == 6
 
 
+def test_a_state_value_may_pass_kafkas_default_record_limit() -> None:
+    """An incident state holds every open alert of its district: ~3,000 silent devices
+    passed 1 MiB and stopped the worker on Kafka (written and read back at 3 MiB on a
+    Kafka node, 2026-11-30)."""
+    specs = {s.name: s for s in Topics("x.", 6).specs(("incidents-state",))}
+    assert int(specs["x.worker-incidents-state-changelog"].config["max.message.bytes"]) == 16 << 20
+
+
 def test_a_retention_scale_shrinks_sizes_and_times_but_no_segment_below_1_mib() -> None:
     full = {s.name: s.config for s in Topics("x.").specs()}
     small = {s.name: s.config for s in Topics("x.", retention_scale=2.0 ** -13).specs()}
