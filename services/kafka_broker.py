@@ -173,20 +173,16 @@ class KafkaCluster:
 
     def start(self, timeout_s: float = 120.0) -> "KafkaCluster":
         try:
-            # A node listens only once a quorum of controllers is up: launch all, then wait.
-            for n in self.nodes:
-                n.launch()
-            for n in self.nodes:
-                n.wait_listening(timeout_s)
-            wait_brokers(self.address, len(self.nodes), timeout_s)
+            self.heal(timeout_s)
         except BaseException:
             self.stop()
             raise
         return self
 
     def heal(self, timeout_s: float = 120.0) -> None:
-        """Start the nodes that are down (killed or stopped) and wait until every broker
-        is registered again; a running cluster is left as it is."""
+        """Start the nodes that are down (not started, killed or stopped) and wait until
+        every broker is registered; a running cluster is left as it is. A node listens only
+        once a quorum of controllers is up: launch all, then wait."""
         down = [n for n in self.nodes if n.proc is None or n.proc.poll() is not None]
         if not down:
             return

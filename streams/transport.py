@@ -353,13 +353,16 @@ class Consumer(driver.Consumer):
                 f"highwater={consumer.highwater(ktp)} held={type(held).__name__ if held else None} "
                 f"in_flight={sorted(fetcher._in_flight)}")
 
+    async def refresh_leaders(self) -> None:
+        """Ask the brokers who leads each partition now (`_refresh_leaders` says why)."""
+        await self._thread.call_thread(_refresh_leaders, self._thread._ensure_consumer())
+
     async def restart_fetch(self, tp: TP) -> None:
         """Read a partition again as a new owner would, from where its snapshotted state
         ends or else from its committed offset: Faust's bookkeeping of it reset as on
         revocation, resumed, and aiokafka seeked there (which drops whatever it holds for it
         and wakes its fetcher)."""
         self.resume_partitions({tp})
-        await self._thread.call_thread(_refresh_leaders, self._thread._ensure_consumer())
         state = _state_end(self.app, tp.topic, tp.partition)
         if state is not None:
             await self.read_from(tp, state)
@@ -403,7 +406,7 @@ async def _refresh_leaders(consumer: Any) -> None:
     try:
         await asyncio.wait_for(consumer._client.force_metadata_update(), timeout=5.0)
     except asyncio.TimeoutError:
-        pass  # the brokers are away: the seek below still reads again once they answer
+        pass  # the brokers are away: the partitions read again once they answer
 
 
 async def _seek(consumer: Any, tp: TopicPartition, offset: int) -> None:

@@ -80,7 +80,10 @@ def install(app: faust.App, bootstrap: str, on_stall: Callable[[str, int], None]
         except Exception as exc:  # noqa: BLE001 - the broker is away; the next check asks again
             log.debug("watchdog: no end offsets: %s", exc)
             return
-        for tp in watch.stalled(time.monotonic(), unmoved, ends):
+        stalled = watch.stalled(time.monotonic(), unmoved, ends)
+        if stalled:
+            await consumer.refresh_leaders()  # once per check, not once per stalled partition
+        for tp in stalled:
             log.warning("partition %s[%d] stalled at %s of %d for %gs, reading it again from its commit; %s",
                         tp.topic, tp.partition, reached[tp], ends[tp], watch.stall_s, consumer.fetch_state(tp))
             on_stall(tp.topic, tp.partition)
