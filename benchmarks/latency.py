@@ -3,10 +3,17 @@
 The stack is `citybrain up --simulate RATE` as a child process (embedded broker, topics,
 one worker, one API and the live simulator, event time = now), the same command and code
 paths a city runs. Probes go beside the simulator's load: each a `gate.pass` with a
-fever temperature on a gate of its own (`P-00000`, `P-00001`, …), which the `gate.fever`
-rule turns into an alert at once. A WebSocket client of the live feed notes when each
-probe's alert arrives; latency is that arrival minus the moment the probe was handed to
-the producer, both on this process's monotonic clock.
+fever temperature on a probe gate (`P-00000`, `P-00001`, …), which the `gate.fever` rule
+turns into an alert at once. A WebSocket client of the live feed notes when each probe's
+alert arrives; latency is that arrival minus the moment the probe was handed to the
+producer, both on this process's monotonic clock.
+
+The probe gates are a pool, each used again after `PROBE_GATE_CYCLE_S`. A quarter, half
+and three quarters of a cycle after its probe, a normal pass goes to its gate: the rule
+resolves the alert once the temperature has been normal for its `clear_s` (60 s), and a
+pass a minute keeps the gate clear of `gate.offline` (90 s). A gate of its own per probe
+would leave a soak with thousands of silent gates and open alerts that no city has,
+growing the worker's state and its incidents for as long as it runs.
 
 Probes are sent open-loop at jittered intervals (never waiting for an answer, and not in
 step with the simulator's once-a-second bursts), so a slow alert doesn't thin out the
@@ -47,6 +54,8 @@ from streams.watermarks import end_offsets, uncommitted
 
 ROOT = Path(__file__).resolve().parents[1]
 FEVER_C = 38.2  # above gate.fever's 37.3 °C threshold: the rule fires on the first pass
+NORMAL_C = 36.5  # below it: the passes that resolve a probe's alert
+PROBE_GATE_CYCLE_S = 240.0  # a probe gate is used again after this long (module docstring)
 READY_TIMEOUT_S = 300.0  # a city sized for 10k events/s takes a while to register
 # Keeping up: less than this many seconds of load not yet processed. The simulator sends
 # each second's events at once, so even a stack that keeps up is up to a second behind.
@@ -209,7 +218,8 @@ class Prober:
 
     def __init__(self, stack: LiveStack, seed: int = 7) -> None:
         self.stack = stack
-        self.probes: dict[str, Probe] = {}
+        self.probes: list[Probe] = []
+        self._waiting: dict[str, Probe] = {}  # probe gate → its probe whose alert is awaited
         self._rng = np.random.default_rng(seed)
 
     async def __aenter__(self) -> Prober:
@@ -234,28 +244,38 @@ class Prober:
         async for message in self._ws:
             now = time.monotonic()
             doc = orjson.loads(message)
-            if doc["type"] != "alert" or doc["alert"]["rule"] != "gate.fever":
+            alert = doc.get("alert") or {}
+            if doc["type"] != "alert" or alert.get("rule") != "gate.fever" or alert.get("status") != "firing":
                 continue
-            probe = self.probes.get(doc["alert"]["entity"])
-            if probe is not None and probe.arrived_at is None:
+            probe = self._waiting.pop(alert["entity"], None)
+            if probe is not None:
                 probe.arrived_at = now
 
     async def send(self, count: int, every_s: float) -> None:
-        """`count` probes, one every `every_s` on average (uniformly jittered ±50 %)."""
-        topic = self.stack.settings.topics.events("gate")
-        for _ in range(count):
+        """`count` probes, one every `every_s` on average (uniformly jittered ±50 %), on a
+        pool of gates that each come round again after `PROBE_GATE_CYCLE_S`."""
+        gates = max(4, round(PROBE_GATE_CYCLE_S / every_s))
+        for n in range(count):
             await asyncio.sleep(every_s * self._rng.uniform(0.5, 1.5))
-            entity = f"P-{len(self.probes):05d}"
-            event = {"type": "gate.pass", "ts": int(time.time() * 1000), "gate_id": entity,
-                     "direction": "in", "method": "face", "result": "granted", "subject": "probe",
-                     "temperature_c": FEVER_C}
-            self.probes[entity] = Probe(entity, time.monotonic())
-            await self._producer.send(topic, orjson.dumps(event), key=entity.encode())
+            gate = f"P-{n % gates:05d}"
+            self._waiting.pop(gate, None)  # its last alert never came: that probe stays lost
+            self._waiting[gate] = probe = Probe(gate, time.monotonic())
+            self.probes.append(probe)
+            await self._pass(gate, FEVER_C)
+            for back in (gates // 4, gates // 2, 3 * gates // 4):
+                if back and n >= back:
+                    await self._pass(f"P-{(n - back) % gates:05d}", NORMAL_C)
+
+    async def _pass(self, gate: str, temperature_c: float) -> None:
+        event = {"type": "gate.pass", "ts": int(time.time() * 1000), "gate_id": gate, "direction": "in",
+                 "method": "face", "result": "granted", "subject": "probe", "temperature_c": temperature_c}
+        await self._producer.send(self.stack.settings.topics.events("gate"), orjson.dumps(event),
+                                  key=gate.encode())
 
     async def arrived(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for every probe's alert."""
         deadline = time.monotonic() + timeout_s
-        while any(p.arrived_at is None for p in self.probes.values()) and time.monotonic() < deadline:
+        while self._waiting and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
 
 
@@ -333,7 +353,7 @@ async def _measure(stack: LiveStack, count: int, every_s: float, probe_behind: b
         produced_eps = (now_produced - produced) / (time.monotonic() - began)
         out |= {"lag_at_end": behind, "produced_eps": round(produced_eps),
                 "processed_eps": round(lag.processed_eps()), "every_s": every_s,
-                **percentiles(list(prober.probes.values()))}
+                **percentiles(prober.probes)}
         # Kept up: little left unprocessed, and the simulator did produce the rate (on two
         # busy cores it may not, and a stack can't fall behind load it never got).
         out["sustained"] = behind < KEEPING_UP_S * stack.rate and produced_eps >= PRODUCED_SHARE * stack.rate

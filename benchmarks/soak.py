@@ -111,11 +111,11 @@ async def soak(stack: LiveStack, seconds: float, every_s: float, probe_every_s: 
         await asyncio.gather(sender, return_exceptions=True)
         await prober.arrived(timeout_s=60.0)
     for s in samples:  # each interval's probes, by when they were sent
-        s |= percentiles([p for p in prober.probes.values()
+        s |= percentiles([p for p in prober.probes
                           if s["t_s"] - every_s <= p.sent_at - began < s["t_s"]])
     return {"rate": stack.rate, "seconds": seconds, "every_s": every_s, "probe_every_s": probe_every_s,
             "stopped_early": stopped_early, "lag_at_start": settled, "samples": samples,
-            "latency": percentiles(list(prober.probes.values()))}
+            "latency": percentiles(prober.probes)}
 
 
 def summary(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
