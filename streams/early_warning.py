@@ -1,16 +1,18 @@
-"""Early warning (预警): a feeder's load, or a road's speed, forecast to cross its limit
-before it does.
+"""Early warning (预警): a feeder's load, a road's speed or a gate's passes forecast to
+cross its limit before it does.
 
 One partition's step, free of Faust: the closed window records of the aggregates topic
 in (streams/processor.py `window_records`), detections for the alert-inputs topic out.
 Per partition one `Forecaster` (streams/forecast.py) holds a slot per watched series
-(`<rule>|<entity>`), learns each closed window's mean, and forecasts the next
-`horizon_s`; the rule judges that forecast against the entity's limit (a share of a
-registry rating, `WATCHES`):
+(`<rule>|<entity>`), learns each closed window's figure (a field's mean, or a counter),
+and forecasts the next `horizon_s`; the rule judges that forecast against the entity's
+limit (a share of a registry rating, `WATCHES`). An entity without that rating is
+neither learnt nor judged, and a domain where no entity has it is not even parsed:
 
-- bad (the warning's condition): the bound of the 80 % interval nearest the limit crosses
-  it at some window within the horizon (for an overload, the low bound above the rating:
-  about 90 % sure the load will be over it);
+- bad (the warning's condition): the bound of the model's interval nearest the limit
+  crosses it at some window within the horizon (for an overload, the low bound of the
+  80 % interval above the rating: about 90 % sure the load will be over it; for a gate's
+  passes, of the 50 % interval, `MODELS`);
 - ok (the warning clears): not even the forecast's mean crosses it within the horizon;
 - both held for the rule's `raise_s` / `clear_s` (streams/detectors/blocks.py `sustain`).
 
@@ -47,17 +49,36 @@ from streams.rules import CATALOGUE, RuleBook
 from streams.state import CHUNK_BYTES, SlotIndex
 from streams.windows import field_columns
 
-LAYOUT = 1
+LAYOUT = 2  # 1: one model for every series (now the "smooth" one)
 MODEL_HORIZON_MS = 3_600_000  # errors (and so intervals) are tracked this far ahead
-# A quick trend, which sees a ramp coming: the forecaster's default is tuned for NAB and
-# sees one only when it is nearly there (benchmarks/README.md, early warning).
-TREND_RATE, TREND_DAMPING = 0.03, 0.96
+
+
+@dataclass(frozen=True)
+class Model:
+    """How a kind of series is forecast: its trend and the coverage of the interval the
+    warning is judged on (benchmarks/README.md, early warning)."""
+
+    trend_rate: float
+    trend_damping: float
+    coverage: float
+
+
+MODELS: dict[str, Model] = {
+    # Loads and speeds: a quick trend, which sees a ramp coming (the forecaster's default is
+    # tuned for NAB and sees one only when it is nearly there), judged on the 80 % interval.
+    "smooth": Model(0.03, 0.96, 0.8),
+    # Counts a minute (a gate's passes): their Poisson noise turns a quick trend into false
+    # warnings (28 per 1,000 gate-hours), so a slower one, judged on the 50 % interval.
+    "counts": Model(0.01, 0.96, 0.5),
+}
 
 
 @dataclass(frozen=True)
 class Watch:
-    """What a forecast rule watches: the window mean of `field`, against the registry's
-    `rating` × the rule's parameter `limit`, warning of it going above (or below)."""
+    """What a forecast rule watches: the window mean of `field` (or, with `counter`, the
+    window's count of that counter), against the registry's `rating` × the rule's
+    parameter `limit`, warning of it going above (or below). A counter's rating is per
+    minute, so its limit scales with the window."""
 
     rule: str
     warns_of: str  # the rule of the condition itself
@@ -65,6 +86,21 @@ class Watch:
     rating: str
     limit: str
     above: bool = True
+    counter: bool = False
+    model: str = "smooth"  # of MODELS
+
+    def values(self, cols: dict[str, Any]) -> np.ndarray:
+        """A closed window record's figure per row; NaN where there is none to learn."""
+        if self.counter:
+            return np.asarray(cols["c"][self.field], np.float64)
+        f = field_columns(cols, self.field)
+        count, total = np.asarray(f["count"], np.float64), np.asarray(f["sum"], np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / count  # NaN where the window had no reading
+
+    def per_window(self, window_ms: int) -> float:
+        """The rating's unit in windows: a counter's rating is per minute."""
+        return window_ms / 60_000 if self.counter else 1.0
 
 
 WATCHES: dict[str, Watch] = {
@@ -73,22 +109,28 @@ WATCHES: dict[str, Watch] = {
     # free-flow rating is not judged (the congestion rule falls back to its usual speed).
     "traffic": Watch("traffic.congestion_forecast", "traffic.congestion", "speed_kmh", "free_flow_kmh", "speed_ratio",
                      above=False),
+    # Against the gate's throughput (registry `capacity_per_min`, passes a minute): a gate
+    # without one is not watched. A surge against the gate's usual is gate.crowd_surge.
+    "gate": Watch("gate.crowd_forecast", "gate.crowd_surge", "passes", "capacity_per_min", "threshold",
+                  counter=True, model="counts"),
 }
 RULES: tuple[str, ...] = tuple(w.rule for w in WATCHES.values())
 
 
-def model_config(window_ms: int) -> Config:
-    """The forecaster of the warnings: a step per window, an hour of tracked horizon."""
+def model_config(window_ms: int, model: str = "smooth") -> Config:
+    """A forecaster of the warnings: a step per window, an hour of tracked horizon."""
+    m = MODELS[model]
     return Config(step_ms=window_ms, horizon=max(1, -(-MODEL_HORIZON_MS // window_ms)),
-                  trend_rate=TREND_RATE, trend_damping=TREND_DAMPING)
+                  trend_rate=m.trend_rate, trend_damping=m.trend_damping, coverage=m.coverage)
 
 
 @dataclass
 class Warnings:
-    """One partition's state: the model, its series, and each warning's sustain state."""
+    """One partition's state: per kind of series (MODELS) a model and its series'
+    slots, made when a first series of that kind is learnt; each warning's sustain state."""
 
-    model: Forecaster
-    series: SlotIndex = field(default_factory=SlotIndex)
+    models: dict[str, Forecaster] = field(default_factory=dict)
+    series: dict[str, SlotIndex] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)  # "<rule>|<entity>" → not idle
     offset: int = -1  # the last source offset applied
 
@@ -103,22 +145,26 @@ class Applied:
 
 
 class EarlyWarning:
-    def __init__(self, rules: RuleBook, registry: Registry, window_ms: int, config: Config | None = None) -> None:
-        """`config`: the model's, if not `model_config(window_ms)` (benchmarks try others).
-        Raises ValueError for a window that does not divide a day."""
+    def __init__(self, rules: RuleBook, registry: Registry, window_ms: int,
+                 configs: dict[str, Config] | None = None) -> None:
+        """`configs`: models' configs, where not `model_config(window_ms, model)` (benchmarks
+        try others). Raises ValueError for a window that does not divide a day."""
         self.rules, self.registry, self.window_ms = rules, registry, window_ms
-        self.config = config or model_config(window_ms)
+        self.configs = {m: model_config(window_ms, m) for m in MODELS} | (configs or {})
         self.ready_steps = DAY_MS // window_ms
         # A domain whose rule no entity has on (the roads' by default) is not even parsed:
         # learning its series would cost a parse and a model step per window, never judged.
         self.watches = {d: w for d, w in WATCHES.items() if rules.ever_enabled(w.rule)}
+        # whether any entity carries a rating, kept until the registry changes (a city's
+        # gates mostly have no capacity; then their windows are not even parsed)
+        self._rated: Derived[str, bool] = Derived(registry, lambda rating: any(rating in e for e in registry))
         # an entity's parameters of every rule, kept until the registry changes (a feeder
         # that moves may fall under other overrides): each closed window asks for them
         self._params: Derived[tuple[str, str], dict[str, Any]] = Derived(
             registry, lambda key: rules.for_entity(key[0], key[1], registry.area(key[1])))
 
     def new(self) -> Warnings:
-        return Warnings(Forecaster(self.config))
+        return Warnings()
 
     def step(self, state: Warnings, records: Sequence[Record]) -> Applied:
         """Apply a partition's records in order. Only the closed windows of a watched
@@ -131,18 +177,15 @@ class EarlyWarning:
             state.offset = r.offset
             domain, _, rest = (r.key or b"").partition(b"/")
             watch = self.watches.get(domain.decode(errors="replace"))
-            if watch is None or b"|closed/" not in rest:
+            if watch is None or b"|closed/" not in rest or not self._rated[watch.rating]:
                 continue
             try:
                 doc = orjson.loads(r.value or b"null")
-                f = field_columns(doc["cols"], watch.field)
-                count, total = np.asarray(f["count"], np.float64), np.asarray(f["sum"], np.float64)
+                values = watch.values(doc["cols"])
                 ws, entities = int(doc["window_start"]), [str(e) for e in doc["entities"]]
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # not a window record a worker wrote: nothing to learn from it
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = total / count  # NaN where the window had no reading: not learnt
-            found = self.observe(state, watch, ws, entities, means)
+            found = self.observe(state, watch, ws, entities, values)
             out.learnt = True
             out.detections += [(d.key, orjson.dumps(doc)) for d, doc in found]
         return out
@@ -151,14 +194,23 @@ class EarlyWarning:
                 values: np.ndarray) -> list[tuple[Detection, dict[str, Any]]]:
         """One closed window's means of some of a domain's entities: learn them, forecast,
         judge. Each detection with its alert-inputs doc."""
-        model, domain = state.model, watch.rule.partition(".")[0]
+        domain = watch.rule.partition(".")[0]
         params = [self._params[domain, e][watch.rule] for e in entities]
-        for e, p in zip(entities, params):
-            if not p["enabled"]:
-                state.rules.pop(f"{watch.rule}|{e}", None)  # a rule turned off is neither learnt nor judged
-        on = np.array([i for i, p in enumerate(params) if p["enabled"]], np.int64)
-        slots = state.series.of([f"{watch.rule}|{entities[i]}" for i in on.tolist()])
-        model.reserve(len(state.series))
+        rated = np.array([(self.registry.get(e) or {}).get(watch.rating) or np.nan for e in entities], np.float64)
+        rated *= watch.per_window(self.window_ms)
+        watched = [bool(p["enabled"]) and bool(np.isfinite(r)) for p, r in zip(params, rated.tolist())]
+        for e, w in zip(entities, watched):
+            if not w:  # a rule turned off, or an entity without the rating: neither learnt nor judged
+                state.rules.pop(f"{watch.rule}|{e}", None)
+        on = np.flatnonzero(watched)
+        if not len(on):
+            return []
+        if watch.model not in state.models:
+            state.models[watch.model] = Forecaster(self.configs[watch.model])
+            state.series[watch.model] = SlotIndex()
+        model, series = state.models[watch.model], state.series[watch.model]
+        slots = series.of([f"{watch.rule}|{entities[i]}" for i in on.tolist()])
+        model.reserve(len(series))
         fresh = (model.state["last_step"][slots] < ws // self.window_ms) & np.isfinite(values[on])
         keep = on[fresh].tolist()
         slots, values = slots[fresh], values[keep]
@@ -174,7 +226,7 @@ class EarlyWarning:
             return []
         slots, values, ready = slots[judged], values[judged], ready[judged]
         entities, params = [entities[i] for i in judged], [params[i] for i in judged]
-        rated = np.array([(self.registry.get(e) or {}).get(watch.rating) or np.nan for e in entities], np.float64)
+        rated = rated[on[fresh]][judged]
         share = np.array([p[watch.limit] for p in params])
         # at most a day ahead: a horizon mistyped in the rules file must not take the memory
         ahead = np.array([min(max(1, round(p["horizon_s"] * 1000 / self.window_ms)), self.ready_steps)
@@ -205,7 +257,7 @@ class EarlyWarning:
                 status, ts, value, threshold, episode, seq = tr
                 at = int(fc.step[i, np.argmax(crosses[i])]) * self.window_ms if crosses[i].any() else None
                 forecast = {
-                    "made_at": iso(now), "horizon_s": p["horizon_s"],
+                    "made_at": iso(now), "horizon_s": p["horizon_s"], "coverage": model.config.coverage,
                     "crosses_at": None if at is None else iso(at),
                     "crosses_in_s": None if at is None else (at - now) / 1000,
                     "worst_at": iso(int(fc.step[i, j]) * self.window_ms), "value": _share(fc.mean[i, j], rated[i]),
@@ -234,25 +286,36 @@ def _summary(rule: str, p: dict[str, Any], value: float, threshold: float, fc: d
     if fc["crosses_in_s"] is None:
         return f"{text}; no longer expected within {p['horizon_s'] / 60:g} min"
     when = "past it now" if fc["crosses_in_s"] <= 0 else f"expected to cross it in {fc['crosses_in_s'] / 60:.0f} min"
-    return f"{text}; {when} (80 % interval at the worst {fc['low']:.0%}–{fc['high']:.0%})"
+    return f"{text}; {when} ({fc['coverage'] * 100:.0f} % interval at the worst {fc['low']:.0%}–{fc['high']:.0%})"
 
 
 # ---------------------------------------------------------------- stored layout
 
 
 def encode(state: Warnings) -> list[bytes]:
-    """The state as chunks of at most CHUNK_BYTES: a JSON header, then the model."""
-    header = orjson.dumps({"layout": LAYOUT, "offset": state.offset, "series": state.series.ids,
-                           "rules": state.rules})
-    payload = b"".join([len(header).to_bytes(8, "big"), header, state.model.encode()])
+    """The state as chunks of at most CHUNK_BYTES: a JSON header (naming each model's
+    series and its encoded size), then the models one after another."""
+    models = [(kind, model.encode()) for kind, model in state.models.items()]
+    header = orjson.dumps({"layout": LAYOUT, "offset": state.offset, "rules": state.rules,
+                           "models": [{"kind": kind, "series": state.series[kind].ids, "bytes": len(blob)}
+                                      for kind, blob in models]})
+    payload = b"".join([len(header).to_bytes(8, "big"), header, *(blob for _, blob in models)])
     return [payload[i:i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)]
 
 
 def decode(chunks: list[bytes]) -> Warnings:
+    """Layout 2, or layout 1 (one model of every series, all of them the smooth kind)."""
     payload = b"".join(chunks)
     size = int.from_bytes(payload[:8], "big")
-    header = orjson.loads(payload[8:8 + size])
+    header, body = orjson.loads(payload[8:8 + size]), payload[8 + size:]
+    if header.get("layout") == 1:
+        return Warnings({"smooth": Forecaster.decode(body)}, {"smooth": SlotIndex(header["series"])},
+                        header["rules"], header["offset"])
     if header.get("layout") != LAYOUT:
-        raise ValueError(f"early-warning state layout {header.get('layout')!r}; this worker reads {LAYOUT}")
-    return Warnings(Forecaster.decode(payload[8 + size:]), SlotIndex(header["series"]), header["rules"],
-                    header["offset"])
+        raise ValueError(f"early-warning state layout {header.get('layout')!r}; this worker reads 1 and {LAYOUT}")
+    state, at = Warnings(rules=header["rules"], offset=header["offset"]), 0
+    for m in header["models"]:
+        state.models[m["kind"]] = Forecaster.decode(body[at:at + m["bytes"]])
+        state.series[m["kind"]] = SlotIndex(m["series"])
+        at += m["bytes"]
+    return state

@@ -76,6 +76,12 @@ CATALOGUE: dict[str, Rule] = {r.name: r for r in (
     _rule("gate.crowd_surge", "major", "{value:.0f} passes a minute; threshold {threshold:.0f} "
           "({ratio:g} × the usual for the hour + {min_excess:.0f})",
           ratio=2.5, min_excess=6.0, raise_s=60.0, clear_s=120.0),
+    # Early warning, as grid.overload_forecast below: the passes forecast to reach
+    # `threshold` × the gate's capacity (registry `capacity_per_min`) within `horizon_s`.
+    # A gate without a capacity is not watched, so a city without them pays nothing.
+    _rule("gate.crowd_forecast", "warning", "passes forecast to peak at {value:.0%} of the gate's capacity "
+          "within {horizon_s:.0f} s (threshold {threshold:.0%})",
+          threshold=1.0, horizon_s=1800.0, raise_s=0.0, clear_s=300.0, repeat_s=60.0),
     # ---- traffic: road detectors
     _rule("traffic.congestion", "major", "speed {value:.0%} of free flow (threshold {threshold:.0%}) "
           "with occupancy high",

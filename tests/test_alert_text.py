@@ -14,7 +14,7 @@ from streams.rules import CATALOGUE, SEVERITIES, RuleBook
 # is ratio × usual + excess: 2.5 × 12 + 6 = 36 passes, 2.0 × 20 + 8 = 48 vehicles.
 DETECTED = {
     "gate.tailgating": (1.0, 1.0), "gate.fever": (38.9, 37.3), "gate.denied_burst": (7.0, 5.0),
-    "gate.offline": (90.0, 90.0), "gate.crowd_surge": (41.0, 36.0),
+    "gate.offline": (90.0, 90.0), "gate.crowd_surge": (41.0, 36.0), "gate.crowd_forecast": (1.08, 1.0),
     "traffic.congestion": (0.21, 0.3), "traffic.incident": (4.0, 10.0), "traffic.sensor_fault": (4.0, 3.0),
     "traffic.anomaly": (61.0, 48.0), "traffic.offline": (180.0, 180.0), "traffic.congestion_forecast": (0.22, 0.3),
     "grid.overload": (1.27, 1.0), "grid.voltage": (0.912, 0.93), "grid.frequency": (50.31, 50.2),

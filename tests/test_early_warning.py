@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from services.simulator import grid_load, traffic_demand
+from services.simulator import gate_activity, grid_load, traffic_demand
 from streams.alerting import Policy, apply
 from streams.early_warning import EarlyWarning, decode, encode
 from streams.processor import PartitionProcessor, Record, iso
@@ -38,9 +38,11 @@ def loads() -> dict[str, np.ndarray]:
     return {"F-RAMP": ramp, "F-FLAT": normal * (1 + rng.normal(0, 0.01, normal.size))}
 
 
-def window_records(series: dict[str, np.ndarray], domain: str = "grid", field: str = "load_kw") -> list[Record]:
-    """The closed windows' records of a partition with one reading per entity and minute,
-    as the worker writes them (a live record between them, which is not read)."""
+def window_records(series: dict[str, np.ndarray], domain: str = "grid", field: str = "load_kw",
+                   counter: bool = False) -> list[Record]:
+    """The closed windows' records of a partition with one reading per entity and minute
+    (or, with `counter`, a count per entity and minute), as the worker writes them (a live
+    record between them, which is not read)."""
     out: list[Record] = []
     ids = list(series)
     for m in range(len(next(iter(series.values())))):
@@ -49,6 +51,8 @@ def window_records(series: dict[str, np.ndarray], domain: str = "grid", field: s
         cols = {"n": [1] * len(ids), "f": {field: {"count": [1] * len(ids), "sum": values.tolist(),
                                                        "m2": [0.0] * len(ids), "min": values.tolist(),
                                                        "max": values.tolist()}}}
+        if counter:
+            cols = {"n": values.astype(int).tolist(), "f": {}, "c": {field: values.astype(int).tolist()}}
         head = {"domain": domain, "partition": 0, "window_start": ws, "window_end": ws + MIN_MS}
         out.append(Record(0, len(out), f"{domain}/0|{ws}|live/{m}/0".encode(),
                           orjson.dumps({**head, "closed": False, "entities": ids, "cols": cols})))
@@ -152,8 +156,9 @@ def test_the_closed_windows_a_grid_worker_publishes_are_learnt() -> None:
     warnings = rule.new()
     assert rule.step(warnings, published).learnt
     closed = sum(orjson.loads(r.value)["closed"] for r in published)
-    assert closed == 17 and warnings.model.state["seen"].tolist() == [closed]
-    assert warnings.model.state["level"][0] == pytest.approx(500 + 2.5)  # the first window's mean
+    model = warnings.models["smooth"]
+    assert closed == 17 and model.state["seen"].tolist() == [closed]
+    assert model.state["level"][0] == pytest.approx(500 + 2.5)  # the first window's mean
 
 
 def test_the_alert_carries_the_forecast_and_resolves_when_it_clears(learnt: list[bytes]) -> None:
@@ -177,7 +182,7 @@ def test_a_rule_turned_off_learns_nothing_and_warns_nobody() -> None:
     rule = EarlyWarning(book, Registry(FEEDERS), MIN_MS)
     state = rule.new()
     assert rule.step(state, RECORDS).detections == []
-    assert len(state.series) == 0 and state.model.capacity == 0
+    assert state.models == {} and state.series == {}
 
 
 def test_a_road_slowing_towards_congestion_is_warned_of_where_the_city_turns_the_rule_on() -> None:
@@ -205,3 +210,52 @@ def test_a_rule_an_override_turns_on_for_one_district_warns_there() -> None:
     rule = EarlyWarning(book, Registry(FEEDERS), MIN_MS)
     found = [orjson.loads(doc) for _, doc in rule.step(rule.new(), RECORDS).detections]
     assert found and {d["entity"] for d in found} == {"F-RAMP"}
+
+
+GATES = [{"id": "G-CAP", "domain": "gate", "capacity_per_min": 30, "district": "市南区"},
+         {"id": "G-NONE", "domain": "gate", "district": "市南区"}]
+
+
+def gate_passes() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rate and the passes a minute (Poisson) of two gates: the simulator's daily rhythm
+    peaking at 12 a minute; on day three at 10:00 a crowd builds to 40 a minute over an hour."""
+    rng = np.random.default_rng(5)
+    shape = np.array([gate_activity((m / 60) % 24) for m in range(MINUTES)])
+    rate = 12 * shape / shape.max()
+    rate[RAMP_FROM:RAMP_FROM + 60] = np.linspace(rate[RAMP_FROM], 40, 60)
+    rate[RAMP_FROM + 60:] = 40
+    return rate, {g["id"]: rng.poisson(rate).astype(float) for g in GATES}
+
+
+def test_a_crowd_building_towards_a_gates_capacity_is_warned_of_and_a_gate_without_one_is_not_watched() -> None:
+    rate, passes = gate_passes()
+    rule = EarlyWarning(RuleBook(), Registry(GATES), MIN_MS)
+    state = rule.new()
+    found = [orjson.loads(doc) for _, doc in rule.step(state, window_records(passes, "gate", "passes", True)).detections]
+    assert {d["entity"] for d in found} == {"G-CAP"} and state.series["counts"].ids == ["gate.crowd_forecast|G-CAP"]
+    first = found[0]
+    assert first["rule"] == "gate.crowd_forecast" and first["status"] == "firing" and first["threshold"] == 1.0
+    at_capacity_ms = T0 + (RAMP_FROM + int(np.argmax(rate[RAMP_FROM:] > 30))) * MIN_MS
+    assert (at_capacity_ms - first["ts"]) / MIN_MS >= 5
+    fc = first["forecast"]
+    assert fc["warns_of"] == "gate.crowd_surge" and fc["coverage"] == 0.5 and fc["low"] > 1.0
+    assert "of the gate's capacity" in first["summary"] and "50 % interval" in first["summary"]
+
+
+def test_a_city_whose_gates_have_no_capacity_does_not_even_read_their_windows() -> None:
+    _, passes = gate_passes()
+    rule = EarlyWarning(RuleBook(), Registry(GATES[1:]), MIN_MS)
+    state = rule.new()
+    assert not rule.step(state, window_records(passes, "gate", "passes", True)).learnt
+    assert state.models == {}
+
+
+def test_a_state_stored_before_the_gates_were_watched_is_read() -> None:
+    """Layout 1 held one model of every series: it is read as the smooth kind's."""
+    rule = warning_rule()
+    state = rule.new()
+    rule.step(state, RECORDS[:400])
+    model, series = state.models["smooth"], state.series["smooth"]
+    header = orjson.dumps({"layout": 1, "offset": state.offset, "series": series.ids, "rules": state.rules})
+    old = decode([len(header).to_bytes(8, "big") + header + model.encode()])
+    assert old.series["smooth"].ids == series.ids and encode(old) == encode(state)
