@@ -17,7 +17,7 @@ from streams.topics import DOMAINS
 
 LEVELS: tuple[str, ...] = ("district", "street", "community", "grid_cell")
 UNASSIGNED = "unassigned"
-RATINGS = ("rated_kw", "nominal_kv", "free_flow_kmh")
+RATINGS = ("rated_kw", "nominal_kv", "free_flow_kmh", "capacity_per_min")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -39,12 +39,25 @@ ROLLUP_LEVELS: tuple[str, ...] = LEVELS + ("city",)
 CHUNK_BYTES = 256 * 1024  # below Kafka's default 1 MB message limit, with room for batching
 
 
+# The slot numbers as int objects, one of each shared by every index. A dict's values are
+# objects, and Python makes a new 28-byte int for each number above 256, so each index of
+# every partition and area level held its own copies: 55 bytes per entity at 10k
+# (benchmarks/README.md, Scale).
+_SLOT_NUMBERS: list[int] = []
+
+
+def _numbers(upto: int) -> list[int]:
+    if len(_SLOT_NUMBERS) < upto:
+        _SLOT_NUMBERS.extend(range(len(_SLOT_NUMBERS), max(upto, 2 * len(_SLOT_NUMBERS))))
+    return _SLOT_NUMBERS
+
+
 class SlotIndex:
     """Ids ↔ dense slots, in order of first appearance; slots are never reused."""
 
     def __init__(self, ids: list[str] | None = None) -> None:
         self.ids: list[str] = ids or []
-        self.slot: dict[str, int] = {k: i for i, k in enumerate(self.ids)}
+        self.slot: dict[str, int] = dict(zip(self.ids, _numbers(len(self.ids))))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -55,10 +68,11 @@ class SlotIndex:
         get = slot.get
         out = np.fromiter((get(k, -1) for k in ids), np.int64, len(ids))
         missing = np.flatnonzero(out < 0)
+        numbers = _numbers(len(new) + len(missing))
         for i in missing.tolist():
             k = ids[i]
             if k not in slot:
-                slot[k] = len(new)
+                slot[k] = numbers[len(new)]
                 new.append(k)
             out[i] = slot[k]
         return out

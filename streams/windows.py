@@ -90,6 +90,12 @@ def late_mask(ts: np.ndarray, window_ms: int, lateness_ms: int, before: np.ndarr
 # ---------------------------------------------------------------- the columnar block
 
 
+# Events counted in one slot's window: 32 bits hold 2.1 billion, 35 million a second for
+# a minute in a single device or area share, and halve the counts' memory (benchmarks/
+# README.md, Scale).
+COUNT = np.int32
+
+
 class Block:
     """One window's figures for `capacity` slots; a slot with n == 0 holds nothing."""
 
@@ -98,16 +104,17 @@ class Block:
     def __init__(self, shape: Shape, capacity: int = 64) -> None:
         self.shape = shape
         f, c, p = len(shape.fields), len(shape.counters), len(shape.products)
-        self.n = np.zeros(capacity, np.int64)
-        self.count = np.zeros((f, capacity), np.int64)
+        self.n = np.zeros(capacity, COUNT)
+        self.count = np.zeros((f, capacity), COUNT)
         self.total = np.zeros((f, capacity))
         self.m2 = np.zeros((f, capacity))
         self.lo = np.full((f, capacity), np.inf)
         self.hi = np.full((f, capacity), -np.inf)
-        self.counters = np.zeros((c, capacity), np.int64)
+        self.counters = np.zeros((c, capacity), COUNT)
         self.products = np.zeros((p, capacity))
-        # latest state as one sortable number: ts · (values + 1) + code + 1, NO_STATE if none
-        self.state = np.full(capacity, NO_STATE, np.int64)
+        # latest state as one sortable number: ts · (values + 1) + code + 1, NO_STATE if none;
+        # empty for a shape without a state field (gates and roads)
+        self.state = np.full(capacity if shape.state else 0, NO_STATE, np.int64)
 
     @property
     def capacity(self) -> int:
@@ -118,10 +125,16 @@ class Block:
 
     @classmethod
     def from_arrays(cls, shape: Shape, arrays: dict[str, np.ndarray]) -> "Block":
+        """A block of stored arrays, as this version keeps them: snapshots written before
+        the counts were 32-bit, or with a state column for every shape, are read too."""
         block = cls.__new__(cls)
         block.shape = shape
         for name in cls.ARRAYS:
             setattr(block, name, arrays[name])
+        for name in ("n", "count", "counters"):
+            setattr(block, name, getattr(block, name).astype(COUNT, copy=False))
+        if not shape.state:
+            block.state = block.state[:0]
         return block
 
     def reserve(self, slots: int) -> None:
@@ -158,12 +171,12 @@ class Block:
             delta = mb - ma
             both = (na > 0) & (nb > 0)
             self.m2[i, touched] += m2b + np.where(both, delta * delta * na * nb / np.where(both, n, 1), 0.0)
-            self.count[i, touched] += nb.astype(np.int64)
+            self.count[i, touched] += nb.astype(COUNT)
             self.total[i, touched] += sb
             self.lo[i, touched] = np.fmin(self.lo[i, touched], lo)
             self.hi[i, touched] = np.fmax(self.hi[i, touched], hi)
         for i, hit in enumerate(batch.counters):
-            self.counters[i, touched] += np.bincount(group, weights=hit, minlength=g).astype(np.int64)
+            self.counters[i, touched] += np.bincount(group, weights=hit, minlength=g).astype(COUNT)
         for i, x in enumerate(batch.products):
             self.products[i, touched] += np.bincount(group, weights=x, minlength=g)
         if batch.state is not None:

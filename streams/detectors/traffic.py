@@ -55,7 +55,7 @@ class History:
         self.speed = state.column("speed", np.float64, np.nan)
         self.occupancy = state.column("occupancy", np.float64, np.nan)
         self.last = state.column("last", np.float64, np.nan, 3)
-        self.repeats = state.column("repeats", np.int64, 0)
+        self.repeats = state.column("repeats", np.int32, 0)
         self.base = Baselines(state, "base")
 
     def judge(self, rows: np.ndarray, p: dict[tuple[str, str], np.ndarray], free_flow: np.ndarray,
