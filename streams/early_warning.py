@@ -3,11 +3,13 @@ cross its limit before it does.
 
 One partition's step, free of Faust: the closed window records of the aggregates topic
 in (streams/processor.py `window_records`), detections for the alert-inputs topic out.
-Per partition one `Forecaster` (streams/forecast.py) holds a slot per watched series
-(`<rule>|<entity>`), learns each closed window's figure (a field's mean, or a counter),
-and forecasts the next `horizon_s`; the rule judges that forecast against the entity's
-limit (a share of a registry rating, `WATCHES`). An entity without that rating is
-neither learnt nor judged, and a domain where no entity has it is not even parsed:
+Per partition and kind of series (`MODELS`) one `Forecaster` (streams/forecast.py) holds
+a slot per watched series (`<rule>|<entity>`), learns each closed window's figure (a
+field's mean, or a counter), and forecasts the next `horizon_s`; the rule judges that
+forecast against the entity's limit (a share of a registry rating, `WATCHES`). An entity
+without that rating is neither learnt nor judged (one whose warning is pending or firing
+is judged on against no limit, so that a rating taken away clears its warning), and a
+domain where no entity has it, and no warning is on, is not even parsed:
 
 - bad (the warning's condition): the bound of the model's interval nearest the limit
   crosses it at some window within the horizon (for an overload, the low bound of the
@@ -19,8 +21,9 @@ neither learnt nor judged, and a domain where no entity has it is not even parse
 A detection carries the usual alert fields (value: the forecast at its worst within the
 horizon, as a share of the rating; threshold: the rule's share) and a `forecast` object:
 when the mean is expected to cross the limit, the worst window with its interval, and
-the rule whose alert follows if the warning comes true (`warns_of`) with the first window
-past the limit (`came_true_at`): the link from the warning to the real alert.
+the rule whose alert follows if the warning comes true (`warns_of`; none for a gate's
+capacity, which no rule judges) with the first window past the limit (`came_true_at`):
+the link from the warning to the real alert.
 The detection's time is the end of the window the forecast was made from (the forecast
 is made as of then; it is known once that window closes, `lateness_s` later).
 
@@ -81,7 +84,7 @@ class Watch:
     minute, so its limit scales with the window."""
 
     rule: str
-    warns_of: str  # the rule of the condition itself
+    warns_of: str | None  # the rule of the condition itself, if a rule judges it
     field: str
     rating: str
     limit: str
@@ -110,8 +113,9 @@ WATCHES: dict[str, Watch] = {
     "traffic": Watch("traffic.congestion_forecast", "traffic.congestion", "speed_kmh", "free_flow_kmh", "speed_ratio",
                      above=False),
     # Against the gate's throughput (registry `capacity_per_min`, passes a minute): a gate
-    # without one is not watched. A surge against the gate's usual is gate.crowd_surge.
-    "gate": Watch("gate.crowd_forecast", "gate.crowd_surge", "passes", "capacity_per_min", "threshold",
+    # without one is not watched. No rule judges passes against capacity (gate.crowd_surge
+    # judges them against the gate's usual), so it warns of none.
+    "gate": Watch("gate.crowd_forecast", None, "passes", "capacity_per_min", "threshold",
                   counter=True, model="counts"),
 }
 RULES: tuple[str, ...] = tuple(w.rule for w in WATCHES.values())
@@ -157,7 +161,7 @@ class EarlyWarning:
         self.watches = {d: w for d, w in WATCHES.items() if rules.ever_enabled(w.rule)}
         # whether any entity carries a rating, kept until the registry changes (a city's
         # gates mostly have no capacity; then their windows are not even parsed)
-        self._rated: Derived[str, bool] = Derived(registry, lambda rating: any(rating in e for e in registry))
+        self._rated: Derived[str, bool] = Derived(registry, lambda rating: any(e.get(rating) for e in registry))
         # an entity's parameters of every rule, kept until the registry changes (a feeder
         # that moves may fall under other overrides): each closed window asks for them
         self._params: Derived[tuple[str, str], dict[str, Any]] = Derived(
@@ -177,7 +181,9 @@ class EarlyWarning:
             state.offset = r.offset
             domain, _, rest = (r.key or b"").partition(b"/")
             watch = self.watches.get(domain.decode(errors="replace"))
-            if watch is None or b"|closed/" not in rest or not self._rated[watch.rating]:
+            if watch is None or b"|closed/" not in rest:
+                continue
+            if not self._rated[watch.rating] and not any(k.startswith(f"{watch.rule}|") for k in state.rules):
                 continue
             try:
                 doc = orjson.loads(r.value or b"null")
@@ -192,17 +198,20 @@ class EarlyWarning:
 
     def observe(self, state: Warnings, watch: Watch, ws: int, entities: list[str],
                 values: np.ndarray) -> list[tuple[Detection, dict[str, Any]]]:
-        """One closed window's means of some of a domain's entities: learn them, forecast,
+        """One closed window's figures of some of a domain's entities: learn them, forecast,
         judge. Each detection with its alert-inputs doc."""
         domain = watch.rule.partition(".")[0]
         params = [self._params[domain, e][watch.rule] for e in entities]
         rated = np.array([(self.registry.get(e) or {}).get(watch.rating) or np.nan for e in entities], np.float64)
         rated *= watch.per_window(self.window_ms)
-        watched = [bool(p["enabled"]) and bool(np.isfinite(r)) for p, r in zip(params, rated.tolist())]
-        for e, w in zip(entities, watched):
-            if not w:  # a rule turned off, or an entity without the rating: neither learnt nor judged
-                state.rules.pop(f"{watch.rule}|{e}", None)
-        on = np.flatnonzero(watched)
+        enabled = np.array([bool(p["enabled"]) for p in params], bool)
+        for e, on in zip(entities, enabled.tolist()):
+            if not on:
+                state.rules.pop(f"{watch.rule}|{e}", None)  # a rule turned off is neither learnt nor judged
+        # Nor is an entity without the rating, unless its warning is on: judged against no
+        # limit, it clears after clear_s rather than firing for good.
+        pending = np.array([f"{watch.rule}|{e}" in state.rules for e in entities], bool)
+        on = np.flatnonzero(enabled & (np.isfinite(rated) | pending))
         if not len(on):
             return []
         if watch.model not in state.models:

@@ -16,10 +16,12 @@ buffers take turns). The group's committed offset of a source partition never pa
 its newest snapshot (streams/transport.py), so after a crash the next owner loads the
 snapshot and replays the records after it: every decision depends only on the records'
 order, so the replay decides as the first run did, and its outputs repeat identically
-(readers deduplicate them). `LAYOUT` is the version of this format; a snapshot of any
-other version is refused with one line saying what to do. Layout 2 (the rules' state as
-a dict per entity) is not migrated: the silence rules' due times it lacks depend on the
-rule book, which the stored layout does not know.
+(readers deduplicate them). `LAYOUT` is the version of this format; a snapshot of a
+version not in `READS` is refused with one line saying what to do. Layout 3 (window counts
+64-bit, a state column in every shape) is read, its blocks narrowed as they load
+(`Block.from_arrays`); a worker of layout 3 refuses layout 4, whose blocks it would
+misread. Layout 2 (the rules' state as a dict per entity) is not migrated: the silence
+rules' due times it lacks depend on the rule book, which the stored layout does not know.
 """
 
 from __future__ import annotations
@@ -34,21 +36,23 @@ from streams.detectors.store import RuleState
 from streams.registry import LEVELS
 from streams.windows import Block, Shape
 
-LAYOUT = 3
+LAYOUT = 4
+READS = (3, 4)
 ROLLUP_LEVELS: tuple[str, ...] = LEVELS + ("city",)
 CHUNK_BYTES = 256 * 1024  # below Kafka's default 1 MB message limit, with room for batching
 
 
 # The slot numbers as int objects, one of each shared by every index. A dict's values are
 # objects, and Python makes a new 28-byte int for each number above 256, so each index of
-# every partition and area level held its own copies: 55 bytes per entity at 10k
+# every partition and area level held its own copies: 41 bytes per entity at 10k
 # (benchmarks/README.md, Scale).
 _SLOT_NUMBERS: list[int] = []
 
 
 def _numbers(upto: int) -> list[int]:
+    """The shared slot numbers, at least `upto` of them (a quarter more at a time)."""
     if len(_SLOT_NUMBERS) < upto:
-        _SLOT_NUMBERS.extend(range(len(_SLOT_NUMBERS), max(upto, 2 * len(_SLOT_NUMBERS))))
+        _SLOT_NUMBERS.extend(range(len(_SLOT_NUMBERS), max(upto, len(_SLOT_NUMBERS) * 5 // 4)))
     return _SLOT_NUMBERS
 
 
@@ -155,8 +159,8 @@ def decode(shape: Shape, chunks: list[bytes]) -> PartitionState:
     payload = b"".join(chunks)
     size = int.from_bytes(payload[:8], "big")
     header = orjson.loads(payload[8:8 + size])
-    if header.get("layout") != LAYOUT:
-        raise ValueError(f"partition state layout {header.get('layout')!r}; this worker reads {LAYOUT}"
+    if header.get("layout") not in READS:
+        raise ValueError(f"partition state layout {header.get('layout')!r}; this worker reads {' and '.join(map(str, READS))}"
                          f"{' (layout 2 held the rules state per entity)' if header.get('layout') == 2 else ''}: "
                          "run the matching version, or reset the worker's tables")
     arrays: list[np.ndarray] = []

@@ -90,10 +90,12 @@ def late_mask(ts: np.ndarray, window_ms: int, lateness_ms: int, before: np.ndarr
 # ---------------------------------------------------------------- the columnar block
 
 
-# Events counted in one slot's window: 32 bits hold 2.1 billion, 35 million a second for
-# a minute in a single device or area share, and halve the counts' memory (benchmarks/
-# README.md, Scale).
+# Events counted in one slot's window: 32 bits hold 2.1 billion (35 million a second for
+# a minute in one device or area share) and halve the counts' memory (benchmarks/README.md,
+# Scale). A block whose counts would pass that (a day-long window of a busy area share)
+# widens them to 64 bits first.
 COUNT = np.int32
+COUNT_MAX = int(np.iinfo(COUNT).max)
 
 
 class Block:
@@ -131,10 +133,11 @@ class Block:
         block.shape = shape
         for name in cls.ARRAYS:
             setattr(block, name, arrays[name])
-        for name in ("n", "count", "counters"):
-            setattr(block, name, getattr(block, name).astype(COUNT, copy=False))
+        if not (block.n.size and int(block.n.max()) > COUNT_MAX):  # n bounds every count
+            for name in ("n", "count", "counters"):
+                setattr(block, name, getattr(block, name).astype(COUNT, copy=False))
         if not shape.state:
-            block.state = block.state[:0]
+            block.state = np.empty(0, np.int64)
         return block
 
     def reserve(self, slots: int) -> None:
@@ -143,15 +146,21 @@ class Block:
         # a quarter more at a time: amortised growth, and at most a quarter of the heap idle
         grown = Block(self.shape, max(slots, self.capacity + self.capacity // 4))
         for name, old in self.arrays().items():
-            getattr(grown, name)[..., :self.capacity] = old
-        for name in self.ARRAYS:
-            setattr(self, name, getattr(grown, name))
+            new = getattr(grown, name).astype(old.dtype, copy=False)  # counts stay as wide as they are
+            new[..., :old.shape[-1]] = old
+            setattr(self, name, new)
+
+    def _widen_for(self, touched: np.ndarray, events: int) -> None:
+        """Counts to 64 bits before `events` more could take a slot past COUNT_MAX."""
+        if self.n.dtype != np.int64 and int(self.n[touched].max()) + events > COUNT_MAX:
+            self.n, self.count, self.counters = (a.astype(np.int64) for a in (self.n, self.count, self.counters))
 
     def fold(self, slots: np.ndarray, batch: "Columns") -> np.ndarray:
         """Add the events (their slots, and their values in `batch`) into the block;
         the distinct slots touched."""
         touched, group = np.unique(slots, return_inverse=True)
         self.reserve(int(touched[-1]) + 1)
+        self._widen_for(touched, len(slots))
         g = len(touched)
         self.n[touched] += np.bincount(group, minlength=g)
         for i, x in enumerate(batch.fields):
@@ -171,12 +180,12 @@ class Block:
             delta = mb - ma
             both = (na > 0) & (nb > 0)
             self.m2[i, touched] += m2b + np.where(both, delta * delta * na * nb / np.where(both, n, 1), 0.0)
-            self.count[i, touched] += nb.astype(COUNT)
+            self.count[i, touched] += nb.astype(np.int64)
             self.total[i, touched] += sb
             self.lo[i, touched] = np.fmin(self.lo[i, touched], lo)
             self.hi[i, touched] = np.fmax(self.hi[i, touched], hi)
         for i, hit in enumerate(batch.counters):
-            self.counters[i, touched] += np.bincount(group, weights=hit, minlength=g).astype(COUNT)
+            self.counters[i, touched] += np.bincount(group, weights=hit, minlength=g).astype(np.int64)
         for i, x in enumerate(batch.products):
             self.products[i, touched] += np.bincount(group, weights=x, minlength=g)
         if batch.state is not None:

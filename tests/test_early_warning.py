@@ -11,7 +11,7 @@ import pytest
 
 from services.simulator import gate_activity, grid_load, traffic_demand
 from streams.alerting import Policy, apply
-from streams.early_warning import EarlyWarning, decode, encode
+from streams.early_warning import WATCHES, EarlyWarning, decode, encode
 from streams.processor import PartitionProcessor, Record, iso
 from streams.registry import Registry
 from streams.rules import RuleBook
@@ -238,8 +238,19 @@ def test_a_crowd_building_towards_a_gates_capacity_is_warned_of_and_a_gate_witho
     at_capacity_ms = T0 + (RAMP_FROM + int(np.argmax(rate[RAMP_FROM:] > 30))) * MIN_MS
     assert (at_capacity_ms - first["ts"]) / MIN_MS >= 5
     fc = first["forecast"]
-    assert fc["warns_of"] == "gate.crowd_surge" and fc["coverage"] == 0.5 and fc["low"] > 1.0
+    assert fc["coverage"] == 0.5 and fc["low"] > 1.0
     assert "of the gate's capacity" in first["summary"] and "50 % interval" in first["summary"]
+    # no rule judges passes against capacity: the warning names none, and says when it came true
+    past = T0 + (RAMP_FROM + int(np.argmax(passes["G-CAP"][RAMP_FROM:] > 30))) * MIN_MS
+    assert {d["forecast"]["warns_of"] for d in found} == {None}
+    assert {d["forecast"]["came_true_at"] for d in found if d["ts"] > past} == {iso(past)}
+
+
+def test_a_gates_capacity_a_minute_is_scaled_to_the_window() -> None:
+    """A capacity is per minute; a window of two minutes holds twice the passes."""
+    watch = WATCHES["gate"]
+    assert watch.per_window(120_000) == 2.0 and WATCHES["grid"].per_window(120_000) == 1.0
+    assert watch.values({"c": {"passes": [60, 0]}}).tolist() == [60.0, 0.0]
 
 
 def test_a_city_whose_gates_have_no_capacity_does_not_even_read_their_windows() -> None:
@@ -259,3 +270,36 @@ def test_a_state_stored_before_the_gates_were_watched_is_read() -> None:
     header = orjson.dumps({"layout": 1, "offset": state.offset, "series": series.ids, "rules": state.rules})
     old = decode([len(header).to_bytes(8, "big") + header + model.encode()])
     assert old.series["smooth"].ids == series.ids and encode(old) == encode(state)
+
+
+def test_a_warning_whose_feeder_loses_its_rating_resolves_rather_than_firing_for_good(learnt: list[bytes]) -> None:
+    """The registry may lose a rating (or not have caught up yet): a feeder without one is
+    not learnt or judged any more, but a warning already firing is judged on against no
+    limit, so it resolves after clear_s, also when no feeder of the domain has a rating."""
+    for registry in (Registry([{k: v for k, v in FEEDERS[0].items() if k != "rated_kw"}, FEEDERS[1]]),
+                     Registry([{k: v for k, v in f.items() if k != "rated_kw"} for f in FEEDERS])):
+        rule, state = warning_rule(), decode(learnt)
+        ramp_at = 2 * RAMP_FROM + 100  # 50 minutes into the ramp: warned of
+        found = [orjson.loads(doc) for _, doc in rule.step(state, RECORDS[DAY_TWO_ENDS:ramp_at]).detections]
+        assert found[-1]["status"] == "firing" and "grid.overload_forecast|F-RAMP" in state.rules
+        unrated = EarlyWarning(RuleBook(), registry, MIN_MS)
+        after = [orjson.loads(doc) for _, doc in unrated.step(state, RECORDS[ramp_at:]).detections]
+        assert after and after[-1]["status"] == "resolved" and after[-1]["entity"] == "F-RAMP"
+        assert (after[-1]["ts"] - found[-1]["ts"]) / MIN_MS <= 10 and not state.rules
+
+
+def test_the_closed_windows_a_gate_worker_publishes_are_learnt_as_passes() -> None:
+    """The real processor's gate windows: heartbeats count as events, not as passes."""
+    processor = PartitionProcessor("gate", "gate.events", 1, MIN_MS, 120_000, Registry(GATES))
+    state = PartitionState(SHAPES["gate"])
+    events = [Record(0, m, b"G-CAP", orjson.dumps(
+        {"type": "gate.heartbeat", "ts": T0 + m * 10_000, "gate_id": "G-CAP"} if m % 3 == 0 else
+        {"type": "gate.pass", "ts": T0 + m * 10_000, "gate_id": "G-CAP", "direction": "in", "method": "face",
+         "result": "granted", "subject": "resident"})) for m in range(6 * 20)]
+    step = processor.step(0, events, state)
+    published = [Record(0, i, key, doc) for i, (kind, key, doc) in enumerate(step.closed) if kind == "aggregates"]
+    rule = EarlyWarning(RuleBook(), Registry(GATES), MIN_MS)
+    warnings = rule.new()
+    assert rule.step(warnings, published).learnt
+    model = warnings.models["counts"]
+    assert model.state["seen"].tolist() == [17] and model.state["level"][0] == 4.0  # 4 passes a minute

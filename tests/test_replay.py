@@ -115,11 +115,11 @@ def test_every_domains_rule_state_survives_a_snapshot_exactly(domain: str) -> No
     assert found == expected and expected  # the same detections, in the same order
 
 
-@pytest.mark.parametrize("domain", ["traffic", "grid"])
-def test_a_snapshot_written_with_64_bit_counts_and_a_state_column_for_every_shape_is_read_exactly(
+@pytest.mark.parametrize("domain", ["gate", "traffic", "grid"])
+def test_a_layout_3_snapshot_with_64_bit_counts_and_a_state_column_for_every_shape_is_read_exactly(
         domain: str) -> None:
-    """Snapshots from before the window counts were 32-bit, and before shapes without a
-    state field stopped keeping a state column, load and go on to the same windows."""
+    """Snapshots of layout 3, from before the window counts were 32-bit and shapes without
+    a state field stopped keeping a state column, load and go on to the same windows."""
     events = [e for e in generate(3000, seed=7, entities=6) if domain_of(e) == domain]
     records = [Record(0, i, entity_of(e).encode(), orjson.dumps(e)) for i, e in enumerate(events)]
     def fresh() -> PartitionProcessor:
@@ -136,7 +136,13 @@ def test_a_snapshot_written_with_64_bit_counts_and_a_state_column_for_every_shap
         if not block.state.size:
             block.state = np.full(block.capacity, NO_STATE, np.int64)
     _, writes = snapshot_writes(0, state, None)
-    restored, _ = load(SHAPES[domain], 0, dict(writes).get)
+    table = dict(writes)
+    size = int.from_bytes(table["0/a/0"][:8], "big")
+    header = orjson.loads(table["0/a/0"][8:8 + size])
+    assert header["layout"] == 4
+    old = orjson.dumps({**header, "layout": 3})
+    table["0/a/0"] = len(old).to_bytes(8, "big") + old + table["0/a/0"][8 + size:]
+    restored, _ = load(SHAPES[domain], 0, table.get)
     for block in [*restored.windows.values(), *(b for levels in restored.rollups.values() for b in levels.values())]:
         assert block.n.dtype == block.count.dtype == block.counters.dtype == COUNT
         assert block.state.size == (block.capacity if SHAPES[domain].state else 0)

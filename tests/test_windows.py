@@ -11,8 +11,8 @@ import pytest
 
 from streams.columns import COLUMNS, EventColumns
 from streams.state import SlotIndex
-from streams.windows import (SHAPES, Agg, Block, Columns, entity_rows, late_mask, merge_all, stream_times,
-                             window_start)
+from streams.windows import (COUNT, COUNT_MAX, SHAPES, Agg, Block, Columns, entity_rows, late_mask, merge_all,
+                             stream_times, window_start)
 from tests.reference import assert_matches, reference_windows
 
 W = 60_000
@@ -163,3 +163,21 @@ def test_operator_figures() -> None:
     fig = aggregate("grid", grid)[("F-1", T0)].figures("grid")
     assert (fig["load_kw_mean"], fig["load_kw_max"], fig["voltage_kv_min"], fig["breaker"]) == (200.0, 300.0, 9.1, "open")
     assert fig["breaker_open"] == 1
+
+
+def test_a_count_that_would_pass_32_bits_widens_to_64_and_stays_exact() -> None:
+    """A day-long window of a busy area share can count more than 2.1 billion events."""
+    flows = [{"type": "traffic.flow", "entity": "T-1", "ts": T0 + i, "volume": 3, "speed_kmh": 30.0,
+              "occupancy": 0.1} for i in range(5)]
+    blocks: dict[int, Block] = {}
+    slots = SlotIndex()
+    fold(blocks, slots, "traffic", flows[:2])
+    block = blocks[T0]
+    assert block.n.dtype == COUNT
+    block.n[0] += COUNT_MAX - 3
+    block.count[:, 0] += COUNT_MAX - 3
+    fold(blocks, slots, "traffic", flows[2:])
+    assert block.n.dtype == block.count.dtype == np.int64
+    assert block.n[0] == COUNT_MAX + 2 and block.count[:, 0].tolist() == [COUNT_MAX + 2] * 3
+    block.reserve(4 * block.capacity)  # room for more devices keeps the counts as wide
+    assert block.n.dtype == np.int64 and block.n[0] == COUNT_MAX + 2
