@@ -8,12 +8,15 @@ turns into an alert at once. A WebSocket client of the live feed notes when each
 alert arrives; latency is that arrival minus the moment the probe was handed to the
 producer, both on this process's monotonic clock.
 
-The probe gates are a pool, each used again after `PROBE_GATE_CYCLE_S`. A quarter, half
-and three quarters of a cycle after its probe, a normal pass goes to its gate: the rule
-resolves the alert once the temperature has been normal for its `clear_s` (60 s), and a
-pass a minute keeps the gate clear of `gate.offline` (90 s). A gate of its own per probe
-would leave a soak with thousands of silent gates and open alerts that no city has,
-growing the worker's state and its incidents for as long as it runs.
+The probe gates are a pool, each used again after `PROBE_GATE_CYCLE_S` (`probe_passes`).
+Every tenth of a cycle after its probe a normal pass goes to its gate: the rule resolves
+the alert once the temperature has been normal for its `clear_s` (60 s, so two or three
+passes in), a pass a minute keeps the gate clear of `gate.offline` (90 s), and the next
+probe comes long after the alert lifecycle's 300 s flap window, so it raises a new alert
+rather than reopening the last one. A probe's alert is known by gate and event time. A
+gate of its own per probe would leave a soak with thousands of silent gates and open
+alerts that no city has, growing the worker's state and its incidents for as long as it
+runs. The last probes of a run end with their fevers open: the run is over.
 
 Probes are sent open-loop at jittered intervals (never waiting for an answer, and not in
 step with the simulator's once-a-second bursts), so a slow alert doesn't thin out the
@@ -47,6 +50,7 @@ from api.views import Vitals
 from benchmarks import broker_writes
 from services.config import Settings
 from services.processes import spawn, stop
+from streams.alerting import ms
 from streams.kafka_security import client_options
 from streams.topics import DOMAINS
 from streams.topicview import TopicView
@@ -55,7 +59,8 @@ from streams.watermarks import end_offsets, uncommitted
 ROOT = Path(__file__).resolve().parents[1]
 FEVER_C = 38.2  # above gate.fever's 37.3 °C threshold: the rule fires on the first pass
 NORMAL_C = 36.5  # below it: the passes that resolve a probe's alert
-PROBE_GATE_CYCLE_S = 240.0  # a probe gate is used again after this long (module docstring)
+PROBE_GATE_CYCLE_S = 600.0  # a probe gate is used again after this long (module docstring)
+MAX_PROBE_EVERY_S = 60.0  # a probe gate hears a pass at least this often, within gate.offline's 90 s
 READY_TIMEOUT_S = 300.0  # a city sized for 10k events/s takes a while to register
 # Keeping up: less than this many seconds of load not yet processed. The simulator sends
 # each second's events at once, so even a stack that keeps up is up to a second behind.
@@ -205,6 +210,7 @@ class Lag:
 @dataclass
 class Probe:
     entity: str
+    event_ms: int  # the probe event's time, which its alert's updated_at names
     sent_at: float  # time.monotonic() when handed to the producer
     arrived_at: float | None = None
 
@@ -219,7 +225,7 @@ class Prober:
     def __init__(self, stack: LiveStack, seed: int = 7) -> None:
         self.stack = stack
         self.probes: list[Probe] = []
-        self._waiting: dict[str, Probe] = {}  # probe gate → its probe whose alert is awaited
+        self._waiting: dict[tuple[str, int], Probe] = {}  # (gate, event time) → a probe awaiting its alert
         self._rng = np.random.default_rng(seed)
 
     async def __aenter__(self) -> Prober:
@@ -247,36 +253,57 @@ class Prober:
             alert = doc.get("alert") or {}
             if doc["type"] != "alert" or alert.get("rule") != "gate.fever" or alert.get("status") != "firing":
                 continue
-            probe = self._waiting.pop(alert["entity"], None)
+            probe = self._waiting.pop((alert["entity"], ms(alert["updated_at"])), None)
             if probe is not None:
                 probe.arrived_at = now
 
     async def send(self, count: int, every_s: float) -> None:
         """`count` probes, one every `every_s` on average (uniformly jittered ±50 %), on a
         pool of gates that each come round again after `PROBE_GATE_CYCLE_S`."""
-        gates = max(4, round(PROBE_GATE_CYCLE_S / every_s))
+        if every_s > MAX_PROBE_EVERY_S:
+            raise ValueError(f"probes at most {MAX_PROBE_EVERY_S:g} s apart: a probe gate must pass before "
+                             "gate.offline's timeout")
+        gates = probe_gates(every_s)
         for n in range(count):
             await asyncio.sleep(every_s * self._rng.uniform(0.5, 1.5))
-            gate = f"P-{n % gates:05d}"
-            self._waiting.pop(gate, None)  # its last alert never came: that probe stays lost
-            self._waiting[gate] = probe = Probe(gate, time.monotonic())
+            gate, normal = probe_passes(n, gates)
+            event_ms = await self._pass(gate, FEVER_C)
+            self._waiting[gate, event_ms] = probe = Probe(gate, event_ms, time.monotonic())
             self.probes.append(probe)
-            await self._pass(gate, FEVER_C)
-            for back in (gates // 4, gates // 2, 3 * gates // 4):
-                if back and n >= back:
-                    await self._pass(f"P-{(n - back) % gates:05d}", NORMAL_C)
+            for other in normal:
+                await self._pass(other, NORMAL_C)
 
-    async def _pass(self, gate: str, temperature_c: float) -> None:
-        event = {"type": "gate.pass", "ts": int(time.time() * 1000), "gate_id": gate, "direction": "in",
-                 "method": "face", "result": "granted", "subject": "probe", "temperature_c": temperature_c}
+    async def _pass(self, gate: str, temperature_c: float) -> int:
+        """Send a pass at the gate, now; its event time."""
+        ts = int(time.time() * 1000)
+        event = {"type": "gate.pass", "ts": ts, "gate_id": gate, "direction": "in", "method": "face",
+                 "result": "granted", "subject": "probe", "temperature_c": temperature_c}
         await self._producer.send(self.stack.settings.topics.events("gate"), orjson.dumps(event),
                                   key=gate.encode())
+        return ts
 
     async def arrived(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for every probe's alert."""
         deadline = time.monotonic() + timeout_s
         while self._waiting and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
+
+
+def probe_gates(every_s: float) -> int:
+    """How many probe gates a cycle of probes every `every_s` takes."""
+    return max(10, round(PROBE_GATE_CYCLE_S / every_s))
+
+
+def probe_passes(n: int, gates: int) -> tuple[str, list[str]]:
+    """The gate of the `n`-th probe (counting from 0) of a pool of `gates`, and the gates
+    that get a normal pass beside it: those whose probe was a tenth, two tenths … nine
+    tenths of a cycle before."""
+    back = [k * gates // 10 for k in range(1, 10)]
+    return _gate(n % gates), [_gate((n - b) % gates) for b in back if n >= b]
+
+
+def _gate(i: int) -> str:
+    return f"P-{i:05d}"
 
 
 def percentiles(probes: list[Probe]) -> dict[str, Any]:
