@@ -8,14 +8,16 @@ Entities follow the simulator's daily shape (services/simulator.py): a feeder's 
 (`grid_load`, 0.40 to 0.81 of rated, each feeder scaled by 0.9 to 1.05), or a road's
 speed (free flow × (1 − 0.5 demand²), `traffic_demand`, clipped to 0.42..1.08 of free
 flow), with Gaussian noise on each one-minute window's mean, or a gate's passes a minute
-(`gate_activity`, peaking at 0.3 to 0.6 of a capacity of 30 a minute, Poisson counts),
-through the rule's own step
-(streams/early_warning.py `EarlyWarning.observe`, the worker's 60 s window, the
-catalogue's parameters but `raise_s`, and on even where the catalogue has it off). Five normal days: from day three on, every
-warning that fires is false. Then on day six each entity ramps, at a random minute, from
+(`gate_activity`, peaking at 0.3 to 0.6 of a capacity of 30 a minute, Poisson counts,
+its ramp counted the same way), through the rule's own step (streams/early_warning.py
+`EarlyWarning.observe`, the worker's 60 s window, the catalogue's parameters but
+`raise_s`, and on even where the catalogue has it off). Five normal days: from day three
+on, every warning that fires is false. Then on day six each entity ramps, at a random minute, from
 its value to 1.2 × rated (a road: to 0.15 × free flow; a gate: to 1.2 × capacity) over
 30 or 60 minutes; the lead is the minutes from the warning (the time of its forecast) to
-the first window past the limit (rated; 0.3 × free flow; capacity). An operator sees the
+the first window past the limit (rated; 0.3 × free flow; for a gate, the first minute
+whose rate of passes is past its capacity: a single minute's count passes it by chance
+well before). An operator sees the
 warning one window lateness
 (`lateness_s`, 2 min by default) after its forecast's time, and `grid.overload` fires
 about a minute after the load passes rated: the lead an operator gets is about the lead
@@ -89,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     watch = WATCHES[args.domain]
     params = CATALOGUE[watch.rule].params
+    if args.domain == "gate" and args.noise is not None:
+        parser.error("--noise: a gate's noise is its counts' (Poisson)")
     noise = NOISE[args.domain] if args.noise is None else args.noise
     hold = params["raise_s"] if args.raise_s is None else args.raise_s
     rng = np.random.default_rng(args.seed)
@@ -120,7 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             y[i, start:start + ramp] = np.linspace(y[i, start], RAMP_TO[args.domain], ramp)
             y[i, start + ramp:] = RAMP_TO[args.domain]
             starts.append(start)
+            # when the ramp passes the limit: for a gate, its rate of passes, not a minute's count
             crosses.append(start + int(np.argmax(sign * y[i, start:] > sign * params[watch.limit])))
+            if args.domain == "gate":  # a crowd building up is counted like any other passes
+                y[i, start:] = rng.poisson(y[i, start:] * GATE_CAPACITY) / GATE_CAPACITY
         first: dict[int, int] = {}
         for i, minute in warnings(rule, decode(learnt), args.domain, y, range(LEARNT_DAYS * DAY, (LEARNT_DAYS + 1) * DAY)):
             if minute >= starts[i]:  # one before the ramp began was a false warning, not this one

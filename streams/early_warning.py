@@ -66,6 +66,8 @@ class Model:
     coverage: float
 
 
+# A stored model keeps the settings it was made with: changed here, they reach the series
+# of partitions that start anew (or a state reset), not those learning already.
 MODELS: dict[str, Model] = {
     # Loads and speeds: a quick trend, which sees a ramp coming (the forecaster's default is
     # tuned for NAB and sees one only when it is nearly there), judged on the 80 % interval.
