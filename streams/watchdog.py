@@ -64,9 +64,11 @@ class Watch(Generic[K]):
 def install(app: faust.App, bootstrap: str, on_stall: Callable[[str, int], None] = lambda t, p: None) -> None:
     """Check the app's partitions every CHECK_S; `on_stall(topic, partition)` counts a stall."""
     watch: Watch = Watch()
+    unanswered = 0  # checks in a row the broker did not answer
 
     @app.timer(CHECK_S)
     async def watchdog() -> None:
+        nonlocal unanswered
         consumer = app.consumer
         reached = consumer.progress()
         if not reached:
@@ -78,8 +80,14 @@ def install(app: faust.App, bootstrap: str, on_stall: Callable[[str, int], None]
         try:
             ends = await end_offsets(bootstrap, unmoved)
         except Exception as exc:  # noqa: BLE001 - the broker is away; the next check asks again
-            log.debug("watchdog: no end offsets: %s", exc)
+            # Once per spell, not every check: a stall goes unseen while this lasts.
+            (log.debug if unanswered else log.warning)(
+                "watchdog: no end offsets (%s); stalls go unseen until the broker answers", exc)
+            unanswered += 1
             return
+        if unanswered:
+            log.info("watchdog: end offsets again after %d unanswered checks", unanswered)
+            unanswered = 0
         stalled = watch.stalled(time.monotonic(), unmoved, ends)
         if stalled:
             await consumer.refresh_leaders()  # once per check, not once per stalled partition
