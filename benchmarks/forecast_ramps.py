@@ -2,7 +2,7 @@
 warn of one that never comes: the rules as the worker runs them.
 
     python -m benchmarks.forecast_ramps [--domain grid|traffic|gate] [--entities N] [--noise X] [--raise-s S]
-        [--coverage C] [--trend-rate R --trend-damping D] [--seed N]
+        [--horizon-s S] [--coverage C] [--trend-rate R --trend-damping D] [--seed N]
 
 Entities follow the simulator's daily shape (services/simulator.py): a feeder's load
 (`grid_load`, 0.40 to 0.81 of rated, each feeder scaled by 0.9 to 1.05), or a road's
@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, help="relative noise of a window's mean (default: the simulator's)")
     parser.add_argument("--raise-s", type=float, help="how long the warning's condition must hold "
                         "(default: the catalogue's)")
+    parser.add_argument("--horizon-s", type=float, help="how far ahead the rule looks (default: the catalogue's)")
     parser.add_argument("--coverage", type=float, help="of the model's intervals: the warning is on the "
                         "bound nearest the limit (default: the domain's model's, streams/early_warning.py MODELS)")
     parser.add_argument("--trend-rate", type=float, help="default: the domain's model's")
@@ -102,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = model_config(STEP_MS, watch.model)
     config = replace(config, **{k: v for k, v in (("trend_rate", args.trend_rate), ("coverage", args.coverage),
                                                    ("trend_damping", args.trend_damping)) if v is not None})
-    rule = EarlyWarning(RuleBook({watch.rule: {"raise_s": hold, "enabled": True}}), registry, STEP_MS,
+    horizon = {} if args.horizon_s is None else {"horizon_s": args.horizon_s}
+    rule = EarlyWarning(RuleBook({watch.rule: {"raise_s": hold, "enabled": True, **horizon}}), registry, STEP_MS,
                         {watch.model: config})
 
     state = rule.new()

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.latency import ROOT, Lag, LiveStack, Prober, percentiles
+from benchmarks.latency import MAX_PROBE_EVERY_S, ROOT, Lag, LiveStack, Prober, percentiles
 from services.processes import rss_bytes
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -46,6 +46,8 @@ def main() -> None:
                         help="keep the stack's data and logs here (default: a temporary directory, removed after)")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     args = parser.parse_args()
+    if not 0 < args.probe_every <= MAX_PROBE_EVERY_S:
+        parser.error(f"--probe-every: more than 0 and at most {MAX_PROBE_EVERY_S:g} s (benchmarks/latency.py)")
     rate = args.rate or latency_rate()
     kept = contextlib.nullcontext(str(args.workdir)) if args.workdir else None
     with kept or tempfile.TemporaryDirectory(prefix="citybrain-soak-") as tmp, \
@@ -108,7 +110,9 @@ async def soak(stack: LiveStack, seconds: float, every_s: float, probe_every_s: 
                 stopped_early = f"a process grew past {max_rss_mb:,.0f} MB after {samples[-1]['t_s']} s"
                 sender.cancel()
                 break
-        await asyncio.gather(sender, return_exceptions=True)
+        (outcome,) = await asyncio.gather(sender, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            raise outcome  # the probes did not go (a cancelled sender is not an Exception)
         await prober.arrived(timeout_s=60.0)
     for s in samples:  # each interval's probes, by when they were sent
         s |= percentiles([p for p in prober.probes

@@ -160,7 +160,7 @@ class EarlyWarning:
         self.ready_steps = DAY_MS // window_ms
         # A domain whose rule no entity has on (the roads' by default) is not even parsed:
         # learning its series would cost a parse and a model step per window, never judged.
-        self.watches = {d: w for d, w in WATCHES.items() if rules.ever_enabled(w.rule)}
+        self.on = {d for d, w in WATCHES.items() if rules.ever_enabled(w.rule)}
         # whether any entity carries a rating, kept until the registry changes (a city's
         # gates mostly have no capacity; then their windows are not even parsed)
         self._rated: Derived[str, bool] = Derived(registry, lambda rating: any(e.get(rating) for e in registry))
@@ -182,10 +182,11 @@ class EarlyWarning:
                 continue  # applied before a crash
             state.offset = r.offset
             domain, _, rest = (r.key or b"").partition(b"/")
-            watch = self.watches.get(domain.decode(errors="replace"))
+            domain_name = domain.decode(errors="replace")
+            watch = WATCHES.get(domain_name)
             if watch is None or b"|closed/" not in rest:
                 continue
-            if not self._rated[watch.rating] and not any(k.startswith(f"{watch.rule}|") for k in state.rules):
+            if not (domain_name in self.on and self._rated[watch.rating]) and not _any_on(state, watch):
                 continue
             try:
                 doc = orjson.loads(r.value or b"null")
@@ -206,14 +207,12 @@ class EarlyWarning:
         params = [self._params[domain, e][watch.rule] for e in entities]
         rated = np.array([(self.registry.get(e) or {}).get(watch.rating) or np.nan for e in entities], np.float64)
         rated *= watch.per_window(self.window_ms)
-        enabled = np.array([bool(p["enabled"]) for p in params], bool)
-        for e, on in zip(entities, enabled.tolist()):
-            if not on:
-                state.rules.pop(f"{watch.rule}|{e}", None)  # a rule turned off is neither learnt nor judged
-        # Nor is an entity without the rating, unless its warning is on: judged against no
-        # limit, it clears after clear_s rather than firing for good.
+        # An entity whose rule is off, or without the rating, is neither learnt nor judged,
+        # unless its warning is on: judged against no limit, it clears after clear_s rather
+        # than firing for good.
+        rated[[not p["enabled"] for p in params]] = np.nan
         pending = np.array([f"{watch.rule}|{e}" in state.rules for e in entities], bool)
-        on = np.flatnonzero(enabled & (np.isfinite(rated) | pending))
+        on = np.flatnonzero(np.isfinite(rated) | pending)
         if not len(on):
             return []
         if watch.model not in state.models:
@@ -276,15 +275,21 @@ class EarlyWarning:
                     # the rule whose alert follows if the warning comes true, and when it did
                     "warns_of": watch.warns_of,
                     "came_true_at": iso(rs["came_true"]) if "came_true" in rs else None}
+                summary = (_summary(watch.rule, p, value, threshold, forecast) if np.isfinite(rated[i]) else
+                           f"no longer judged: the rule is off for it, or the registry has no {watch.rating}")
                 d = Detection(watch.rule, entity, status, p["severity"], _share(value, 1.0) or 0.0, float(threshold),
-                              int(ts), int(episode), int(seq), _summary(watch.rule, p, value, threshold, forecast),
-                              self.registry.area(entity))
+                              int(ts), int(episode), int(seq), summary, self.registry.area(entity))
                 out.append((d, {**d.doc(), "forecast": forecast}))
             if is_idle(rs):
                 state.rules.pop(key, None)
             else:
                 state.rules[key] = rs
         return out
+
+
+def _any_on(state: Warnings, watch: Watch) -> bool:
+    """Whether a warning of the watch's rule is pending or firing in the partition."""
+    return any(k.startswith(f"{watch.rule}|") for k in state.rules)
 
 
 def _share(x: float, rated: float) -> float | None:

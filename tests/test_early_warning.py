@@ -272,20 +272,26 @@ def test_a_state_stored_before_the_gates_were_watched_is_read() -> None:
     assert old.series["smooth"].ids == series.ids and encode(old) == encode(state)
 
 
-def test_a_warning_whose_feeder_loses_its_rating_resolves_rather_than_firing_for_good(learnt: list[bytes]) -> None:
-    """The registry may lose a rating (or not have caught up yet): a feeder without one is
-    not learnt or judged any more, but a warning already firing is judged on against no
-    limit, so it resolves after clear_s, also when no feeder of the domain has a rating."""
-    for registry in (Registry([{k: v for k, v in FEEDERS[0].items() if k != "rated_kw"}, FEEDERS[1]]),
-                     Registry([{k: v for k, v in f.items() if k != "rated_kw"} for f in FEEDERS])):
+def test_a_warning_whose_feeder_loses_its_rating_or_rule_resolves_rather_than_firing_for_good(
+        learnt: list[bytes]) -> None:
+    """The registry may lose a rating (or not have caught up yet), a restart may turn the
+    rule off: such a feeder is not learnt or judged any more, but a warning already firing
+    is judged on against no limit, so it resolves after clear_s, also when no feeder of
+    the domain has a rating or the rule is off for every one."""
+    unrated = [{k: v for k, v in f.items() if k != "rated_kw"} for f in FEEDERS]
+    off = {"grid.overload_forecast": {"enabled": False}}
+    for book, registry in ((RuleBook(), Registry([unrated[0], FEEDERS[1]])), (RuleBook(), Registry(unrated)),
+                           (RuleBook(off), Registry(FEEDERS)),
+                           (RuleBook(overrides=[("entity", "F-RAMP", off)]), Registry(FEEDERS))):
         rule, state = warning_rule(), decode(learnt)
         ramp_at = 2 * RAMP_FROM + 100  # 50 minutes into the ramp: warned of
         found = [orjson.loads(doc) for _, doc in rule.step(state, RECORDS[DAY_TWO_ENDS:ramp_at]).detections]
         assert found[-1]["status"] == "firing" and "grid.overload_forecast|F-RAMP" in state.rules
-        unrated = EarlyWarning(RuleBook(), registry, MIN_MS)
-        after = [orjson.loads(doc) for _, doc in unrated.step(state, RECORDS[ramp_at:]).detections]
+        after = [orjson.loads(doc) for _, doc in
+                 EarlyWarning(book, registry, MIN_MS).step(state, RECORDS[ramp_at:]).detections]
         assert after and after[-1]["status"] == "resolved" and after[-1]["entity"] == "F-RAMP"
         assert (after[-1]["ts"] - found[-1]["ts"]) / MIN_MS <= 10 and not state.rules
+        assert "no longer judged" in after[-1]["summary"] and "nan" not in orjson.dumps(after).decode()
 
 
 def test_the_closed_windows_a_gate_worker_publishes_are_learnt_as_passes() -> None:
@@ -303,3 +309,19 @@ def test_the_closed_windows_a_gate_worker_publishes_are_learnt_as_passes() -> No
     assert rule.step(warnings, published).learnt
     model = warnings.models["counts"]
     assert model.state["seen"].tolist() == [17] and model.state["level"][0] == 4.0  # 4 passes a minute
+
+
+def test_a_registry_that_gains_a_gates_capacity_starts_watching_it_and_both_kinds_of_model_are_stored() -> None:
+    _, passes = gate_passes()
+    registry = Registry(FEEDERS + GATES[1:])
+    rule = EarlyWarning(RuleBook(), registry, MIN_MS)
+    state = rule.new()
+    gates = window_records({"G-CAP": passes["G-CAP"][:120]}, "gate", "passes", True)
+    feeders = window_records({f: v[:120] for f, v in loads().items()})
+    assert not rule.step(state, gates[:60]).learnt  # no gate has a capacity: not even read
+    registry.put(GATES[0])
+    rule.step(state, [Record(0, len(gates) + i, r.key, r.value) for i, r in enumerate(gates[60:] + feeders)])
+    assert set(state.models) == {"counts", "smooth"} and state.series["counts"].ids == ["gate.crowd_forecast|G-CAP"]
+    again = decode(encode(state))
+    assert encode(again) == encode(state) and again.series["smooth"].ids == state.series["smooth"].ids
+    assert again.models["counts"].config.coverage == 0.5 and again.models["smooth"].config.coverage == 0.8
