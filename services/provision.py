@@ -64,6 +64,20 @@ async def broker_count(admin: AIOKafkaAdminClient, looks: int = 3, apart_s: floa
     return seen
 
 
+async def partition_counts(admin: AIOKafkaAdminClient, names: list[str], looks: int = 20, apart_s: float = 0.5) -> dict[str, int]:
+    """Each topic's partitions. A topic just created may be listed by one broker and not yet
+    known to the one that describes it (0 partitions, on a Kafka cluster): such a topic is
+    described again, up to `looks` times `apart_s` apart, before 0 is believed."""
+    counts: dict[str, int] = {}
+    for look in range(looks):
+        described = await admin.describe_topics([n for n in names if not counts.get(n)])
+        counts |= {d["topic"]: len(d["partitions"]) for d in described}
+        if all(counts.get(n) for n in names) or look + 1 == looks:
+            return counts
+        await asyncio.sleep(apart_s)
+    return counts
+
+
 async def provision(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
     """Create the missing topics; returns the names created."""
     admin = await connect_admin(bootstrap)
@@ -80,8 +94,7 @@ async def provision(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
                     raise BrokerError(f"cannot create topic {name}: {message or f'error {code}'}")
         present = [s for s in specs if s.name in existing]
         if present:
-            described = await admin.describe_topics([s.name for s in present])
-            counts = {d["topic"]: len(d["partitions"]) for d in described}
+            counts = await partition_counts(admin, [s.name for s in present])
             for s in present:
                 if counts.get(s.name, 0) != s.partitions:
                     raise BrokerError(
