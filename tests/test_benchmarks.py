@@ -30,14 +30,22 @@ def test_quick_benchmark_processes_every_record_it_loaded_and_every_probe_alerts
     assert all(r[k] > 0 for k in ("ceiling_eps", "pipeline_batch_eps", "pipeline_single_eps",
                                   "naive_faust_eps", "quix_eps", "bytes_per_entity"))
     assert r["machine"]["versions"]["faust-streaming"]
-    # Live: the stack kept up with the quick size's rate, every probe's alert came over the
-    # live feed, and the figures are that run's own.
-    (lat,) = r["runs"]["live"]
-    assert lat["sustained"] and r["live_eps"] == r["latency_rate_eps"] == r["latency_target_eps"] == lat["rate"] > 0
-    assert lat["arrived"] == lat["probes"] == r["latency_probes"] > 0
-    assert 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] <= lat["max_ms"]
-    assert (r["latency_target_p50_ms"], r["latency_target_p99_ms"]) == (r["latency_p50_ms"], r["latency_p99_ms"])
-    assert "alert on the live feed" in run.stdout
+    # Live: the quick size's rate was tried and every probe's alert came over the live feed
+    # there, whether the stack kept up with it or not (how fast is for benchmarks/, and a
+    # busy machine may halve the rate once), and the figures are those attempts' own.
+    attempts = r["runs"]["live"]
+    (at,) = [a for a in attempts if a["rate"] == r["latency_target_eps"]]
+    assert at["arrived"] == at["probes"] > 0
+    assert 0 < at["p50_ms"] <= at["p99_ms"] <= at["max_ms"]
+    assert (r["latency_target_p50_ms"], r["latency_target_p99_ms"], r["latency_target_kept_up"]) == (
+        at["p50_ms"], at["p99_ms"], at["sustained"])
+    kept = [a for a in attempts if a["sustained"]]
+    assert r["live_eps"] == r["latency_rate_eps"] == max((a["rate"] for a in kept), default=None)
+    if kept:
+        (best,) = [a for a in kept if a["rate"] == r["live_eps"]]
+        assert best["arrived"] == best["probes"] == r["latency_probes"]
+        assert (r["latency_p50_ms"], r["latency_p99_ms"]) == (best["p50_ms"], best["p99_ms"])
+        assert "alert on the live feed" in run.stdout
     # Broker writes, from the broker: each run wrote something per input it read, and the
     # pipeline runs read every record that was loaded.
     for kind in ("single", "batch"):
@@ -45,7 +53,7 @@ def test_quick_benchmark_processes_every_record_it_loaded_and_every_probe_alerts
         assert (writes["input_records"], writes["input_events"]) == (r["runs"][kind]["records"], r["runs"][kind]["events"])
     for run_name in ("single", "batch", "live"):
         assert r["broker_records_per_event"][run_name] > 0 and r["broker_bytes_per_input_byte"][run_name] > 0
-    assert lat["broker_writes"]["input_records"] >= lat["probes"]
+    assert (best if kept else at)["broker_writes"]["input_records"] >= at["probes"]
     assert "broker writes per input" in run.stdout
 
 
