@@ -34,7 +34,7 @@ class ApiParts:
     """Everything a route reads or acts through, built once per app."""
 
     settings: ApiSettings
-    views: ReadModels  # alerts, windows, vitals and the registry
+    views: ReadModels  # alerts, windows, vitals, the registry and the workers' forecasts
     incidents: IncidentView
     cases: CaseView
     trends: CityTrends

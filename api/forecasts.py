@@ -17,8 +17,6 @@ import numpy as np
 
 from streams.forecast import Config, Forecaster
 
-# The figure forecast when none is asked for: what each kind of device is watched for.
-DEFAULT_FIGURE = {"gate": "passes", "traffic": "volume", "grid": "load_kw_mean"}
 COVERAGE = 0.8
 
 

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from api.alerts import AlertView, Archive
+from api.outlook import Outlooks
 from api.window_history import WindowHistory
 from api.settings import ApiSettings
 from streams.registry import Registry
@@ -209,6 +210,7 @@ class ReadModels:
         self.windows = Windows(WindowHistory(settings.data_dir / "windows.sqlite3", settings.window_history_min * 60_000))
         self.window_ms = settings.window_s * 1000
         self.alerts = AlertView(Archive(settings.data_dir / "alerts.sqlite3"))
+        self.outlooks = Outlooks()
         self._views = [
             TopicView(settings.bootstrap, topics.alerts, apply_at=self.alerts.apply, fetch_max_wait_ms=FETCH_MAX_WAIT_MS),
             TopicView(settings.bootstrap, topics.vitals, self.vitals.apply),
@@ -216,6 +218,7 @@ class ReadModels:
             TopicView(settings.bootstrap, topics.aggregates, self.windows.apply_aggregate,
                       after_fetch=self.windows.flush),
             TopicView(settings.bootstrap, topics.rollups, self.windows.apply_rollup, after_fetch=self.windows.flush),
+            TopicView(settings.bootstrap, topics.forecasts, self.outlooks.apply),
         ]
 
     async def start(self) -> None:

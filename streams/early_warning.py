@@ -45,14 +45,16 @@ import orjson
 
 from streams.detectors.blocks import Timing, idle, is_idle, sustain
 from streams.detectors.engine import Detection
+from streams import outlook
 from streams.forecast import DAY_MS, Config, Forecaster
+from streams.outlook import Outlook
 from streams.processor import Record, iso
 from streams.registry import Derived, Registry
 from streams.rules import CATALOGUE, RuleBook
 from streams.state import CHUNK_BYTES, SlotIndex
 from streams.windows import field_columns
 
-LAYOUT = 2  # 1: one model for every series (now the "smooth" one)
+LAYOUT = 3  # 1: one model for every series (now the "smooth" one); 2: no outlook
 MODEL_HORIZON_MS = 3_600_000  # errors (and so intervals) are tracked this far ahead
 
 
@@ -139,14 +141,18 @@ class Warnings:
     series: dict[str, SlotIndex] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)  # "<rule>|<entity>" → not idle
     offset: int = -1  # the last source offset applied
+    # Every device series' forecast (streams/outlook.py), learnt from the same closed
+    # windows and stored with this state; None where the window does not divide its step.
+    outlook: Outlook | None = None
 
 
 @dataclass
 class Applied:
-    """What a step did: detections for the alert-inputs topic (key, doc), and whether it
-    learnt anything (the state is then worth storing)."""
+    """What a step did: detections for the alert-inputs topic (key, doc), records for the
+    forecasts topic, and whether it learnt anything (the state is then worth storing)."""
 
     detections: list[tuple[bytes, bytes]] = field(default_factory=list)
+    forecasts: list[tuple[bytes, bytes]] = field(default_factory=list)
     learnt: bool = False
 
 
@@ -170,12 +176,13 @@ class EarlyWarning:
             registry, lambda key: rules.for_entity(key[0], key[1], registry.area(key[1])))
 
     def new(self) -> Warnings:
-        return Warnings()
+        return Warnings(outlook=_fresh_outlook(self.window_ms))
 
     def step(self, state: Warnings, records: Sequence[Record]) -> Applied:
-        """Apply a partition's records in order. Only the closed windows of a watched
-        domain are read (their key says so: `<domain>/<p>|<start>|closed/<chunk>`); live
-        figures and other domains pass by unparsed."""
+        """Apply a partition's records in order. Only closed windows are read (their key
+        says so: `<domain>/<p>|<start>|closed/<chunk>`): each is added to the outlook, and
+        judged if its domain is watched; live figures pass by unparsed, and so does a
+        watched domain's closed window when the outlook is off."""
         out = Applied()
         for r in records:
             if r.offset <= state.offset:
@@ -183,20 +190,27 @@ class EarlyWarning:
             state.offset = r.offset
             domain, _, rest = (r.key or b"").partition(b"/")
             domain_name = domain.decode(errors="replace")
-            watch = WATCHES.get(domain_name)
-            if watch is None or b"|closed/" not in rest:
+            if b"|closed/" not in rest:
                 continue
-            if not (domain_name in self.on and self._rated[watch.rating]) and not _any_on(state, watch):
+            watch = WATCHES.get(domain_name)
+            judged = watch is not None and ((domain_name in self.on and self._rated[watch.rating])
+                                            or _any_on(state, watch))
+            ahead = state.outlook is not None and domain_name in outlook.FIGURES
+            if not (judged or ahead):
                 continue
             try:
                 doc = orjson.loads(r.value or b"null")
-                values = watch.values(doc["cols"])
-                ws, entities = int(doc["window_start"]), [str(e) for e in doc["entities"]]
+                ws, entities, cols = int(doc["window_start"]), [str(e) for e in doc["entities"]], doc["cols"]
+                learnt = state.outlook.add(domain_name, ws, entities, cols) if ahead else None
+                values = watch.values(cols) if judged else None
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # not a window record a worker wrote: nothing to learn from it
-            found = self.observe(state, watch, ws, entities, values)
             out.learnt = True
-            out.detections += [(d.key, orjson.dumps(doc)) for d, doc in found]
+            if learnt is not None:
+                out.forecasts += state.outlook.records(r.partition, learnt)
+            if judged:
+                found = self.observe(state, watch, ws, entities, values)
+                out.detections += [(d.key, orjson.dumps(doc)) for d, doc in found]
         return out
 
     def observe(self, state: Warnings, watch: Watch, ws: int, entities: list[str],
@@ -310,28 +324,42 @@ def _summary(rule: str, p: dict[str, Any], value: float, threshold: float, fc: d
 
 def encode(state: Warnings) -> list[bytes]:
     """The state as chunks of at most CHUNK_BYTES: a JSON header (naming each model's
-    series and its encoded size), then the models one after another."""
+    series and its encoded size, and the outlook's size), then the models one after
+    another, then the outlook (streams/outlook.py owns its layout)."""
     models = [(kind, model.encode()) for kind, model in state.models.items()]
+    ahead = outlook.encode(state.outlook) if state.outlook is not None else b""
     header = orjson.dumps({"layout": LAYOUT, "offset": state.offset, "rules": state.rules,
                            "models": [{"kind": kind, "series": state.series[kind].ids, "bytes": len(blob)}
-                                      for kind, blob in models]})
-    payload = b"".join([len(header).to_bytes(8, "big"), header, *(blob for _, blob in models)])
+                                      for kind, blob in models],
+                           "outlook_bytes": len(ahead) if state.outlook is not None else None})
+    payload = b"".join([len(header).to_bytes(8, "big"), header, *(blob for _, blob in models), ahead])
     return [payload[i:i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)]
 
 
-def decode(chunks: list[bytes]) -> Warnings:
-    """Layout 2, or layout 1 (one model of every series, all of them the smooth kind)."""
+def decode(chunks: list[bytes], window_ms: int) -> Warnings:
+    """Layout 3; layout 2 (no outlook: it starts anew, for `window_ms`); or layout 1 (one
+    model of every series, all of them the smooth kind)."""
     payload = b"".join(chunks)
     size = int.from_bytes(payload[:8], "big")
     header, body = orjson.loads(payload[8:8 + size]), payload[8 + size:]
+    fresh = _fresh_outlook(window_ms)
     if header.get("layout") == 1:
         return Warnings({"smooth": Forecaster.decode(body)}, {"smooth": SlotIndex(header["series"])},
-                        header["rules"], header["offset"])
-    if header.get("layout") != LAYOUT:
-        raise ValueError(f"early-warning state layout {header.get('layout')!r}; this worker reads 1 and {LAYOUT}")
+                        header["rules"], header["offset"], fresh)
+    if header.get("layout") not in (2, LAYOUT):
+        raise ValueError(f"early-warning state layout {header.get('layout')!r}; this worker reads 1 to {LAYOUT}")
     state, at = Warnings(rules=header["rules"], offset=header["offset"]), 0
     for m in header["models"]:
         state.models[m["kind"]] = Forecaster.decode(body[at:at + m["bytes"]])
         state.series[m["kind"]] = SlotIndex(m["series"])
         at += m["bytes"]
+    size = header.get("outlook_bytes")
+    state.outlook = outlook.decode(body[at:at + size]) if size is not None else fresh
     return state
+
+
+def _fresh_outlook(window_ms: int) -> Outlook | None:
+    try:
+        return Outlook(window_ms)
+    except ValueError:
+        return None

@@ -1,10 +1,12 @@
 """The Faust shell of early warning (streams/early_warning.py), in the stream workers.
 
     domain agents ──closed windows──► citybrain.aggregates ──(forecast agent)──► citybrain.alert-inputs
+                                                                             └──► citybrain.forecasts
 
 The aggregates topic is co-partitioned with the events (its partition p holds the
 windows of the events' partition p), so the group gives this agent's partition p to the
-worker that owns the events' partition p. Per partition one `Warnings` state, stored in
+worker that owns the events' partition p. Per partition one `Warnings` state (early
+warning's, and the outlook of every device series, streams/outlook.py), stored in
 the `forecast-state` table the way the domain agents store theirs (streams/state.py): as
 chunks under `<p>/<buffer>/<i>`, then `<p>/meta` naming the buffer, two buffers taking
 turns so a crash mid-write leaves the previous snapshot whole. A partition that moved on
@@ -42,10 +44,13 @@ from streams.transport import batches, commit_ceilings, deliver_in_batches, flus
 log = logging.getLogger(__name__)
 
 
-# Stored after every learnt window, the snapshots (about 7.5 KB a feeder) wrote 0.37 MB/s
-# to the broker for a 1,000 events/s city (2,941 feeders), more than its events; every ten
-# minutes they write a tenth of that, and a crash replays at most ten minutes of windows.
-SNAPSHOT_EVERY_S = 600.0
+# Stored after every learnt window, the early-warning snapshots (about 7.5 KB a feeder)
+# wrote 0.37 MB/s to the broker for a 1,000 events/s city (2,941 feeders), more than its
+# events. With the outlook (1.65 KB for each of the city's 38,237 device series: 63 MB),
+# every ten minutes would write 0.8 bytes per input byte; every hour writes 0.14, and a
+# crash replays at most an hour of windows, which learn in about a second (35 ms a minute
+# of the whole city's windows, benchmarks/README.md).
+SNAPSHOT_EVERY_S = 3600.0
 
 
 class ForecastAgent:
@@ -90,7 +95,7 @@ class ForecastAgent:
             return self.step.new(), None
         meta = Snapshot.from_bytes(raw)
         try:
-            state = decode(snapshot_chunks(partition, meta, self.table.data.get))
+            state = decode(snapshot_chunks(partition, meta, self.table.data.get), self.step.window_ms)
         except ValueError as exc:
             # The forecasts relearn from here on; the city's alerts don't stop for them.
             log.error("early warning[%d]: stored state unusable (%s); learning anew", partition, exc)
@@ -110,7 +115,8 @@ class ForecastAgent:
         state = self._owned(partition)
         async with self.stepping:
             out = self.step.step(state, [Record(partition, r.offset, r.key, r.value) for r in event.value])
-            await send_all(self.app, [(self.topics.alert_inputs, key, doc, None, None) for key, doc in out.detections])
+            await send_all(self.app, [(self.topics.alert_inputs, key, doc, None, None) for key, doc in out.detections]
+                           + [(self.topics.forecasts, key, doc, None, None) for key, doc in out.forecasts])
             self.snapshots.applied(partition)
 
     async def flush(self, force: bool = False) -> None:

@@ -172,6 +172,13 @@ class Topics:
         return f"{self.prefix}rollups"
 
     @property
+    def forecasts(self) -> str:
+        """Every device series' forecast 15, 30 and 60 minutes ahead, as columns: per
+        partition of the aggregates and chunk of its series the newest, keyed
+        `<domain>/<p>/<chunk>` (compacted; streams/outlook.py)."""
+        return f"{self.prefix}forecasts"
+
+    @property
     def app_id(self) -> str:
         """The Faust application id: consumer group and prefix of its internal topics."""
         return f"{self.prefix}worker"
@@ -200,6 +207,7 @@ class Topics:
             TopicSpec(self.vitals, 1, COMPACTED),
             TopicSpec(self.aggregates, n, WINDOWED),
             TopicSpec(self.rollups, n, WINDOWED),
+            TopicSpec(self.forecasts, n, COMPACTED),
             TopicSpec(f"{self.app_id}-__assignor-__leader", 1),
         ]
         specs += [TopicSpec(self.changelog(t), n, STATE) for t in tables]

@@ -80,7 +80,7 @@ def warning_rule() -> EarlyWarning:
 
 def run(learnt: list[bytes], records: list[Record], cut: int = 50) -> list[dict[str, Any]]:
     """Day three's detections, its records handed over `cut` at a time."""
-    rule, state = warning_rule(), decode(learnt)
+    rule, state = warning_rule(), decode(learnt, MIN_MS)
     out = []
     for at in range(DAY_TWO_ENDS, len(records), cut):
         out += [orjson.loads(doc) for _, doc in rule.step(state, records[at:at + cut]).detections]
@@ -130,10 +130,10 @@ def test_a_replay_from_a_snapshot_decides_as_the_first_run(learnt: list[bytes]) 
     first = run(learnt, topic, cut=7)
     assert first == run(learnt, RECORDS)
 
-    rule, state = warning_rule(), decode(learnt)
+    rule, state = warning_rule(), decode(learnt, MIN_MS)
     snap_at = ramp_at + 90  # 45 minutes into the ramp, which is warned of by then
     before = [orjson.loads(doc) for _, doc in rule.step(state, topic[DAY_TWO_ENDS:snap_at]).detections]
-    replayed, after = decode(encode(state)), []
+    replayed, after = decode(encode(state), MIN_MS), []
     again = topic[snap_at - 40:]
     for at in range(0, len(again), 13):
         after += [orjson.loads(doc) for _, doc in rule.step(replayed, again[at:at + 13]).detections]
@@ -253,12 +253,13 @@ def test_a_gates_capacity_a_minute_is_scaled_to_the_window() -> None:
     assert watch.values({"c": {"passes": [60, 0]}}).tolist() == [60.0, 0.0]
 
 
-def test_a_city_whose_gates_have_no_capacity_does_not_even_read_their_windows() -> None:
+def test_a_city_whose_gates_have_no_capacity_watches_none_and_still_forecasts_their_passes() -> None:
     _, passes = gate_passes()
     rule = EarlyWarning(RuleBook(), Registry(GATES[1:]), MIN_MS)
     state = rule.new()
-    assert not rule.step(state, window_records(passes, "gate", "passes", True)).learnt
-    assert state.models == {}
+    applied = rule.step(state, window_records(passes, "gate", "passes", True))
+    assert state.models == {} and not state.rules and applied.detections == []
+    assert state.outlook.domains["gate"].series.ids == ["passes|G-CAP", "passes|G-NONE"] and applied.forecasts
 
 
 def test_a_state_stored_before_the_gates_were_watched_is_read() -> None:
@@ -268,7 +269,8 @@ def test_a_state_stored_before_the_gates_were_watched_is_read() -> None:
     rule.step(state, RECORDS[:400])
     model, series = state.models["smooth"], state.series["smooth"]
     header = orjson.dumps({"layout": 1, "offset": state.offset, "series": series.ids, "rules": state.rules})
-    old = decode([len(header).to_bytes(8, "big") + header + model.encode()])
+    old = decode([len(header).to_bytes(8, "big") + header + model.encode()], MIN_MS)
+    state.outlook = old.outlook  # layout 1 had none: it starts anew
     assert old.series["smooth"].ids == series.ids and encode(old) == encode(state)
 
 
@@ -283,7 +285,7 @@ def test_a_warning_whose_feeder_loses_its_rating_or_rule_resolves_rather_than_fi
     for book, registry in ((RuleBook(), Registry([unrated[0], FEEDERS[1]])), (RuleBook(), Registry(unrated)),
                            (RuleBook(off), Registry(FEEDERS)),
                            (RuleBook(overrides=[("entity", "F-RAMP", off)]), Registry(FEEDERS))):
-        rule, state = warning_rule(), decode(learnt)
+        rule, state = warning_rule(), decode(learnt, MIN_MS)
         ramp_at = 2 * RAMP_FROM + 100  # 50 minutes into the ramp: warned of
         found = [orjson.loads(doc) for _, doc in rule.step(state, RECORDS[DAY_TWO_ENDS:ramp_at]).detections]
         assert found[-1]["status"] == "firing" and "grid.overload_forecast|F-RAMP" in state.rules
@@ -318,10 +320,11 @@ def test_a_registry_that_gains_a_gates_capacity_starts_watching_it_and_both_kind
     state = rule.new()
     gates = window_records({"G-CAP": passes["G-CAP"][:120]}, "gate", "passes", True)
     feeders = window_records({f: v[:120] for f, v in loads().items()})
-    assert not rule.step(state, gates[:60]).learnt  # no gate has a capacity: not even read
+    rule.step(state, gates[:60])
+    assert state.models == {}  # no gate has a capacity: none watched
     registry.put(GATES[0])
     rule.step(state, [Record(0, len(gates) + i, r.key, r.value) for i, r in enumerate(gates[60:] + feeders)])
     assert set(state.models) == {"counts", "smooth"} and state.series["counts"].ids == ["gate.crowd_forecast|G-CAP"]
-    again = decode(encode(state))
+    again = decode(encode(state), MIN_MS)
     assert encode(again) == encode(state) and again.series["smooth"].ids == state.series["smooth"].ids
     assert again.models["counts"].config.coverage == 0.5 and again.models["smooth"].config.coverage == 0.8

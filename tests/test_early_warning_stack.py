@@ -116,3 +116,7 @@ def test_what_was_learnt_survives_a_worker_killed_mid_stream(settings: Settings,
     assert len(warned) == 1
     assert (ms(overload["started_at"]) - ms(warned[0]["started_at"])) / 60_000 >= 10
     assert "state through offset" in second.output()
+    # The outlook, stored with it, went on too: more than two days of 5-minute steps learnt
+    # (learnt anew, it would hold the hours since the kill).
+    outlook = wait_for(lambda: api.get("/api/v1/forecasts/grid/F-0001").json()["outlook"], timeout=30)
+    assert outlook["learnt"] > 2 * 288

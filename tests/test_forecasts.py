@@ -10,6 +10,7 @@ from typing import Any
 
 from api.forecasts import forecast
 from services.config import Settings
+from streams.alerting import ms
 from streams.windows import NO_READINGS, Agg
 from tests.conftest import Api, Proc, event_records, launch_api, produce, wait_for
 
@@ -76,6 +77,22 @@ def asks(settings: Settings, api: Api) -> None:
     area = api.get("/api/v1/forecasts/areas/district/unassigned", params={"domain": "gate"})
     assert area.status_code == 200 and area.json()["learnt"] >= 300
     assert api.get("/api/v1/forecasts/gate/G-0001", token=None).status_code == 401
+    # The workers' outlook of the same gate: learnt online over the windows they closed, in
+    # 5-minute steps, and forecast 15, 30 and 60 minutes ahead.
+    outlook = wait_for(lambda: (api.get("/api/v1/forecasts/gate/G-0001").json()["outlook"] or {}).get(
+        "learnt", 0) >= 60 and api.get("/api/v1/forecasts/gate/G-0001").json()["outlook"], timeout=60)
+    assert [p["in_s"] for p in outlook["points"]] == [900, 1800, 3600] and outlook["step_ms"] == 300_000
+    # made from the last step whose windows have all closed (the stream's last minutes are
+    # still within the lateness)
+    assert T0 + 6 * 60 * MINUTE - 10 * MINUTE <= ms(outlook["made_at"]) < T0 + 6 * 60 * MINUTE
+    # A quarter of a day learnt: no daily profile yet, so near the passes a minute seen.
+    assert all(p["low"] < p["mean"] < p["high"] and 1 <= p["mean"] <= 8 for p in outlook["points"]), outlook
+    ranked = api.get("/api/v1/forecasts/gate", params={"horizon_s": 1800}).json()
+    assert ranked["total"] == 1 and ranked["devices"][0]["entity"] == "G-0001"
+    assert ranked["devices"][0]["points"] == outlook["points"]
+    assert api.get("/api/v1/forecasts/gate", params={"horizon_s": 600}).status_code == 422
+    assert api.get("/api/v1/forecasts/gate", params={"figure": "volume"}).status_code == 422
+    assert api.get("/api/v1/forecasts/traffic").json()["total"] == 0
 
 
 def test_a_horizon_not_yet_measured_has_no_interval_rather_than_a_certain_one() -> None:

@@ -1,4 +1,5 @@
-"""Forecasts where people look: a device's or an area's figure over the next hour."""
+"""Forecasts where people look: a device's or an area's figure over the next hour, learnt
+from the window history on request; and the workers' outlook of every device series."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Path, Query
 
 from api.deps import Parts, router
-from api.forecasts import DEFAULT_FIGURE, forecast
+from api.forecasts import forecast
 from api.query import known_domain, known_level
+from streams.outlook import DEFAULT_FIGURE, FIGURES, HORIZONS, STEP_MS
 
 viewing = router("viewer", "forecasts")
 
@@ -34,12 +36,40 @@ async def entity_forecast(parts: Parts,
                           entity_id: Annotated[str, Path(examples=["F-0001"])],
                           figure: Figure = None, steps: Steps = 60) -> dict[str, Any]:
     """One device's figure for the next `steps` windows after its newest closed one, with
-    80 % prediction intervals, learnt from its window history (api/forecasts.py)."""
+    80 % prediction intervals, learnt from its window history (api/forecasts.py); and
+    `outlook`, the workers' forecast of it 15, 30 and 60 minutes ahead (api/outlook.py;
+    null for a figure they do not forecast, or before they have learnt a step of it)."""
     views = parts.views
     windows = views.windows.entity(known_domain(domain), entity_id)
     if not windows and views.registry.get(entity_id) is None:
         raise HTTPException(404, f"no {domain} entity {entity_id!r} in the registry or the windows")
-    return {"domain": domain, "entity": entity_id, **await _answer(views.window_ms, domain, windows, figure, steps)}
+    answer = await _answer(views.window_ms, domain, windows, figure, steps)
+    outlook = views.outlooks.get(domain, answer["figure"], entity_id)
+    return {"domain": domain, "entity": entity_id, **answer, "outlook": outlook.doc() if outlook else None}
+
+
+@viewing.get("/forecasts/{domain}")
+async def outlook_ranking(parts: Parts,
+                          domain: Annotated[str, Path(examples=["grid"], description="gate, traffic or grid")],
+                          figure: Figure = None,
+                          horizon_s: Annotated[int, Query(description="900, 1800 or 3600")] = 3600,
+                          order: Annotated[str, Query(pattern="^(highest|lowest)$")] = "highest",
+                          limit: Annotated[int, Query(ge=1, le=10_000)] = 50) -> dict[str, Any]:
+    """The workers' outlook of every device of a domain (api/outlook.py): the `limit`
+    devices whose forecast of `figure` at `horizon_s` is highest (or lowest: a road's
+    speed), with the area of each; `total` counts the devices forecast."""
+    figure = figure or DEFAULT_FIGURE[known_domain(domain)]
+    horizons = [h * STEP_MS // 1000 for h in HORIZONS]
+    if horizon_s not in horizons:
+        raise HTTPException(422, f"horizon_s {horizon_s}: the workers forecast {', '.join(map(str, horizons))} s ahead")
+    if figure not in {f.name for f in FIGURES[domain]}:
+        raise HTTPException(422, f"figure {figure!r}: the workers forecast {', '.join(f.name for f in FIGURES[domain])} "
+                                 f"of {domain} devices")
+    views = parts.views
+    ranked = list(views.outlooks.ranked(domain, figure, horizon_s, order == "highest"))
+    return {"domain": domain, "figure": figure, "horizon_s": horizon_s, "order": order, "total": len(ranked),
+            "devices": [{"entity": entity, "area": views.registry.area(entity), **o.doc()}
+                        for entity, o in ranked[:limit]]}
 
 
 @viewing.get("/forecasts/areas/{level}/{area_id}")

@@ -1,0 +1,117 @@
+"""The outlook: every device series forecast 15, 30 and 60 minutes ahead in the workers,
+from the closed windows (streams/outlook.py). Broker-free."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from streams import outlook
+from streams.early_warning import EarlyWarning, decode, encode
+from streams.outlook import STEP_MS, Outlook
+from streams.processor import Record
+from streams.registry import Registry
+from streams.rules import RuleBook
+from tests.test_early_warning import MIN_MS, T0, loads, window_records
+
+
+def step_records(rule: EarlyWarning, records: list[Record]) -> tuple[object, list[dict]]:
+    state = rule.new()
+    out = rule.step(state, records)
+    return state, [orjson.loads(v) for _, v in out.forecasts]
+
+
+def closed(domain: str, ws: int, entities: list[str], cols: dict) -> dict:
+    return {"domain": domain, "ws": ws, "entities": entities, "cols": cols}
+
+
+def test_a_step_is_learnt_when_its_last_window_closes_as_its_pooled_mean_or_total_per_window() -> None:
+    series = Outlook(MIN_MS)
+    load = {"n": [2], "f": {"load_kw": {"count": [2], "sum": [200.0], "m2": [0.0], "min": [90.0], "max": [110.0]}}}
+    busy = {"n": [4], "f": {"load_kw": {"count": [4], "sum": [800.0], "m2": [0.0], "min": [190.0], "max": [210.0]}}}
+    for m, cols in enumerate([load, load, busy, load]):
+        assert series.add("grid", T0 + m * MIN_MS, ["F-1"], cols) is None
+    learnt = series.add("grid", T0 + 4 * MIN_MS, ["F-1"], load)  # one 5-minute step: 1,600 kW over 12 readings
+    model = series.domains["grid"].model
+    assert learnt is not None and learnt.slots.tolist() == [0]
+    assert model.state["last_step"][0] == T0 // STEP_MS and model.state["level"][0] == 1600 / 12
+    assert series.add("grid", T0 + STEP_MS, ["F-1"], load) is None  # the next step: not learnt twice
+    # A gate's passes: the step's total per window, a minute without a window counting as
+    # none; without a window in its last minute, the step is learnt with the next step's first.
+    gates = Outlook(MIN_MS)
+    for m in (0, 1, 3):
+        assert gates.add("gate", T0 + m * MIN_MS, ["G-1"], {"n": [5], "f": {}, "c": {"passes": [5]}}) is None
+    assert gates.add("gate", T0 + STEP_MS, ["G-1"], {"n": [5], "f": {}, "c": {"passes": [5]}}) is not None
+    assert gates.domains["gate"].model.state["level"][0] == 15 / 5
+
+
+def test_a_window_seen_again_adds_nothing_and_a_replay_from_a_snapshot_publishes_what_the_first_run_did() -> None:
+    rule = EarlyWarning(RuleBook(), Registry(), MIN_MS)
+    records = window_records({f: v[:600] for f, v in loads().items()})
+    whole = rule.new()
+    expected = rule.step(whole, records).forecasts
+    assert len(expected) == 600 // 5  # a record per step, learnt as its last window closes
+
+    # Stopped after 347 records, stored, and the records from 300 on read again (a crash
+    # replays what the snapshot does not cover; a domain worker may resend a window).
+    first = rule.new()
+    before = rule.step(first, records[:347]).forecasts
+    again = decode(encode(first), MIN_MS)
+    repeated = [Record(0, 10_000 + i, r.key, r.value) for i, r in enumerate(records[300:310])]
+    after = rule.step(again, records[300:] + repeated).forecasts
+    assert before + after == expected
+    assert outlook.encode(again.outlook) == outlook.encode(whole.outlook)
+
+
+def test_forecasts_never_look_ahead() -> None:
+    """Rewriting the future leaves every forecast published before it unchanged."""
+    rule = EarlyWarning(RuleBook(), Registry(), MIN_MS)
+    series = {f: v[:900] for f, v in loads().items()}
+    rewritten = {f: np.concatenate([v[:600], v[600:] * 3 + 50]) for f, v in series.items()}
+    _, real = step_records(rule, window_records(series))
+    _, other = step_records(rule, window_records(rewritten))
+    made = [r["made_at"][0] for r in real]
+    cut = made.index(T0 + 600 * MIN_MS)  # forecasts made from the first 600 minutes
+    assert real[:cut + 1] == other[:cut + 1] and real[cut + 1:] != other[cut + 1:]
+
+
+def test_a_record_holds_each_learnt_series_at_15_30_and_60_minutes_with_intervals_once_measured() -> None:
+    rule = EarlyWarning(RuleBook(), Registry(), MIN_MS)
+    _, docs = step_records(rule, window_records({f: v[:2 * 1440] for f, v in loads().items()}))
+    first, last = docs[0], docs[-1]
+    assert (first["domain"], first["partition"], first["step_ms"], first["horizons_s"]) == ("grid", 0, STEP_MS,
+                                                                                            [900, 1800, 3600])
+    assert first["figures"] == ["load_kw_mean", "load_kw_mean"] and first["entities"] == ["F-RAMP", "F-FLAT"]
+    assert first["made_at"] == [T0 + STEP_MS] * 2 and first["learnt"] == [1, 1]
+    assert first["low"] == [[None] * 3] * 2  # no error measured yet: no interval, rather than a zero-wide one
+    assert last["learnt"] == [2 * 288] * 2 and last["made_at"] == [T0 + 2 * 288 * STEP_MS] * 2
+    actual = loads()
+    for feeder, mean, low, high in zip(last["entities"], last["mean"], last["low"], last["high"]):
+        # The load of the 5 minutes ending 15, 30 and 60 minutes after the forecast was made.
+        ends = [(last["made_at"][0] - T0) // MIN_MS + h for h in (15, 30, 60)]
+        came = [actual[feeder][end - 5:end].mean() for end in ends]
+        assert all(lo < m < hi for m, lo, hi in zip(mean, low, high))
+        assert all(abs(m - c) < 0.03 * c for m, c in zip(mean, came)), (mean, came)
+
+
+def test_a_state_stored_before_the_outlook_is_read_and_the_outlook_starts_anew() -> None:
+    rule = EarlyWarning(RuleBook(), Registry(), MIN_MS)
+    state = rule.new()
+    rule.step(state, window_records({f: v[:100] for f, v in loads().items()}))
+    payload = b"".join(encode(state))
+    size = int.from_bytes(payload[:8], "big")
+    header = orjson.loads(payload[8:8 + size])
+    header["layout"] = 2
+    del header["outlook_bytes"]
+    old = orjson.dumps(header)
+    models = sum(m["bytes"] for m in header["models"])
+    stored = len(old).to_bytes(8, "big") + old + payload[8 + size:8 + size + models]
+    again = decode([stored], MIN_MS)
+    assert again.offset == state.offset and again.outlook is not None and again.outlook.domains == {}
+
+
+def test_a_window_that_does_not_divide_the_step_turns_the_outlook_off_not_early_warning() -> None:
+    rule = EarlyWarning(RuleBook(), Registry(), 8 * MIN_MS)
+    state = rule.new()
+    assert state.outlook is None
+    assert decode(encode(state), 8 * MIN_MS).outlook is None
