@@ -69,6 +69,7 @@ class Settings:
     alert_escalate_s: float = 900.0  # an alert firing unacknowledged this long goes one severity up
     incident_hold_s: float = 60.0  # a device's offline alert waits this long for its feeder's (streams/incidents.py)
     incident_area_min: int = 3  # offline devices of one grid cell, no feeder to blame, that make an area incident
+    outlook: str = "on"  # "off": the workers forecast no device series ahead (streams/outlook.py; its cost: README)
     case_accept_s: float = 1800.0  # a case waits this long to be accepted at its level, then escalates
     case_handle_s: float = 86_400.0  # and this long to be handled
     cases_file: Path | None = None  # YAML or JSON: limits per severity and level, unit names (streams/cases.py)
@@ -211,6 +212,8 @@ def _validated(s: Settings) -> Settings:
         raise bad("simulate", f"{s.simulate:g} events/s is not in (0, 5000000]")
     if not 1 <= s.simulate_batch <= s.max_batch:
         raise bad("simulate_batch", f"{s.simulate_batch} is not in 1..{s.max_batch}")
+    if s.outlook not in ("on", "off"):
+        raise bad("outlook", f"{s.outlook!r} is not one of on, off")
     if s.broker_engine not in ("embedded", "kafka"):
         raise bad("broker_engine", f"{s.broker_engine!r} is not one of embedded, kafka")
     if s.store not in ("memory", "rocksdb"):

@@ -158,10 +158,13 @@ class Applied:
 
 class EarlyWarning:
     def __init__(self, rules: RuleBook, registry: Registry, window_ms: int,
-                 configs: dict[str, Config] | None = None) -> None:
+                 configs: dict[str, Config] | None = None, outlook: bool = True) -> None:
         """`configs`: models' configs, where not `model_config(window_ms, model)` (benchmarks
-        try others). Raises ValueError for a window that does not divide a day."""
+        try others); `outlook`: whether the partitions' states forecast every device series
+        (and can: a window that does not divide its step turns it off). Raises ValueError
+        for a window that does not divide a day."""
         self.rules, self.registry, self.window_ms = rules, registry, window_ms
+        self.outlook = outlook and _fresh_outlook(window_ms) is not None
         self.configs = {m: model_config(window_ms, m) for m in MODELS} | (configs or {})
         self.ready_steps = DAY_MS // window_ms
         # A domain whose rule no entity has on (the roads' by default) is not even parsed:
@@ -176,7 +179,11 @@ class EarlyWarning:
             registry, lambda key: rules.for_entity(key[0], key[1], registry.area(key[1])))
 
     def new(self) -> Warnings:
-        return Warnings(outlook=_fresh_outlook(self.window_ms))
+        return Warnings(outlook=Outlook(self.window_ms) if self.outlook else None)
+
+    def load(self, chunks: list[bytes]) -> Warnings:
+        """A stored state (`decode`), with or without its outlook as this step is set."""
+        return decode(chunks, self.window_ms if self.outlook else None)
 
     def step(self, state: Warnings, records: Sequence[Record]) -> Applied:
         """Apply a partition's records in order. Only closed windows are read (their key
@@ -336,13 +343,14 @@ def encode(state: Warnings) -> list[bytes]:
     return [payload[i:i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)]
 
 
-def decode(chunks: list[bytes], window_ms: int) -> Warnings:
-    """Layout 3; layout 2 (no outlook: it starts anew, for `window_ms`); or layout 1 (one
-    model of every series, all of them the smooth kind)."""
+def decode(chunks: list[bytes], outlook_window_ms: int | None) -> Warnings:
+    """Layout 3; layout 2 (no outlook: one starts anew); or layout 1 (one model of every
+    series, all of them the smooth kind). With `outlook_window_ms` None the state has no
+    outlook (turned off: a stored one is dropped), else the one stored or a new one."""
     payload = b"".join(chunks)
     size = int.from_bytes(payload[:8], "big")
     header, body = orjson.loads(payload[8:8 + size]), payload[8 + size:]
-    fresh = _fresh_outlook(window_ms)
+    fresh = _fresh_outlook(outlook_window_ms) if outlook_window_ms is not None else None
     if header.get("layout") == 1:
         return Warnings({"smooth": Forecaster.decode(body)}, {"smooth": SlotIndex(header["series"])},
                         header["rules"], header["offset"], fresh)
@@ -354,7 +362,10 @@ def decode(chunks: list[bytes], window_ms: int) -> Warnings:
         state.series[m["kind"]] = SlotIndex(m["series"])
         at += m["bytes"]
     size = header.get("outlook_bytes")
-    state.outlook = outlook.decode(body[at:at + size]) if size is not None else fresh
+    if size is not None and outlook_window_ms is not None:
+        state.outlook = outlook.decode(body[at:at + size])
+    else:
+        state.outlook = fresh
     return state
 
 

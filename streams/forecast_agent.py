@@ -31,7 +31,7 @@ import faust
 from faust.types import EventT
 
 from streams.agents import REGISTRY_WAIT_S, send_all, state_table, store_snapshots
-from streams.early_warning import EarlyWarning, Warnings, decode, encode
+from streams.early_warning import EarlyWarning, Warnings, encode
 from streams.processor import Record
 from streams.registry import Registry
 from streams.settings import StreamSettings
@@ -95,7 +95,7 @@ class ForecastAgent:
             return self.step.new(), None
         meta = Snapshot.from_bytes(raw)
         try:
-            state = decode(snapshot_chunks(partition, meta, self.table.data.get), self.step.window_ms)
+            state = self.step.load(snapshot_chunks(partition, meta, self.table.data.get))
         except ValueError as exc:
             # The forecasts relearn from here on; the city's alerts don't stop for them.
             log.error("early warning[%d]: stored state unusable (%s); learning anew", partition, exc)
@@ -130,7 +130,8 @@ def register(app: faust.App, settings: StreamSettings) -> None:
     """The forecast agent, with its own view of the registry (the ratings it warns by)."""
     registry = Registry.from_file(settings.registry_file) if settings.registry_file else Registry()
     try:
-        step = EarlyWarning(settings.rule_book(), registry, settings.window_s * 1000)
+        step = EarlyWarning(settings.rule_book(), registry, settings.window_s * 1000,
+                            outlook=settings.outlook == "on")
     except ValueError as exc:
         log.error("early warning off: %s", exc)
         return

@@ -114,4 +114,16 @@ def test_a_window_that_does_not_divide_the_step_turns_the_outlook_off_not_early_
     rule = EarlyWarning(RuleBook(), Registry(), 8 * MIN_MS)
     state = rule.new()
     assert state.outlook is None
-    assert decode(encode(state), 8 * MIN_MS).outlook is None
+    assert rule.load(encode(state)).outlook is None
+
+
+def test_a_city_that_turns_the_outlook_off_keeps_early_warning_and_drops_a_stored_outlook() -> None:
+    records = window_records({f: v[:100] for f, v in loads().items()})
+    on = EarlyWarning(RuleBook(), Registry(), MIN_MS)
+    state = on.new()
+    on.step(state, records)
+    off = EarlyWarning(RuleBook(), Registry(), MIN_MS, outlook=False)
+    loaded = off.load(encode(state))
+    assert loaded.outlook is None and loaded.offset == state.offset
+    assert off.step(loaded, [Record(0, 1_000 + i, r.key, r.value) for i, r in enumerate(records)]).forecasts == []
+    assert on.load(encode(loaded)).outlook.domains == {}  # turned on again: it starts anew
