@@ -38,7 +38,8 @@ COMPACTED = {"cleanup.policy": "compact", "segment.bytes": str(64 << 20), "segme
 # alert of its district (streams/incidents.py): about 350 bytes each, so ~3,000 devices
 # silent in one district passed Kafka's default 1 MiB record limit, and the worker
 # stopped on MessageSizeTooLarge (the Kafka soak, 2026-11-30, after 24 minutes). 16 MiB
-# holds some 40,000; a value past that still stops the worker (README, Incidents).
+# holds some 35,000 (450 bytes each with the state's indexes); a value past that still
+# stops the worker (README, Incidents).
 STATE = COMPACTED | {"max.message.bytes": str(16 << 20)}
 # Raw events are kept a week, for replays after an incident, and at most 8 GiB a
 # partition (at `make run`'s 1,000 events/s about a week and a half on 8 partitions), so
