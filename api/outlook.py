@@ -9,16 +9,20 @@ city's, ranked, in one request.
 
 from __future__ import annotations
 
+import heapq
 import math
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
 from streams.processor import iso
 
 
-class Outlook(NamedTuple):
-    """One series' newest forecast."""
+STALE_STEPS = 2  # a forecast this many steps older than its figure's newest is left out of rankings
+
+
+class Published(NamedTuple):
+    """One series' newest forecast, as the workers published it."""
 
     made_at: int  # ms: the end of the last step learnt
     learnt: int  # steps learnt
@@ -39,11 +43,19 @@ class Outlook(NamedTuple):
                            for h, m, lo, hi in zip(self.horizons_s, self.mean, self.low, self.high)]}
 
 
+class Ranking(NamedTuple):
+    top: list[tuple[str, Published]]
+    total: int  # series ranked
+    stale: int  # series left out: their forecast is STALE_STEPS older than the newest
+
+
 class Outlooks:
-    """(domain, figure) → entity → its newest `Outlook`."""
+    """(domain, figure) → entity → its newest `Published` forecast, and the newest
+    `made_at` of each (domain, figure)."""
 
     def __init__(self) -> None:
-        self.series: dict[tuple[str, str], dict[str, Outlook]] = {}
+        self.series: dict[tuple[str, str], dict[str, Published]] = {}
+        self.newest: dict[tuple[str, str], int] = {}
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """A forecasts record: a newer forecast replaces a series' older one (a series that
@@ -58,25 +70,26 @@ class Outlooks:
                 of_figure = self.series.setdefault((domain, figure), {})
                 held = of_figure.get(entity)
                 if held is None or made_at >= held.made_at:
-                    of_figure[entity] = Outlook(int(made_at), int(learnt), step_ms, coverage, horizons,
-                                                _numbers(mean), _numbers(low), _numbers(high))
+                    of_figure[entity] = Published(int(made_at), int(learnt), step_ms, coverage, horizons,
+                                                  _numbers(mean), _numbers(low), _numbers(high))
+                    self.newest[domain, figure] = max(self.newest.get((domain, figure), 0), int(made_at))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return  # the topic is the workers'; nothing else writes it
 
-    def get(self, domain: str, figure: str, entity: str) -> Outlook | None:
+    def get(self, domain: str, figure: str, entity: str) -> Published | None:
         return self.series.get((domain, figure), {}).get(entity)
 
-    def ranked(self, domain: str, figure: str, horizon_s: int, highest: bool) -> Iterator[tuple[str, Outlook]]:
-        """Every series of a figure with a forecast at `horizon_s`, by that forecast's mean,
-        highest (or lowest) first."""
-        found = []
+    def ranked(self, domain: str, figure: str, horizon_s: int, highest: bool, limit: int) -> Ranking:
+        """The `limit` series of a figure whose forecast at `horizon_s` is highest (or
+        lowest), of those with one that is not stale."""
+        found, stale = [], 0
+        newest = self.newest.get((domain, figure), 0)
         for entity, o in self.series.get((domain, figure), {}).items():
-            if horizon_s in o.horizons_s:
-                m = o.mean[o.horizons_s.index(horizon_s)]
-                if m is not None:
-                    found.append((m, entity, o))
-        found.sort(key=lambda t: (-t[0] if highest else t[0], t[1]))
-        return ((entity, o) for _, entity, o in found)
+            if o.made_at < newest - STALE_STEPS * o.step_ms:
+                stale += 1
+            elif horizon_s in o.horizons_s and (m := o.mean[o.horizons_s.index(horizon_s)]) is not None:
+                found.append((-m if highest else m, entity, o))
+        return Ranking([(entity, o) for _, entity, o in heapq.nsmallest(limit, found)], len(found), stale)
 
 
 def _numbers(xs: list[Any]) -> tuple[float | None, ...]:

@@ -37,22 +37,23 @@ crash decides exactly as the first run did.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import orjson
 
+from streams import outlook
 from streams.detectors.blocks import Timing, idle, is_idle, sustain
 from streams.detectors.engine import Detection
-from streams import outlook
 from streams.forecast import DAY_MS, Config, Forecaster
-from streams.outlook import Outlook
 from streams.processor import Record, iso
 from streams.registry import Derived, Registry
 from streams.rules import CATALOGUE, RuleBook
 from streams.state import CHUNK_BYTES, SlotIndex
-from streams.windows import field_columns
+
+log = logging.getLogger(__name__)
 
 LAYOUT = 3  # 1: one model for every series (now the "smooth" one); 2: no outlook
 MODEL_HORIZON_MS = 3_600_000  # errors (and so intervals) are tracked this far ahead
@@ -96,14 +97,12 @@ class Watch:
     counter: bool = False
     model: str = "smooth"  # of MODELS
 
-    def values(self, cols: dict[str, Any]) -> np.ndarray:
-        """A closed window record's figure per row; NaN where there is none to learn."""
-        if self.counter:
-            return np.asarray(cols["c"][self.field], np.float64)
-        f = field_columns(cols, self.field)
-        count, total = np.asarray(f["count"], np.float64), np.asarray(f["sum"], np.float64)
+    def values(self, cols: dict[str, Any], rows: int) -> np.ndarray:
+        """A closed window record's figure per row: the window's count of the counter, or
+        the field's mean; NaN where there is none to learn (no reading, or no column)."""
+        total, count = outlook.Figure(self.field, self.field, counter=self.counter).sums(cols, rows)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return total / count  # NaN where the window had no reading
+            return total / count
 
     def per_window(self, window_ms: int) -> float:
         """The rating's unit in windows: a counter's rating is per minute."""
@@ -142,29 +141,31 @@ class Warnings:
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)  # "<rule>|<entity>" → not idle
     offset: int = -1  # the last source offset applied
     # Every device series' forecast (streams/outlook.py), learnt from the same closed
-    # windows and stored with this state; None where the window does not divide its step.
-    outlook: Outlook | None = None
+    # windows and stored with this state; None when off.
+    ahead: outlook.Outlook | None = None
 
 
 @dataclass
 class Applied:
-    """What a step did: detections for the alert-inputs topic (key, doc), records for the
-    forecasts topic, and whether it learnt anything (the state is then worth storing)."""
+    """What a step did: detections for the alert-inputs topic (key, doc) and records for
+    the forecasts topic."""
 
     detections: list[tuple[bytes, bytes]] = field(default_factory=list)
     forecasts: list[tuple[bytes, bytes]] = field(default_factory=list)
-    learnt: bool = False
 
 
 class EarlyWarning:
     def __init__(self, rules: RuleBook, registry: Registry, window_ms: int,
-                 configs: dict[str, Config] | None = None, outlook: bool = True) -> None:
+                 configs: dict[str, Config] | None = None, ahead: bool = True) -> None:
         """`configs`: models' configs, where not `model_config(window_ms, model)` (benchmarks
-        try others); `outlook`: whether the partitions' states forecast every device series
-        (and can: a window that does not divide its step turns it off). Raises ValueError
-        for a window that does not divide a day."""
+        try others); `ahead`: whether the partitions' states forecast every device series
+        (the outlook; a window that does not divide its step turns it off). Raises
+        ValueError for a window that does not divide a day."""
         self.rules, self.registry, self.window_ms = rules, registry, window_ms
-        self.outlook = outlook and _fresh_outlook(window_ms) is not None
+        self.ahead = ahead and _new_outlook(window_ms) is not None
+        if ahead and not self.ahead:
+            log.error("outlook off: a %d s window does not divide its %d s step", window_ms // 1000,
+                      outlook.STEP_MS // 1000)
         self.configs = {m: model_config(window_ms, m) for m in MODELS} | (configs or {})
         self.ready_steps = DAY_MS // window_ms
         # A domain whose rule no entity has on (the roads' by default) is not even parsed:
@@ -179,11 +180,11 @@ class EarlyWarning:
             registry, lambda key: rules.for_entity(key[0], key[1], registry.area(key[1])))
 
     def new(self) -> Warnings:
-        return Warnings(outlook=Outlook(self.window_ms) if self.outlook else None)
+        return Warnings(ahead=_new_outlook(self.window_ms) if self.ahead else None)
 
     def load(self, chunks: list[bytes]) -> Warnings:
         """A stored state (`decode`), with or without its outlook as this step is set."""
-        return decode(chunks, self.window_ms if self.outlook else None)
+        return decode(chunks, self.window_ms if self.ahead else None)
 
     def step(self, state: Warnings, records: Sequence[Record]) -> Applied:
         """Apply a partition's records in order. Only closed windows are read (their key
@@ -202,19 +203,18 @@ class EarlyWarning:
             watch = WATCHES.get(domain_name)
             judged = watch is not None and ((domain_name in self.on and self._rated[watch.rating])
                                             or _any_on(state, watch))
-            ahead = state.outlook is not None and domain_name in outlook.FIGURES
+            ahead = state.ahead is not None and domain_name in outlook.FIGURES
             if not (judged or ahead):
                 continue
             try:
                 doc = orjson.loads(r.value or b"null")
                 ws, entities, cols = int(doc["window_start"]), [str(e) for e in doc["entities"]], doc["cols"]
-                learnt = state.outlook.add(domain_name, ws, entities, cols) if ahead else None
-                values = watch.values(cols) if judged else None
+                values = watch.values(cols, len(entities)) if judged else None
+                learnt = state.ahead.add(domain_name, ws, entities, cols) if ahead else None
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # not a window record a worker wrote: nothing to learn from it
-            out.learnt = True
             if learnt is not None:
-                out.forecasts += state.outlook.records(r.partition, learnt)
+                out.forecasts += state.ahead.records(r.partition, learnt)
             if judged:
                 found = self.observe(state, watch, ws, entities, values)
                 out.detections += [(d.key, orjson.dumps(doc)) for d, doc in found]
@@ -334,11 +334,11 @@ def encode(state: Warnings) -> list[bytes]:
     series and its encoded size, and the outlook's size), then the models one after
     another, then the outlook (streams/outlook.py owns its layout)."""
     models = [(kind, model.encode()) for kind, model in state.models.items()]
-    ahead = outlook.encode(state.outlook) if state.outlook is not None else b""
+    ahead = outlook.encode(state.ahead) if state.ahead is not None else b""
     header = orjson.dumps({"layout": LAYOUT, "offset": state.offset, "rules": state.rules,
                            "models": [{"kind": kind, "series": state.series[kind].ids, "bytes": len(blob)}
                                       for kind, blob in models],
-                           "outlook_bytes": len(ahead) if state.outlook is not None else None})
+                           "outlook_bytes": len(ahead) if state.ahead is not None else None})
     payload = b"".join([len(header).to_bytes(8, "big"), header, *(blob for _, blob in models), ahead])
     return [payload[i:i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)]
 
@@ -350,7 +350,7 @@ def decode(chunks: list[bytes], outlook_window_ms: int | None) -> Warnings:
     payload = b"".join(chunks)
     size = int.from_bytes(payload[:8], "big")
     header, body = orjson.loads(payload[8:8 + size]), payload[8 + size:]
-    fresh = _fresh_outlook(outlook_window_ms) if outlook_window_ms is not None else None
+    fresh = _new_outlook(outlook_window_ms) if outlook_window_ms is not None else None
     if header.get("layout") == 1:
         return Warnings({"smooth": Forecaster.decode(body)}, {"smooth": SlotIndex(header["series"])},
                         header["rules"], header["offset"], fresh)
@@ -361,16 +361,19 @@ def decode(chunks: list[bytes], outlook_window_ms: int | None) -> Warnings:
         state.models[m["kind"]] = Forecaster.decode(body[at:at + m["bytes"]])
         state.series[m["kind"]] = SlotIndex(m["series"])
         at += m["bytes"]
-    size = header.get("outlook_bytes")
-    if size is not None and outlook_window_ms is not None:
-        state.outlook = outlook.decode(body[at:at + size])
-    else:
-        state.outlook = fresh
+    state.ahead = fresh
+    ahead_bytes = header.get("outlook_bytes")
+    if ahead_bytes is not None and outlook_window_ms is not None:
+        try:
+            state.ahead = outlook.decode(body[at:at + ahead_bytes], outlook_window_ms)
+        except ValueError as exc:
+            # The outlook learns anew; early warning's models, a day of learning, are kept.
+            log.error("outlook: stored state unusable (%s); learning anew", exc)
     return state
 
 
-def _fresh_outlook(window_ms: int) -> Outlook | None:
+def _new_outlook(window_ms: int) -> outlook.Outlook | None:
     try:
-        return Outlook(window_ms)
+        return outlook.Outlook(window_ms)
     except ValueError:
         return None

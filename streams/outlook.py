@@ -20,8 +20,9 @@ window counts as zero (a gate with no passes sends no window). A step without an
 window is a gap the model steps over (streams/forecast.py), not a zero.
 
 A learnt step's forecast is published at once: per domain and partition, records of
-columns (`records`), keyed `<domain>/<partition>/<chunk of slots>` on a compacted topic,
-so the latest forecast of every series survives there for the API to read back.
+columns (`records`), keyed `<domain>/<partition>/<chunk of slots>` on a compacted topic.
+A record holds its chunk whole, every series of it that has learnt a step, so the newest
+record of each key, all that compaction keeps, has the latest forecast of every series.
 
 Everything depends only on the closed windows in partition order; a window seen again
 (a replay after a crash, or a domain worker's own replay) is not added twice
@@ -46,7 +47,9 @@ HORIZONS = (3, 6, 12)  # steps ahead published: 15, 30 and 60 minutes
 # One time-of-week bin: no weekly correction (a constant offset is what the daily profile
 # and level already hold, so the forecaster's gate never turns it on).
 CONFIG = Config(step_ms=STEP_MS, horizon=max(HORIZONS), profile_bins=96, week_bins=1)
-ROWS_PER_RECORD = 2_000  # series a forecasts record holds (about 200 KB for a road's three figures)
+# Series a forecasts record holds: about 255 KB with 8-character ids, up to 1 MiB with the
+# longest ids (streams/events.py MAX_ID_LEN), like the window records.
+ROWS_PER_RECORD = 2_000
 LAYOUT = 1
 
 
@@ -62,8 +65,8 @@ class Figure:
     total: bool = False  # else the mean of the step's readings
 
     def sums(self, cols: dict[str, Any], rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sum, readings) per row of a closed window record; NaN where the record has no
-        such column (nothing to learn: a shape without the field)."""
+        """(sum, readings) per row of a window record; NaN where the record has no such
+        column (nothing to learn: a shape without the field)."""
         try:
             if self.counter:
                 counts = np.asarray(cols["c"][self.source], np.float64)
@@ -80,9 +83,9 @@ FIGURES: dict[str, tuple[Figure, ...]] = {
                 Figure("occupancy_mean", "occupancy")),
     "grid": (Figure("load_kw_mean", "load_kw"),),
 }
-# The figure a domain is forecast for when none is named (here and in the API's routes):
-# what each kind of device is watched for.
-DEFAULT_FIGURE = {domain: figures[0].name for domain, figures in FIGURES.items()}
+# The figure a domain is forecast for when none is named (here and in the API's routes,
+# the window history's too): what each kind of device is watched for.
+DEFAULT_FIGURE = {"gate": "passes", "traffic": "volume", "grid": "load_kw_mean"}
 
 # Per slot: the step being summed (-1: none), its sum and readings, and the start of the
 # last window added (so a window seen again is not added twice).
@@ -168,19 +171,25 @@ class Outlook:
         acc = d.acc
         s, k = acc["acc_sum"][slots], acc["acc_n"][slots]
         with np.errstate(invalid="ignore", divide="ignore"):
-            figure = np.where(total, s / (STEP_MS // self.window_ms), s / k)
+            figure = np.where(k > 0, np.where(total, s / (STEP_MS // self.window_ms), s / k), np.nan)
         d.model.learn(slots, acc["acc_step"][slots] * STEP_MS, figure)
         return slots[d.model.state["last_step"][slots] == acc["acc_step"][slots]]
 
     def records(self, partition: int, learnt: Learnt) -> list[tuple[bytes, bytes]]:
-        """The forecasts of the series that learnt a step, as forecasts-topic records: per
-        ROWS_PER_RECORD slots one, keyed `<domain>/<partition>/<chunk>`, so that on the
-        compacted topic a chunk's newest record replaces its last one. Each row is a series
-        (`figures[i]` of `entities[i]`) with the end of its last learnt step (`made_at`, ms),
-        its steps learnt, and at HORIZONS steps after it the mean and the 80 % interval
-        (null where the model has not yet measured an error that far ahead)."""
+        """The forecasts-topic records of the chunks (ROWS_PER_RECORD slots each) holding
+        the series that learnt a step, keyed `<domain>/<partition>/<chunk>`: each the whole
+        chunk, every series of it that has learnt a step, since on the compacted topic a
+        key's newest record is all that stays (a closed window in several records, or a
+        series whose step is learnt late, would otherwise push the others of its chunk
+        out). Each row is a series (`figures[i]` of `entities[i]`) with the end of its last
+        learnt step (`made_at`, ms), its steps learnt, and at HORIZONS steps after it the
+        mean and the 80 % interval (null where the interval has no width yet: no error
+        measured that far ahead)."""
         d = self.domains[learnt.domain]
-        slots = np.sort(learnt.slots)
+        known = len(d.series)
+        slots = np.concatenate([np.arange(c * ROWS_PER_RECORD, min((c + 1) * ROWS_PER_RECORD, known))
+                                for c in np.unique(learnt.slots // ROWS_PER_RECORD).tolist()])
+        slots = slots[d.model.state["last_step"][slots] >= 0]
         fc = d.model.forecast(slots, max(HORIZONS))
         at = np.array(HORIZONS) - 1
         mean, low, high = fc.mean[:, at], fc.low[:, at], fc.high[:, at]
@@ -193,7 +202,7 @@ class Outlook:
         for chunk in np.unique(chunks).tolist():
             rows = np.flatnonzero(chunks == chunk)
             figures, entities = zip(*(d.series.ids[s].split("|", 1) for s in slots[rows].tolist()))
-            doc = {"domain": learnt.domain, "partition": partition, "step_ms": STEP_MS,
+            doc = {"domain": learnt.domain, "step_ms": STEP_MS,
                    "coverage": CONFIG.coverage, "horizons_s": [h * STEP_MS // 1000 for h in HORIZONS],
                    "figures": figures, "entities": entities, "made_at": made_at[rows], "learnt": learnt_steps[rows],
                    # float32: seven significant digits say all a forecast knows, in half the bytes
@@ -218,19 +227,31 @@ def encode(outlook: Outlook) -> bytes:
     return b"".join([len(header).to_bytes(8, "big"), header, *(b for parts in blobs.values() for b in parts)])
 
 
-def decode(payload: bytes) -> Outlook:
-    """Raises ValueError for a layout this worker does not read."""
+def decode(payload: bytes, window_ms: int) -> Outlook:
+    """Raises ValueError for a layout this worker does not read, a state of another window
+    (its steps' sums and totals are in that window's units), or one that is not whole."""
     size = int.from_bytes(payload[:8], "big")
-    header = orjson.loads(payload[8:8 + size])
-    if header.get("layout") != LAYOUT:
-        raise ValueError(f"outlook state layout {header.get('layout')!r}; this worker reads {LAYOUT}")
-    outlook, at = Outlook(header["window_ms"]), 8 + size
-    for entry in header["domains"]:
-        model_bytes, *acc_bytes = entry["bytes"]
-        d = DomainOutlook(Forecaster.decode(payload[at:at + model_bytes]), SlotIndex(entry["series"]))
-        at += model_bytes
-        for (name, (dtype, _)), nbytes in zip(_ACC.items(), acc_bytes):
-            d.acc[name] = np.frombuffer(payload[at:at + nbytes], dtype).copy()
-            at += nbytes
-        outlook.domains[entry["domain"]] = d
+    try:
+        header = orjson.loads(payload[8:8 + size])
+        layout, stored_window = header.get("layout"), header.get("window_ms")
+    except (orjson.JSONDecodeError, AttributeError):
+        raise ValueError("outlook state: not a header") from None
+    if layout != LAYOUT:
+        raise ValueError(f"outlook state layout {layout!r}; this worker reads {LAYOUT}")
+    if stored_window != window_ms:
+        raise ValueError(f"outlook state of {stored_window} ms windows; the city's are {window_ms} ms")
+    outlook, at = Outlook(window_ms), 8 + size
+    try:
+        for entry in header["domains"]:
+            model_bytes, *acc_bytes = entry["bytes"]
+            d = DomainOutlook(Forecaster.decode(payload[at:at + model_bytes]), SlotIndex(entry["series"]))
+            at += model_bytes
+            for (name, (dtype, _)), nbytes in zip(_ACC.items(), acc_bytes):
+                d.acc[name] = np.frombuffer(payload[at:at + nbytes], dtype).copy()
+                at += nbytes
+            if any(len(a) != len(d.series) for a in d.acc.values()) or d.model.capacity < len(d.series):
+                raise ValueError("columns and series differ in length")
+            outlook.domains[entry["domain"]] = d
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"outlook state not whole: {exc}") from None
     return outlook

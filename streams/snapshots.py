@@ -34,14 +34,18 @@ class Snapshots:
     since the last flush), `max_age_s` after its last snapshot, once the input since then
     is `input_ratio` times that snapshot's size (when given), and when `force`d."""
 
-    def __init__(self, max_age_s: float, input_ratio: float | None = None) -> None:
-        self.max_age_s, self.input_ratio = max_age_s, input_ratio
+    def __init__(self, max_age_s: float, input_ratio: float | None = None, stagger: bool = False) -> None:
+        """`stagger`: partitions taken on together come due at different times, spread
+        over `max_age_s`, rather than all at once (a large state's hourly round)."""
+        self.max_age_s, self.input_ratio, self.stagger = max_age_s, input_ratio, stagger
         self._since: dict[int, _Since] = {}
         self.ceilings: dict[int, int] = {}  # partition → the offset its newest snapshot covers + 1
 
     def loaded(self, partition: int, snapshot: Snapshot | None, now: float) -> None:
         """A partition taken on, with its newest stored snapshot (None: none yet)."""
-        self._since[partition] = _Since(snapshot, now)
+        # The golden ratio's fraction spreads any run of partition numbers evenly.
+        ahead = self.max_age_s * (partition * 0.6180339887 % 1.0) if self.stagger else 0.0
+        self._since[partition] = _Since(snapshot, now - ahead)
         if snapshot is not None:
             self.ceilings[partition] = snapshot.offset + 1
 

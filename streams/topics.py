@@ -50,6 +50,10 @@ STATE = COMPACTED | {"max.message.bytes": str(16 << 20)}
 EVENTS = {"retention.ms": str(7 * DAY_MS), "retention.bytes": str(8 * GIB), "segment.bytes": str(GIB)}
 # Rejected records: a month to look into them, 1 GiB at most.
 DEADLETTERS = {"retention.ms": str(30 * DAY_MS), "retention.bytes": str(GIB), "segment.bytes": str(GIB)}
+# The outlook's newest forecasts (streams/outlook.py), about 4 MB for a 1,000 events/s
+# city but rewritten every 5 minutes: hour-long segments, so that what an API reads back
+# at its start is compacted within the hour, not a day of rewrites.
+FORECASTS = COMPACTED | {"segment.bytes": str(16 << 20), "segment.ms": str(3_600_000)}
 # Window figures are keyed per window, so compaction alone would keep every window
 # forever; time retention drops them after two days (the API's window history keeps
 # what it serves on its own disk), size retention caps them.
@@ -208,7 +212,7 @@ class Topics:
             TopicSpec(self.vitals, 1, COMPACTED),
             TopicSpec(self.aggregates, n, WINDOWED),
             TopicSpec(self.rollups, n, WINDOWED),
-            TopicSpec(self.forecasts, n, COMPACTED),
+            TopicSpec(self.forecasts, n, FORECASTS),
             TopicSpec(f"{self.app_id}-__assignor-__leader", 1),
         ]
         specs += [TopicSpec(self.changelog(t), n, STATE) for t in tables]

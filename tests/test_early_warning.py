@@ -154,7 +154,7 @@ def test_the_closed_windows_a_grid_worker_publishes_are_learnt() -> None:
                  if kind == "aggregates"]
     rule = warning_rule()
     warnings = rule.new()
-    assert rule.step(warnings, published).learnt
+    rule.step(warnings, published)
     closed = sum(orjson.loads(r.value)["closed"] for r in published)
     model = warnings.models["smooth"]
     assert closed == 17 and model.state["seen"].tolist() == [closed]
@@ -250,7 +250,7 @@ def test_a_gates_capacity_a_minute_is_scaled_to_the_window() -> None:
     """A capacity is per minute; a window of two minutes holds twice the passes."""
     watch = WATCHES["gate"]
     assert watch.per_window(120_000) == 2.0 and WATCHES["grid"].per_window(120_000) == 1.0
-    assert watch.values({"c": {"passes": [60, 0]}}).tolist() == [60.0, 0.0]
+    assert watch.values({"c": {"passes": [60, 0]}}, 2).tolist() == [60.0, 0.0]
 
 
 def test_a_city_whose_gates_have_no_capacity_watches_none_and_still_forecasts_their_passes() -> None:
@@ -259,7 +259,7 @@ def test_a_city_whose_gates_have_no_capacity_watches_none_and_still_forecasts_th
     state = rule.new()
     applied = rule.step(state, window_records(passes, "gate", "passes", True))
     assert state.models == {} and not state.rules and applied.detections == []
-    assert state.outlook.domains["gate"].series.ids == ["passes|G-CAP", "passes|G-NONE"] and applied.forecasts
+    assert state.ahead.domains["gate"].series.ids == ["passes|G-CAP", "passes|G-NONE"] and applied.forecasts
 
 
 def test_a_state_stored_before_the_gates_were_watched_is_read() -> None:
@@ -270,7 +270,7 @@ def test_a_state_stored_before_the_gates_were_watched_is_read() -> None:
     model, series = state.models["smooth"], state.series["smooth"]
     header = orjson.dumps({"layout": 1, "offset": state.offset, "series": series.ids, "rules": state.rules})
     old = decode([len(header).to_bytes(8, "big") + header + model.encode()], MIN_MS)
-    state.outlook = old.outlook  # layout 1 had none: it starts anew
+    state.ahead = old.ahead  # layout 1 had none: it starts anew
     assert old.series["smooth"].ids == series.ids and encode(old) == encode(state)
 
 
@@ -308,7 +308,7 @@ def test_the_closed_windows_a_gate_worker_publishes_are_learnt_as_passes() -> No
     published = [Record(0, i, key, doc) for i, (kind, key, doc) in enumerate(step.closed) if kind == "aggregates"]
     rule = EarlyWarning(RuleBook(), Registry(GATES), MIN_MS)
     warnings = rule.new()
-    assert rule.step(warnings, published).learnt
+    rule.step(warnings, published)
     model = warnings.models["counts"]
     assert model.state["seen"].tolist() == [17] and model.state["level"][0] == 4.0  # 4 passes a minute
 

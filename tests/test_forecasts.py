@@ -88,11 +88,12 @@ def asks(settings: Settings, api: Api) -> None:
     # A quarter of a day learnt: no daily profile yet, so near the passes a minute seen.
     assert all(p["low"] < p["mean"] < p["high"] and 1 <= p["mean"] <= 8 for p in outlook["points"]), outlook
     ranked = api.get("/api/v1/forecasts/gate", params={"horizon_s": 1800}).json()
-    assert ranked["total"] == 1 and ranked["devices"][0]["entity"] == "G-0001"
+    assert (ranked["total"], ranked["stale"], ranked["devices"][0]["entity"]) == (1, 0, "G-0001")
     assert ranked["devices"][0]["points"] == outlook["points"]
     assert api.get("/api/v1/forecasts/gate", params={"horizon_s": 600}).status_code == 422
     assert api.get("/api/v1/forecasts/gate", params={"figure": "volume"}).status_code == 422
     assert api.get("/api/v1/forecasts/traffic").json()["total"] == 0
+    assert api.get("/api/v1/forecasts/water", params={"figure": "passes"}).status_code == 404
 
 
 def test_a_horizon_not_yet_measured_has_no_interval_rather_than_a_certain_one() -> None:

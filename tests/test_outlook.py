@@ -12,6 +12,7 @@ from streams.outlook import STEP_MS, Outlook
 from streams.processor import Record
 from streams.registry import Registry
 from streams.rules import RuleBook
+from tests.test_early_warning import FEEDERS as FEEDERS_RATED
 from tests.test_early_warning import MIN_MS, T0, loads, window_records
 
 
@@ -60,7 +61,7 @@ def test_a_window_seen_again_adds_nothing_and_a_replay_from_a_snapshot_publishes
     repeated = [Record(0, 10_000 + i, r.key, r.value) for i, r in enumerate(records[300:310])]
     after = rule.step(again, records[300:] + repeated).forecasts
     assert before + after == expected
-    assert outlook.encode(again.outlook) == outlook.encode(whole.outlook)
+    assert outlook.encode(again.ahead) == outlook.encode(whole.ahead)
 
 
 def test_forecasts_never_look_ahead() -> None:
@@ -79,8 +80,7 @@ def test_a_record_holds_each_learnt_series_at_15_30_and_60_minutes_with_interval
     rule = EarlyWarning(RuleBook(), Registry(), MIN_MS)
     _, docs = step_records(rule, window_records({f: v[:2 * 1440] for f, v in loads().items()}))
     first, last = docs[0], docs[-1]
-    assert (first["domain"], first["partition"], first["step_ms"], first["horizons_s"]) == ("grid", 0, STEP_MS,
-                                                                                            [900, 1800, 3600])
+    assert (first["domain"], first["step_ms"], first["horizons_s"]) == ("grid", STEP_MS, [900, 1800, 3600])
     assert first["figures"] == ["load_kw_mean", "load_kw_mean"] and first["entities"] == ["F-RAMP", "F-FLAT"]
     assert first["made_at"] == [T0 + STEP_MS] * 2 and first["learnt"] == [1, 1]
     assert first["low"] == [[None] * 3] * 2  # no error measured yet: no interval, rather than a zero-wide one
@@ -107,14 +107,14 @@ def test_a_state_stored_before_the_outlook_is_read_and_the_outlook_starts_anew()
     models = sum(m["bytes"] for m in header["models"])
     stored = len(old).to_bytes(8, "big") + old + payload[8 + size:8 + size + models]
     again = decode([stored], MIN_MS)
-    assert again.offset == state.offset and again.outlook is not None and again.outlook.domains == {}
+    assert again.offset == state.offset and again.ahead is not None and again.ahead.domains == {}
 
 
 def test_a_window_that_does_not_divide_the_step_turns_the_outlook_off_not_early_warning() -> None:
     rule = EarlyWarning(RuleBook(), Registry(), 8 * MIN_MS)
     state = rule.new()
-    assert state.outlook is None
-    assert rule.load(encode(state)).outlook is None
+    assert state.ahead is None
+    assert rule.load(encode(state)).ahead is None
 
 
 def test_a_city_that_turns_the_outlook_off_keeps_early_warning_and_drops_a_stored_outlook() -> None:
@@ -122,8 +122,56 @@ def test_a_city_that_turns_the_outlook_off_keeps_early_warning_and_drops_a_store
     on = EarlyWarning(RuleBook(), Registry(), MIN_MS)
     state = on.new()
     on.step(state, records)
-    off = EarlyWarning(RuleBook(), Registry(), MIN_MS, outlook=False)
+    off = EarlyWarning(RuleBook(), Registry(), MIN_MS, ahead=False)
     loaded = off.load(encode(state))
-    assert loaded.outlook is None and loaded.offset == state.offset
+    assert loaded.ahead is None and loaded.offset == state.offset
     assert off.step(loaded, [Record(0, 1_000 + i, r.key, r.value) for i, r in enumerate(records)]).forecasts == []
-    assert on.load(encode(loaded)).outlook.domains == {}  # turned on again: it starts anew
+    assert on.load(encode(loaded)).ahead.domains == {}  # turned on again: it starts anew
+
+
+def test_the_newest_record_of_each_key_holds_every_series_as_compaction_keeps_only_it() -> None:
+    """A closed window too big for one record comes in several, and a series whose step's
+    last window is missing learns that step late, in a record of its own: the topic keeps
+    each key's newest record only, and still has every series' latest forecast."""
+    gates = [f"G-{n:04d}" for n in range(2_600)]
+    rule, kept, latest = EarlyWarning(RuleBook(), Registry(), MIN_MS), {}, {}
+    state, offset = rule.new(), 0
+    for m in range(12):
+        ws = T0 + m * MIN_MS
+        quiet = {g for n, g in enumerate(gates) if (n + m) % 7 == 0}  # no passes that minute: no window
+        sending = [g for g in gates if g not in quiet]
+        for chunk in range(0, len(sending), 2_000):
+            ids = sending[chunk:chunk + 2_000]
+            doc = {"domain": "gate", "partition": 0, "window_start": ws, "window_end": ws + MIN_MS, "closed": True,
+                   "entities": ids, "cols": {"n": [3] * len(ids), "f": {}, "c": {"passes": [3] * len(ids)}}}
+            record = Record(0, offset, f"gate/0|{ws}|closed/{chunk // 2_000}".encode(), orjson.dumps(doc))
+            offset += 1
+            for key, value in rule.step(state, [record]).forecasts:
+                kept[key] = value  # compaction
+                doc = orjson.loads(value)
+                latest.update({e: t for e, t in zip(doc["entities"], doc["made_at"])})
+    survived = {}
+    for value in kept.values():
+        doc = orjson.loads(value)
+        survived.update({e: t for e, t in zip(doc["entities"], doc["made_at"])})
+    assert len(latest) == len(gates) and survived == latest
+
+
+def test_a_stored_outlook_that_cannot_be_read_or_is_of_another_window_starts_anew_and_early_warning_goes_on() -> None:
+    rule = EarlyWarning(RuleBook(), Registry(FEEDERS_RATED), MIN_MS)
+    state = rule.new()
+    rule.step(state, window_records({f: v[:1500] for f, v in loads().items()}))
+    assert state.models and state.ahead.domains
+    payload = b"".join(encode(state))
+    spoilt = payload[:-8]  # the outlook cut short
+    for stored, window_ms in (([spoilt], MIN_MS), (encode(state), MIN_MS // 2)):
+        again = EarlyWarning(RuleBook(), Registry(FEEDERS_RATED), window_ms).load(stored)
+        assert again.ahead is not None and again.ahead.domains == {} and again.ahead.window_ms == window_ms
+        assert again.models["smooth"].state["seen"].tolist() == state.models["smooth"].state["seen"].tolist()
+
+
+def test_a_total_without_any_reading_learns_nothing() -> None:
+    series = Outlook(MIN_MS)
+    for m in range(5):
+        series.add("gate", T0 + m * MIN_MS, ["G-1"], {"n": [0], "f": {}, "c": {}})  # a shape without passes
+    assert series.domains["gate"].model.state["seen"].tolist() == [0]

@@ -89,3 +89,21 @@ def test_revoked_partitions_are_forgotten_until_loaded_again() -> None:
     assert snaps.due(force=True, now=1.0) == []
     snaps.loaded(0, snapshot(0, 7, None), now=1.0)
     assert snaps.newest(0) is not None and snaps.ceilings[0] == 8
+
+
+def test_staggered_partitions_taken_on_together_come_due_spread_over_the_age() -> None:
+    snaps = Snapshots(AGE_S, stagger=True)
+    for p in range(8):
+        snaps.loaded(p, snapshot(p, 9, None), now=0.0)
+    came_due: dict[int, float] = {}
+    for tick in range(1, 121):
+        now = tick * AGE_S / 120
+        for p in range(8):
+            if p not in came_due:
+                snaps.applied(p, 10)  # busy all along
+        for p in snaps.due(force=False, now=now):
+            came_due.setdefault(p, now)
+            snaps.taken(p, snapshot(p, 10 + tick, snaps.newest(p)), now=now)
+    assert sorted(came_due) == list(range(8))
+    times = sorted(came_due.values())
+    assert all(b - a >= AGE_S / 16 for a, b in zip(times, times[1:]))  # no two in one burst

@@ -57,8 +57,11 @@ async def outlook_ranking(parts: Parts,
                           limit: Annotated[int, Query(ge=1, le=10_000)] = 50) -> dict[str, Any]:
     """The workers' outlook of every device of a domain (api/outlook.py): the `limit`
     devices whose forecast of `figure` at `horizon_s` is highest (or lowest: a road's
-    speed), with the area of each; `total` counts the devices forecast."""
-    figure = figure or DEFAULT_FIGURE[known_domain(domain)]
+    speed), with the area of each; `total` counts the devices forecast. A device whose
+    forecast is more than two steps older than the newest of the figure's (a device gone
+    silent, or removed) is left out, and counted in `stale`."""
+    domain = known_domain(domain)
+    figure = figure or DEFAULT_FIGURE[domain]
     horizons = [h * STEP_MS // 1000 for h in HORIZONS]
     if horizon_s not in horizons:
         raise HTTPException(422, f"horizon_s {horizon_s}: the workers forecast {', '.join(map(str, horizons))} s ahead")
@@ -66,10 +69,10 @@ async def outlook_ranking(parts: Parts,
         raise HTTPException(422, f"figure {figure!r}: the workers forecast {', '.join(f.name for f in FIGURES[domain])} "
                                  f"of {domain} devices")
     views = parts.views
-    ranked = list(views.outlooks.ranked(domain, figure, horizon_s, order == "highest"))
-    return {"domain": domain, "figure": figure, "horizon_s": horizon_s, "order": order, "total": len(ranked),
-            "devices": [{"entity": entity, "area": views.registry.area(entity), **o.doc()}
-                        for entity, o in ranked[:limit]]}
+    ranked = views.outlooks.ranked(domain, figure, horizon_s, order == "highest", limit)
+    return {"domain": domain, "figure": figure, "horizon_s": horizon_s, "order": order, "total": ranked.total,
+            "stale": ranked.stale, "devices": [{"entity": entity, "area": views.registry.area(entity), **o.doc()}
+                                               for entity, o in ranked.top]}
 
 
 @viewing.get("/forecasts/areas/{level}/{area_id}")
