@@ -11,9 +11,10 @@ The model steps every STEP_MS (5 minutes), not every window: the three horizons 
 3, 6 and 12 steps, and the state is about 1.6 KB a series (96 time-of-day bins, no
 weekly correction, errors tracked 12 steps ahead), a fifth of a window-step model's
 (benchmarks/README.md measures both on NAB). A series' windows are summed into its
-current step (`acc_*` columns), and the step is learnt when its last window closes (or,
-when that window never comes, a gate without passes that minute, when a window of a later
-step does). A figure is in the unit of a window, as the windows' own figures are: a mean
+current step (`acc_*` columns), and the step is learnt when its last window closes; the
+series without a window in that minute (a gate without passes, a detector that reports
+every 5 minutes) all learn theirs when the partition's first window of a later step does:
+a partition's windows close in order, so by then none of the step's is still to come. A figure is in the unit of a window, as the windows' own figures are: a mean
 figure is the step's pooled mean (sum over count of the readings); a total (passes,
 volume) is the step's total over the windows a step holds, so a minute without a
 window counts as zero (a gate with no passes sends no window). A step without any
@@ -87,10 +88,11 @@ FIGURES: dict[str, tuple[Figure, ...]] = {
 # the window history's too): what each kind of device is watched for.
 DEFAULT_FIGURE = {"gate": "passes", "traffic": "volume", "grid": "load_kw_mean"}
 
-# Per slot: the step being summed (-1: none), its sum and readings, and the start of the
-# last window added (so a window seen again is not added twice).
+# Per slot: the step being summed (-1: none), its sum and readings, the start of the last
+# window added (so a window seen again is not added twice), and whether its figure is a
+# total (1) or a mean (0).
 _ACC = {"acc_step": (np.int64, -1), "acc_sum": (np.float64, 0.0), "acc_n": (np.float64, 0.0),
-        "acc_window": (np.int64, -1)}
+        "acc_window": (np.int64, -1), "acc_total": (np.int8, 0)}
 
 
 @dataclass
@@ -144,14 +146,15 @@ class Outlook:
         slots = d.series.of([f"{f.name}|{e}" for f in figures for e in entities])
         d.reserve(len(d.series))
         acc = d.acc
+        acc["acc_total"][slots] = total
         fresh = acc["acc_window"][slots] < window_start  # a window seen again adds nothing
-        slots, value, n, total = slots[fresh], value[fresh], n[fresh], total[fresh]
+        slots, value, n = slots[fresh], value[fresh], n[fresh]
         step = window_start // STEP_MS
-        # A step is learnt once its last window has closed, or else (a gate without passes
-        # in that minute sends none) once a window of a later step has.
+        # Every series of the partition whose step ended before this window's and is not
+        # learnt yet (no window in the step's last minute) learns it now.
+        every = acc["acc_step"]
+        before = self._learn(d, np.flatnonzero((every >= 0) & (every < step) & (every > d.model.state["last_step"])))
         held = acc["acc_step"][slots]
-        ended = (held >= 0) & (held < step) & (held > d.model.state["last_step"][slots])
-        before = self._learn(d, slots[ended], total[ended])
         restart = slots[held != step]
         acc["acc_sum"][restart], acc["acc_n"][restart] = 0.0, 0.0
         acc["acc_step"][slots], acc["acc_window"][slots] = step, window_start
@@ -159,17 +162,17 @@ class Outlook:
         acc["acc_sum"][slots[ok]] += value[ok]
         acc["acc_n"][slots[ok]] += n[ok]
         last = (window_start + self.window_ms) % STEP_MS == 0
-        now = self._learn(d, slots, total) if last else slots[:0]
+        now = self._learn(d, slots) if last else slots[:0]
         done = np.union1d(before, now)
         return Learnt(domain, done) if len(done) else None
 
-    def _learn(self, d: DomainOutlook, slots: np.ndarray, total: np.ndarray) -> np.ndarray:
+    def _learn(self, d: DomainOutlook, slots: np.ndarray) -> np.ndarray:
         """Learn the summed steps of `slots`: a total per window of the step, or the pooled
         mean (NaN without readings: nothing to learn). The slots that learnt one."""
         if not len(slots):
             return slots
         acc = d.acc
-        s, k = acc["acc_sum"][slots], acc["acc_n"][slots]
+        s, k, total = acc["acc_sum"][slots], acc["acc_n"][slots], acc["acc_total"][slots] == 1
         with np.errstate(invalid="ignore", divide="ignore"):
             figure = np.where(k > 0, np.where(total, s / (STEP_MS // self.window_ms), s / k), np.nan)
         d.model.learn(slots, acc["acc_step"][slots] * STEP_MS, figure)

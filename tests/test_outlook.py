@@ -175,3 +175,24 @@ def test_a_total_without_any_reading_learns_nothing() -> None:
     for m in range(5):
         series.add("gate", T0 + m * MIN_MS, ["G-1"], {"n": [0], "f": {}, "c": {}})  # a shape without passes
     assert series.domains["gate"].model.state["seen"].tolist() == [0]
+
+
+def test_a_series_without_a_window_in_its_steps_last_minute_learns_it_with_the_partitions_next_step() -> None:
+    """A detector that reports every few minutes: its step is learnt as soon as any window
+    of the partition's next step closes, with every such series at once."""
+    series, published = Outlook(MIN_MS), []
+    for m in range(20):
+        ids = ["T-EVERY-MINUTE"] + (["T-SOMETIMES"] if m % 5 in (0, 2) else [])
+        cols = {"n": [1] * len(ids), "f": {name: {"count": [1] * len(ids), "sum": [10.0] * len(ids),
+                                                   "m2": [0.0] * len(ids), "min": [10.0] * len(ids),
+                                                   "max": [10.0] * len(ids)}
+                                            for name in ("volume", "speed_kmh", "occupancy")}, "c": {}}
+        learnt = series.add("traffic", T0 + m * MIN_MS, ids, cols)
+        published.append(sorted(series.domains["traffic"].series.ids[s] for s in learnt.slots) if learnt else [])
+    assert published[4] == ["occupancy_mean|T-EVERY-MINUTE", "speed_kmh_mean|T-EVERY-MINUTE",
+                            "volume|T-EVERY-MINUTE"]  # the step's last minute: the series that sent one
+    assert published[5] == ["occupancy_mean|T-SOMETIMES", "speed_kmh_mean|T-SOMETIMES", "volume|T-SOMETIMES"]
+    assert [m for m, p in enumerate(published) if p] == [4, 5, 9, 10, 14, 15, 19]
+    model = series.domains["traffic"].model
+    # a total per window of the step: two windows of 10 in five minutes
+    assert model.state["level"][series.domains["traffic"].series.slot["volume|T-SOMETIMES"]] == 4.0
