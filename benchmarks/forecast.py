@@ -1,6 +1,6 @@
 """Walk NAB-layout series online with the forecaster and score its forecasts.
 
-    python -m benchmarks.forecast --data DIR --out FILE [--outlook]
+    python -m benchmarks.forecast --data DIR --out FILE [--outlook smooth|counts]
 
 Every `timestamp,value` CSV under DIR/data (or DIR) is one series. Series of the same
 cadence share one `Forecaster`, a slot each, and are walked together point by point:
@@ -13,9 +13,9 @@ series' first day; the table shows the geometric mean over series (relative erro
 multiply, and a ratio of 0.5 should weigh as much as one of 2), and the JSON has
 every series. Coverage is the share of targets inside the 80 % interval.
 
-`--outlook` walks them with the workers' compact model instead (streams/outlook.py: its
-profile bins and no weekly correction, at the series' own cadence, which for most NAB
-series is the outlook's 5-minute step).
+`--outlook smooth|counts` walks them with that kind of the workers' model instead
+(streams/outlook.py: its profile bins and no weekly correction, at the series' own
+cadence, which for most NAB series is the outlook's 5-minute step).
 
 A series "has a daily rhythm" when its values correlate at a lag of one day (r ≥ 0.5,
 over the whole file: a label for the report, not something the model sees).
@@ -77,18 +77,19 @@ def cadence(ts_ms: np.ndarray) -> int:
     return min(divisors, key=lambda d: abs(d - step))
 
 
-def model_for(step_ms: int, compact: bool = False) -> Forecaster:
+def model_for(step_ms: int, kind: str | None = None) -> Forecaster:
     """The forecaster for series of one cadence: 5-minute profile bins, or one per step;
-    `compact`, the outlook's bins and no weekly correction."""
-    bins, week = (outlook.CONFIG.profile_bins, outlook.CONFIG.week_bins) if compact else (PROFILE_BINS, Config().week_bins)
+    with `kind`, the outlook's model of that kind (its bins, no weekly correction)."""
+    bins, week = ((outlook.CONFIGS[kind].profile_bins, outlook.CONFIGS[kind].week_bins) if kind
+                  else (PROFILE_BINS, Config().week_bins))
     return Forecaster(Config(step_ms=step_ms, horizon=max(HORIZONS), profile_bins=min(bins, DAY_MS // step_ms),
                              week_bins=week))
 
 
-def walk(group: list[Series], step_ms: int, compact: bool = False) -> float:
+def walk(group: list[Series], step_ms: int, kind: str | None = None) -> float:
     """Learn every series of one cadence point by point, keeping the forecasts made after
     each point; returns the seconds spent in the model."""
-    model = model_for(step_ms, compact)
+    model = model_for(step_ms, kind)
     longest = max(s.values.size for s in group)
     means = [np.full((s.values.size, max(HORIZONS)), np.nan) for s in group]
     lows, highs = [m.copy() for m in means], [m.copy() for m in means]
@@ -201,8 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=os.environ.get("CITYBRAIN_NAB_DATA"),
                         help="NAB-layout root (CSV files under data/); default $CITYBRAIN_NAB_DATA")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
-    parser.add_argument("--outlook", action="store_true",
-                        help="the workers' compact model (streams/outlook.py) instead of the full one")
+    parser.add_argument("--outlook", choices=sorted(outlook.CONFIGS),
+                        help="the workers' model of that kind (streams/outlook.py) instead of the full one")
     args = parser.parse_args(argv)
     if args.data is None:
         parser.error("--data or CITYBRAIN_NAB_DATA is required")
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_series = {s.name: evaluate(s) for s in series}
     daily = [s.name for s in series if daily_rhythm(s)]
     points = sum(s.values.size for s in series)
-    result = {"model": "outlook" if args.outlook else "full", "files": len(series), "points": points, "points_per_s": points / seconds,
+    result = {"model": f"outlook {args.outlook}" if args.outlook else "full", "files": len(series), "points": points, "points_per_s": points / seconds,
               "horizons": summarise(per_series, list(per_series)),
               "daily": {"files": daily, "horizons": summarise(per_series, daily)},
               "worker_shape": worker_speed(), "series": per_series}

@@ -8,7 +8,8 @@ its devices spread over `--partitions` partitions as a keyed producer spreads th
 the domain workers publish them) fed to each partition's `Outlook`. Measured: its state
 per series (as stored), the time to add a minute of the whole city's windows (learning
 and forecasting included; the records' JSON parse timed apart), and what it publishes
-each 5-minute step, also per byte of the city's input (129 bytes an event on average).
+each 5-minute step and in the forecast agent's snapshots, also per byte of the city's
+input (129 bytes an event on average).
 The figures are synthetic windows, not a model's accuracy: that is benchmarks.forecast.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 import orjson
 
 from services.city import City
+from streams.forecast_agent import SNAPSHOT_EVERY_S
 from streams.outlook import STEP_MS, Outlook, encode
 from streams.partitioning import partition_for
 
@@ -80,7 +82,8 @@ def measure(rate: float, minutes: int, partitions: int) -> dict[str, Any]:
             "published_bytes_per_step": round(published / steps), "published_records_per_step": round(
                 published_records / steps), "published_bytes_per_series": round(published / steps / series),
             "published_bytes_per_input_byte": round(published / steps / (STEP_MS / 1000) / input_bytes_per_s, 3),
-            "hourly_snapshot_bytes_per_input_byte": round(state / 3600 / input_bytes_per_s, 3)}
+            "snapshot_every_s": SNAPSHOT_EVERY_S,
+            "snapshot_bytes_per_input_byte": round(state / SNAPSHOT_EVERY_S / input_bytes_per_s, 3)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{r['parse_ms_per_minute_of_windows']} ms to parse (one core)\n"
           f"published each 5-minute step: {r['published_bytes_per_step'] / 1e6:.2f} MB in "
           f"{r['published_records_per_step']} records ({r['published_bytes_per_series']} bytes a series): "
-          f"{r['published_bytes_per_input_byte']} bytes per input byte; hourly snapshots "
-          f"{r['hourly_snapshot_bytes_per_input_byte']}")
+          f"{r['published_bytes_per_input_byte']} bytes per input byte; snapshots every "
+          f"{r['snapshot_every_s'] / 3600:g} h {r['snapshot_bytes_per_input_byte']}")
     return 0
 
 

@@ -46,11 +46,11 @@ log = logging.getLogger(__name__)
 
 # Stored after every learnt window, the early-warning snapshots (about 7.5 KB a feeder)
 # wrote 0.37 MB/s to the broker for a 1,000 events/s city (2,941 feeders), more than its
-# events. With the outlook (1.65 KB for each of the city's 38,237 device series: 63 MB),
-# every ten minutes would write 0.8 bytes per input byte; every hour writes 0.14, and a
-# crash replays at most an hour of windows, which learn in about a second (35 ms a minute
-# of the whole city's windows, benchmarks/README.md).
-SNAPSHOT_EVERY_S = 3600.0
+# events. With the outlook (2.8 KB for each of the city's 38,237 device series: 108 MB),
+# every ten minutes would write 1.4 bytes per input byte, every hour 0.23; every two hours
+# writes 0.12, and a crash replays at most two hours of windows, which learn in about five
+# seconds (38 ms a minute of the whole city's windows, benchmarks/README.md).
+SNAPSHOT_EVERY_S = 7200.0
 
 
 class ForecastAgent:
@@ -60,8 +60,8 @@ class ForecastAgent:
         self.source = deliver_in_batches(app, self.topics.aggregates)
         self.owned: dict[int, Warnings] = {}
         # stored when it moved on and went quiet, or SNAPSHOT_EVERY_S after the last
-        # staggered: the partitions' states (63 MB in all for that city) are not stored in
-        # one burst, which took 0.1-0.6 s to encode while the steps waited
+        # staggered: the partitions' states (108 MB in all for that city) are not stored
+        # in one burst, which took 0.1-0.6 s to encode (63 MB) while the steps waited
         self.snapshots = Snapshots(SNAPSHOT_EVERY_S, stagger=True)
         self.stepping = asyncio.Lock()  # a step and the sending of its detections; a snapshot
         flush_before_commit(app, self.flush)

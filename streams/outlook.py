@@ -8,9 +8,13 @@ compact `Forecaster` (streams/forecast.py) holds a slot per series, `<figure>|<e
 a gate's passes, a road detector's volume, speed and occupancy, a feeder's load.
 
 The model steps every STEP_MS (5 minutes), not every window: the three horizons are then
-3, 6 and 12 steps, and the state is about 1.6 KB a series (96 time-of-day bins, no
-weekly correction, errors tracked 12 steps ahead), a fifth of a window-step model's
-(benchmarks/README.md measures both on NAB). A series' windows are summed into its
+3, 6 and 12 steps, with no weekly correction and errors tracked 12 steps ahead. Smooth
+series (a feeder's load, a road's speed and occupancy, and its volume with them) keep a
+time-of-day bin per step, 288, 3.2 KB a series: a coarser profile cannot follow a load's
+daily curve within a bin, and its forecasts were worse than yesterday's value (MASE 2.2
+on the simulator's feeders with 96 bins). A gate's passes, Poisson counts, do as well
+with 96 bins, 1.65 KB a series (benchmarks/README.md measures both on NAB and on the
+simulator's city). A window-step model would hold 7.5 KB. A series' windows are summed into its
 current step (`acc_*` columns), and the step is learnt when its last window closes; the
 series without a window in that minute (a gate without passes, a detector that reports
 every 5 minutes) all learn theirs when the partition's first window of a later step does:
@@ -47,7 +51,10 @@ STEP_MS = 300_000
 HORIZONS = (3, 6, 12)  # steps ahead published: 15, 30 and 60 minutes
 # One time-of-week bin: no weekly correction (a constant offset is what the daily profile
 # and level already hold, so the forecaster's gate never turns it on).
-CONFIG = Config(step_ms=STEP_MS, horizon=max(HORIZONS), profile_bins=96, week_bins=1)
+CONFIGS = {"smooth": Config(step_ms=STEP_MS, horizon=max(HORIZONS), profile_bins=288, week_bins=1),
+           "counts": Config(step_ms=STEP_MS, horizon=max(HORIZONS), profile_bins=96, week_bins=1)}
+MODEL = {"gate": "counts", "traffic": "smooth", "grid": "smooth"}  # each domain's kind of model
+COVERAGE = CONFIGS["smooth"].coverage
 # Series a forecasts record holds: about 255 KB with 8-character ids, up to 1 MiB with the
 # longest ids (streams/events.py MAX_ID_LEN), like the window records.
 ROWS_PER_RECORD = 2_000
@@ -99,7 +106,7 @@ _ACC = {"acc_step": (np.int64, -1), "acc_sum": (np.float64, 0.0), "acc_n": (np.f
 class DomainOutlook:
     """One domain's series on one partition: their model, slots and step sums."""
 
-    model: Forecaster = field(default_factory=lambda: Forecaster(CONFIG))
+    model: Forecaster
     series: SlotIndex = field(default_factory=SlotIndex)
     acc: dict[str, np.ndarray] = field(default_factory=lambda: {k: np.full(0, v, t) for k, (t, v) in _ACC.items()})
 
@@ -142,7 +149,9 @@ class Outlook:
         total = np.repeat([f.total for f in figures], len(entities))
         if value.shape != total.shape or n.shape != total.shape:
             raise ValueError("a window record's columns do not match its entities")
-        d = self.domains.setdefault(domain, DomainOutlook())
+        d = self.domains.get(domain)
+        if d is None:
+            d = self.domains[domain] = DomainOutlook(Forecaster(CONFIGS[MODEL[domain]]))
         slots = d.series.of([f"{f.name}|{e}" for f in figures for e in entities])
         d.reserve(len(d.series))
         acc = d.acc
@@ -206,7 +215,7 @@ class Outlook:
             rows = np.flatnonzero(chunks == chunk)
             figures, entities = zip(*(d.series.ids[s].split("|", 1) for s in slots[rows].tolist()))
             doc = {"domain": learnt.domain, "step_ms": STEP_MS,
-                   "coverage": CONFIG.coverage, "horizons_s": [h * STEP_MS // 1000 for h in HORIZONS],
+                   "coverage": COVERAGE, "horizons_s": [h * STEP_MS // 1000 for h in HORIZONS],
                    "figures": figures, "entities": entities, "made_at": made_at[rows], "learnt": learnt_steps[rows],
                    # float32: seven significant digits say all a forecast knows, in half the bytes
                    "mean": mean[rows].astype(np.float32), "low": low[rows].astype(np.float32),
