@@ -27,6 +27,7 @@ class _Since:
     input_bytes: int = 0  # record bytes applied since the snapshot
     changed: bool = False  # records applied since the snapshot
     stepped: bool = False  # records applied since the last flush
+    applied_at: float = 0.0  # time.monotonic() of the last records applied
 
 
 class Snapshots:
@@ -34,10 +35,14 @@ class Snapshots:
     since the last flush), `max_age_s` after its last snapshot, once the input since then
     is `input_ratio` times that snapshot's size (when given), and when `force`d."""
 
-    def __init__(self, max_age_s: float, input_ratio: float | None = None, stagger: bool = False) -> None:
+    def __init__(self, max_age_s: float, input_ratio: float | None = None, stagger: bool = False,
+                 quiet_s: float | None = None) -> None:
         """`stagger`: partitions taken on together come due at different times, spread
-        over `max_age_s`, rather than all at once (a large state's hourly round)."""
-        self.max_age_s, self.input_ratio, self.stagger = max_age_s, input_ratio, stagger
+        over `max_age_s`, rather than all at once (a large state's round). `quiet_s`: a
+        partition is quiet once nothing was applied to it for that long, not merely since
+        the last flush (a source with a record every second or so looks quiet between
+        them at every flush)."""
+        self.max_age_s, self.input_ratio, self.stagger, self.quiet_s = max_age_s, input_ratio, stagger, quiet_s
         self._since: dict[int, _Since] = {}
         self.ceilings: dict[int, int] = {}  # partition → the offset its newest snapshot covers + 1
 
@@ -49,11 +54,12 @@ class Snapshots:
         if snapshot is not None:
             self.ceilings[partition] = snapshot.offset + 1
 
-    def applied(self, partition: int, input_bytes: int = 0) -> None:
-        """Records (of `input_bytes`) applied to the partition's state."""
+    def applied(self, partition: int, input_bytes: int = 0, now: float = 0.0) -> None:
+        """Records (of `input_bytes`) applied to the partition's state at `now`."""
         since = self._since[partition]
         since.input_bytes += input_bytes
         since.changed = since.stepped = True
+        since.applied_at = now
 
     def due(self, force: bool, now: float) -> list[int]:
         """The partitions to snapshot at this flush (every changed one when `force`d).
@@ -64,7 +70,8 @@ class Snapshots:
         return out
 
     def _worth_it(self, since: _Since, now: float) -> bool:
-        if not since.stepped or now - since.taken_at >= self.max_age_s:
+        quiet = not since.stepped if self.quiet_s is None else now - since.applied_at >= self.quiet_s
+        if quiet or now - since.taken_at >= self.max_age_s:
             return True
         size = since.snapshot.size if since.snapshot else 0
         return self.input_ratio is not None and since.input_bytes >= self.input_ratio * size

@@ -107,3 +107,17 @@ def test_staggered_partitions_taken_on_together_come_due_spread_over_the_age() -
     assert sorted(came_due) == list(range(8))
     times = sorted(came_due.values())
     assert all(b - a >= AGE_S / 16 for a, b in zip(times, times[1:]))  # no two in one burst
+
+
+def test_with_quiet_s_a_partition_fed_every_second_is_not_stored_at_every_flush_between_records() -> None:
+    snaps = Snapshots(AGE_S, quiet_s=20.0)
+    snaps.loaded(0, snapshot(0, 9, None), now=0.0)
+    stored = []
+    for tick in range(1, 200):  # a flush every 0.5 s, a record every second
+        now = tick * 0.5
+        if tick % 2 == 0 and now <= 60:
+            snaps.applied(0, 10, now=now)
+        for p in snaps.due(force=False, now=now):
+            stored.append(now)
+            snaps.taken(p, snapshot(p, 10 + tick, snaps.newest(p)), now=now)
+    assert stored == [80.0]  # 20 s after the last record, not between the records
