@@ -49,6 +49,7 @@ from streams.windows import field_columns
 
 STEP_MS = 300_000
 HORIZONS = (3, 6, 12)  # steps ahead published: 15, 30 and 60 minutes
+HORIZONS_S = tuple(h * STEP_MS // 1000 for h in HORIZONS)
 # One time-of-week bin: no weekly correction (a constant offset is what the daily profile
 # and level already hold, so the forecaster's gate never turns it on).
 CONFIGS = {"smooth": Config(step_ms=STEP_MS, horizon=max(HORIZONS), profile_bins=288, week_bins=1),
@@ -215,7 +216,7 @@ class Outlook:
             rows = np.flatnonzero(chunks == chunk)
             figures, entities = zip(*(d.series.ids[s].split("|", 1) for s in slots[rows].tolist()))
             doc = {"domain": learnt.domain, "step_ms": STEP_MS,
-                   "coverage": COVERAGE, "horizons_s": [h * STEP_MS // 1000 for h in HORIZONS],
+                   "coverage": COVERAGE, "horizons_s": HORIZONS_S,
                    "figures": figures, "entities": entities, "made_at": made_at[rows], "learnt": learnt_steps[rows],
                    # float32: seven significant digits say all a forecast knows, in half the bytes
                    "mean": mean[rows].astype(np.float32), "low": low[rows].astype(np.float32),

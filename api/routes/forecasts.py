@@ -11,7 +11,7 @@ from fastapi import HTTPException, Path, Query
 from api.deps import Parts, router
 from api.forecasts import forecast
 from api.query import known_domain, known_level
-from streams.outlook import DEFAULT_FIGURE, FIGURES, HORIZONS, STEP_MS
+from streams.outlook import DEFAULT_FIGURE, FIGURES, HORIZONS_S
 
 viewing = router("viewer", "forecasts")
 
@@ -62,9 +62,8 @@ async def outlook_ranking(parts: Parts,
     silent, or removed) is left out, and counted in `stale`."""
     domain = known_domain(domain)
     figure = figure or DEFAULT_FIGURE[domain]
-    horizons = [h * STEP_MS // 1000 for h in HORIZONS]
-    if horizon_s not in horizons:
-        raise HTTPException(422, f"horizon_s {horizon_s}: the workers forecast {', '.join(map(str, horizons))} s ahead")
+    if horizon_s not in HORIZONS_S:
+        raise HTTPException(422, f"horizon_s {horizon_s}: the workers forecast {', '.join(map(str, HORIZONS_S))} s ahead")
     if figure not in {f.name for f in FIGURES[domain]}:
         raise HTTPException(422, f"figure {figure!r}: the workers forecast {', '.join(f.name for f in FIGURES[domain])} "
                                  f"of {domain} devices")
